@@ -1,0 +1,1 @@
+"""The admin REST API (FastAPI): a thin layer that converts; the work is in the core."""

@@ -1,0 +1,41 @@
+"""The one place where control-plane errors become HTTP statuses."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from controlplane.errors import ControlPlaneError, ErrorCode
+
+HTTP_STATUS = {
+    ErrorCode.INVALID_ARGUMENT: 400,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def control_plane_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ControlPlaneError)
+        extra = {"model": exc.model} if hasattr(exc, "model") else {}
+        return JSONResponse(error_body(exc.code.value, exc.message, **extra),
+                            status_code=HTTP_STATUS[exc.code])
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(error_body(ErrorCode.INVALID_ARGUMENT.value, problems),
+                            status_code=422)
+
+    app.add_exception_handler(ControlPlaneError, control_plane_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -1,0 +1,87 @@
+"""Response bodies of the admin API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from controlplane.lifecycle.states import ModelState, ModelStatus
+from controlplane.store.models import LoadEvent
+from controlplane.triton.repository import ModelSpec, TensorSpec
+
+
+class ModelView(BaseModel):
+    name: str
+    instance: str
+    state: ModelState
+    reason: str | None
+    since: datetime
+    pinned: bool
+    memory_bytes: int | None
+    load_s: float | None
+    busy: bool
+
+    @classmethod
+    def of(cls, status: ModelStatus) -> ModelView:
+        return cls(**status.__dict__)
+
+
+class TensorView(BaseModel):
+    name: str
+    datatype: str
+    dims: list[int]
+
+    @classmethod
+    def of(cls, spec: TensorSpec) -> TensorView:
+        return cls(name=spec.name, datatype=spec.datatype, dims=list(spec.dims))
+
+
+class EventView(BaseModel):
+    action: str
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    duration_s: float | None
+    outcome: str | None
+    error: str | None
+    triton_s: float | None
+    memory_bytes: int | None
+    details: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, event: LoadEvent) -> EventView:
+        return cls.model_validate(event, from_attributes=True)
+
+
+class ModelDetail(ModelView):
+    #: None when config.pbtxt cannot be parsed; ``config_error`` says why
+    backend: str | None
+    max_batch_size: int | None
+    inputs: list[TensorView]
+    outputs: list[TensorView]
+    config_error: str | None
+    #: newest first
+    events: list[EventView]
+
+    @classmethod
+    def build(cls, status: ModelStatus, spec: ModelSpec | str,
+              events: list[LoadEvent]) -> ModelDetail:
+        """``spec`` is the parsed config, or the reason it could not be parsed."""
+        parsed = spec if isinstance(spec, ModelSpec) else None
+        return cls(
+            **status.__dict__,
+            backend=parsed.backend if parsed else None,
+            max_batch_size=parsed.max_batch_size if parsed else None,
+            inputs=[TensorView.of(t) for t in parsed.inputs] if parsed else [],
+            outputs=[TensorView.of(t) for t in parsed.outputs] if parsed else [],
+            config_error=None if parsed else str(spec),
+            events=[EventView.of(e) for e in events],
+        )
+
+
+class Health(BaseModel):
+    status: str
+    triton: str
+    detail: dict[str, Any] = {}

@@ -1,0 +1,132 @@
+"""The composition root: builds every part from Settings, starts and stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from controlplane.config import Settings
+from controlplane.errors import ConfigError, ControlPlaneError
+from controlplane.lifecycle.manager import ModelManager
+from controlplane.store.database import Database
+from controlplane.store.lifecycle import LifecycleStore
+from controlplane.triton.instance import TritonInstance
+from controlplane.triton.repository import ModelRepository
+from controlplane.types import ModelName
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Readiness:
+    """Whether the control plane may take traffic: pinned models loaded, Triton live."""
+
+    pinned_done: bool = False
+    pinned_failures: dict[ModelName, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.pinned_done and not self.pinned_failures
+
+
+class ControlPlane:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = Database(settings.db_url)
+        self.repository = ModelRepository(settings.model_repository)
+        self.readiness = Readiness()
+        self.instance: TritonInstance | None = None
+        self.manager: ModelManager | None = None
+        self.admin_port: int | None = None
+        self._admin: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, *, wait_pinned: bool = False) -> None:
+        """Start everything. Pinned models load in the background unless ``wait_pinned``."""
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        unknown = [m for m in s.models if m not in self.repository]
+        if unknown:
+            log.warning("configured models not in %s: %s", s.model_repository, ", ".join(unknown))
+        await asyncio.to_thread(self.database.migrate)
+        self.instance = await TritonInstance.from_settings(s)
+        try:
+            self.manager = ModelManager(
+                instance=self.instance,
+                repository=self.repository,
+                store=LifecycleStore(self.database, self.instance.name),
+                pinned=[m for m in s.pinned_models() if m in self.repository],
+            )
+            await self.manager.start()
+            await self._start_admin()
+        except BaseException:
+            await self.stop()
+            raise
+        warm = asyncio.create_task(self._warm_pinned(), name="warm-pinned")
+        self._tasks.append(warm)
+        if wait_pinned:
+            await warm
+
+    async def _warm_pinned(self) -> None:
+        assert self.manager is not None
+        self.readiness.pinned_failures = await self.manager.warm_pinned()
+        self.readiness.pinned_done = True
+        log.info("pinned models warm: %s", self.manager.pinned or "none configured")
+
+    async def _start_admin(self) -> None:
+        from controlplane.admin.app import create_admin_app
+
+        config = uvicorn.Config(create_admin_app(self), log_level="warning", lifespan="off",
+                                access_log=False)
+        self._admin = uvicorn.Server(config)
+        # Bound here rather than by uvicorn, so port 0 works and the real port is known.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        address = (self.settings.admin.host, self.settings.admin.port)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"admin API cannot listen on {address[0]}:{address[1]}: "
+                              f"{exc.strerror}") from None
+        self.admin_port = int(sock.getsockname()[1])
+        self._tasks.append(asyncio.create_task(self._admin.serve(sockets=[sock]), name="admin"))
+        while not self._admin.started:  # noqa: ASYNC110  (uvicorn exposes only a flag)
+            await asyncio.sleep(0.01)
+        log.info("admin API on http://%s:%d", self.settings.admin.host, self.admin_port)
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.settings.admin.host}:{self.admin_port}"
+
+    async def stop(self) -> None:
+        """Stop in reverse order. Loaded models stay loaded in an external Triton."""
+        if self._admin is not None:
+            self._admin.should_exit = True
+        for task in self._tasks:
+            if task.get_name() != "admin":
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.manager is not None:
+            await self.manager.close()
+        if self.instance is not None:
+            try:
+                await self.instance.close()
+            except ControlPlaneError as exc:
+                log.warning("stopping Triton: %s", exc)
+        self.database.close()
+
+    async def run_forever(self) -> None:
+        """``serve``: start, then run until cancelled (SIGINT/SIGTERM)."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,141 @@
+"""Configuration: one ``Settings`` object, prefix ``WARMCTL_``.
+
+Sources, strongest first: keyword arguments, environment (``WARMCTL_TRITON__GRPC_PORT=9001``),
+then a TOML file named by ``WARMCTL_CONFIG_FILE`` or passed to :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from controlplane.errors import ConfigError
+
+ENV_PREFIX = "WARMCTL_"
+
+_config_file: ContextVar[Path | None] = ContextVar("warmctl_config_file", default=None)
+
+
+class TritonSettings(BaseModel):
+    """Where Triton is, and how long we wait for it."""
+
+    #: gRPC address (host:port) of an external Triton; unset: start the embedded tritonserver.
+    url: str | None = None
+    #: Prometheus endpoint of an external Triton, for the plugin's memory and load-time metrics.
+    metrics_url: str | None = None
+    #: Override of the tritonserver binary (default: the one in the nvidia-pytriton wheel).
+    binary: Path | None = None
+    host: str = "127.0.0.1"
+    #: 0 picks a free port at start-up.
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    http_port: int = Field(default=0, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    startup_timeout_s: float = Field(default=60.0, gt=0)
+    stop_timeout_s: float = Field(default=15.0, gt=0)
+    #: Timeout of every short call (health, index, statistics, config).
+    call_timeout_s: float = Field(default=10.0, gt=0)
+    #: A load returns only after every instance initialized and warmed up: allow for that.
+    load_timeout_s: float = Field(default=300.0, gt=0)
+    #: Unload is asynchronous in Triton; this bounds the wait until the model is really gone.
+    unload_timeout_s: float = Field(default=60.0, gt=0)
+    #: Triton's auto-complete runs the Python backend in an extra stub process at every load
+    #: (~1.3 s of a 2.5 s load here). Our configs are complete; set False only for models
+    #: whose config.pbtxt relies on auto-completion.
+    disable_auto_complete_config: bool = True
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class ModelSettings(BaseModel):
+    """Operator settings for one model."""
+
+    #: Loaded at start-up, before /readyz turns ready, and never unloaded by the scheduler.
+    pinned: bool = False
+    #: Pinned models load in descending priority.
+    priority: int = 0
+
+
+class AdminSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    #: State: the SQLite file, Triton's log, the assembled backend directory.
+    data_dir: Path = Path(".warmctl")
+    model_repository: Path = Path("model_repository")
+    #: Our Python-based Triton backends (one folder per backend).
+    backends_dir: Path = Path("triton_backends")
+    #: SQLAlchemy URL; default: ``sqlite:///<data_dir>/controlplane.db``.
+    database_url: str | None = None
+    instance_name: str = "default"
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+
+    @field_validator("data_dir", "model_repository", "backends_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'controlplane.db'}"
+
+    def pinned_models(self) -> list[str]:
+        """Pinned model names, highest priority first (ties by name, for a stable order)."""
+        pinned = [(name, s) for name, s in self.models.items() if s.pinned]
+        return [name for name, _ in sorted(pinned, key=lambda item: (-item[1].priority, item[0]))]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, turning any validation problem into one clear :class:`ConfigError`."""
+    import os
+
+    if config_file is None and (env_file := os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")):
+        config_file = Path(env_file)
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        source = f" in {config_file}" if config_file else ""
+        raise ConfigError(f"invalid configuration{source}: {problems}") from None
+    except ValueError as exc:  # malformed TOML
+        raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+    finally:
+        _config_file.reset(token)

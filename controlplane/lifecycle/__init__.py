@@ -1,0 +1,1 @@
+"""Model lifecycle on one Triton instance: cold -> loading -> warming -> ready -> unloading."""

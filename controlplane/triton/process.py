@@ -1,0 +1,191 @@
+"""The embedded tritonserver process: start, wait until live, stop without leaving orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from controlplane.errors import TritonStartError
+from controlplane.triton.distribution import TritonDistribution
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec. The signal fires when the *thread* that forked
+    # exits, which is why start() must run on a thread that outlives the server (the main one).
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class TritonProcess:
+    distribution: TritonDistribution
+    model_repository: Path
+    backend_dir: Path
+    log_path: Path
+    host: str = "127.0.0.1"
+    grpc_port: int = 0
+    http_port: int = 0
+    metrics_port: int = 0
+    startup_timeout_s: float = 60.0
+    stop_timeout_s: float = 15.0
+    disable_auto_complete_config: bool = True
+    extra_args: list[str] = field(default_factory=list)
+    _popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll() if self._popen else None
+
+    def command(self) -> list[str]:
+        return [
+            str(self.distribution.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.backend_dir}",
+            "--model-control-mode=explicit",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            f"--exit-timeout-secs={max(1, int(self.stop_timeout_s) - 1)}",
+            *(["--disable-auto-complete-config"] if self.disable_auto_complete_config else []),
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The server finds its own libraries; the Python backend stub does not, and a stub that
+        # cannot load them leaves the load call hanging instead of failing.
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(self.distribution.libs), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        # The stub embeds Python and takes its environment from the python3 on PATH: put ours
+        # first so models import this environment's torch and numpy.
+        env["PATH"] = os.pathsep.join((str(Path(sys.exec_prefix) / "bin"), env.get("PATH", "")))
+        return env
+
+    def start(self) -> None:
+        """Spawn tritonserver. Call from the main thread (see ``_die_with_parent``)."""
+        if self._popen is not None and self._popen.poll() is None:
+            raise TritonStartError("tritonserver is already running")
+        for attr in ("grpc_port", "http_port", "metrics_port"):
+            if getattr(self, attr) == 0:
+                setattr(self, attr, free_port(self.host))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.log_path.exists():
+            self.log_path.replace(self.log_path.with_suffix(self.log_path.suffix + ".1"))
+        with self.log_path.open("wb") as log_file:
+            self._popen = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                preexec_fn=_die_with_parent,
+                # Own process group: a Ctrl-C in the terminal reaches us, and we stop Triton
+                # in order instead of both racing.
+                start_new_session=True,
+            )
+        log.info("tritonserver pid %s: grpc %s, log %s", self._popen.pid, self.grpc_url,
+                 self.log_path)
+
+    async def wait_live(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            while True:
+                code = self.returncode
+                if code is not None:
+                    raise TritonStartError(
+                        f"tritonserver exited with code {code} during start-up; "
+                        f"log {self.log_path}:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    response = await http.get(f"{self.http_url}/v2/health/live")
+                    if response.status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TritonStartError(
+                        f"tritonserver not live after {self.startup_timeout_s:.0f}s; "
+                        f"log {self.log_path}:\n{self.log_tail()}"
+                    )
+                await asyncio.sleep(0.1)
+
+    def stop(self) -> int | None:
+        """SIGINT, wait up to ``stop_timeout_s``, then SIGKILL. Returns the exit code."""
+        popen = self._popen
+        if popen is None:
+            return None
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGINT)
+            try:
+                popen.wait(timeout=self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver ignored SIGINT for %.0fs; killing it",
+                            self.stop_timeout_s)
+                popen.kill()
+                popen.wait()
+        return popen.returncode
+
+    def error_lines(self, needle: str, *, max_bytes: int = 256 * 1024) -> list[str]:
+        """Error-level log messages that mention ``needle``, oldest first (from the log's end)."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(max(0, self.log_path.stat().st_size - max_bytes))
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return []
+        messages = []
+        for line in text.splitlines():
+            if line.startswith("E") and needle in line:
+                _, _, message = line.partition("] ")
+                messages.append(message.strip().strip('"'))
+        return messages
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            with self.log_path.open("rb") as fh:
+                tail = deque(fh, maxlen=lines)
+        except OSError:
+            return "<no log>"
+        return b"".join(tail).decode(errors="replace")

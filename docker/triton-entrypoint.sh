@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the example weights if the mounted repository lacks them (fixed seed, nothing is
+# downloaded), then runs Triton in explicit model-control mode: the control plane decides
+# what is loaded. Auto-complete is off: it costs an extra Python stub process per load and
+# our configs are complete.
+set -euo pipefail
+if [[ -f /models/build_models.py ]]; then
+    python3 /models/build_models.py --repository /models --quiet
+fi
+exec tritonserver \
+    --model-repository=/models \
+    --model-control-mode=explicit \
+    --disable-auto-complete-config \
+    --backend-directory=/opt/tritonserver/backends \
+    "$@"

@@ -1,0 +1,76 @@
+"""Fixtures that start a real tritonserver (the embedded binary) on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controlplane.config import Settings, load_settings
+from controlplane.triton.client import TritonClient
+from controlplane.triton.distribution import TritonDistribution
+from controlplane.triton.process import TritonProcess
+from tests.conftest import ROOT
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repository"
+    path.mkdir()
+    return path
+
+
+def start_triton(tmp_path: Path, repo: Path) -> TritonProcess:
+    distribution = TritonDistribution.locate()
+    backends = distribution.assemble_backend_dir(ROOT / "triton_backends", tmp_path / "backends")
+    process = TritonProcess(distribution, repo, backends, tmp_path / "triton.log",
+                            stop_timeout_s=5)
+    process.start()
+    try:
+        asyncio.run(process.wait_live())
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+@pytest.fixture
+def triton(tmp_path: Path, repo: Path) -> Iterator[TritonProcess]:
+    """A tritonserver of its own for one test; stopped (and checked stopped) afterwards."""
+    process = start_triton(tmp_path, repo)
+    yield process
+    process.stop()
+    assert process.returncode is not None
+
+
+@pytest.fixture
+async def client(triton: TritonProcess) -> AsyncIterator[TritonClient]:
+    c = TritonClient(triton.grpc_url, call_timeout_s=5, load_timeout_s=60, unload_timeout_s=30)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, repo: Path) -> Any:
+    def make(**overrides: Any) -> Settings:
+        triton = {"stop_timeout_s": 5, "load_timeout_s": 60, **overrides.pop("triton", {})}
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "state",
+            "model_repository": repo,
+            "backends_dir": ROOT / "triton_backends",
+            "admin": {"port": 0},
+            "triton": triton,
+            **overrides,
+        }
+        return load_settings(**values)
+
+    return make

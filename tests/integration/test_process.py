@@ -1,0 +1,96 @@
+"""The embedded tritonserver process: start, log capture, stop, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controlplane.errors import TritonStartError
+from controlplane.triton.distribution import TritonDistribution
+from controlplane.triton.process import TritonProcess
+from tests.conftest import ROOT
+from tests.integration.conftest import start_triton
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it no longer runs
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split()[2] != "Z"
+
+
+def test_starts_live_logs_and_stops_on_sigint(tmp_path: Path, repo: Path) -> None:
+    process = start_triton(tmp_path, repo)
+    assert process.pid is not None
+    assert httpx.get(f"{process.http_url}/v2/health/live", timeout=2).status_code == 200
+    assert "--model-control-mode=explicit" in process.command()
+    assert process.stop() == 0  # SIGINT is a clean exit
+    assert not _alive(process.pid)
+    log = process.log_path.read_text()
+    assert "Started GRPCInferenceService" in log
+    assert "Signal (2) received" in log
+
+
+def test_backend_directory_holds_python_backend_and_our_plugin(tmp_path: Path) -> None:
+    dist = TritonDistribution.locate()
+    target = dist.assemble_backend_dir(ROOT / "triton_backends", tmp_path / "backends")
+    python_dir = target / "python"
+    assert (python_dir / "libtriton_python.so").is_file()
+    assert (python_dir / "triton_python_backend_stub").is_file()
+    assert (target / "torchscript" / "model.py").is_file()
+    # no symlinks: Triton refuses libraries that resolve outside the backend directory
+    assert not any(p.is_symlink() for p in target.rglob("*"))
+
+
+def test_port_in_use_fails_fast_with_log_tail(tmp_path: Path, repo: Path) -> None:
+    first = start_triton(tmp_path / "a", repo)
+    try:
+        dist = TritonDistribution.locate()
+        second = TritonProcess(
+            dist, repo, dist.assemble_backend_dir(ROOT / "triton_backends", tmp_path / "b"),
+            tmp_path / "b.log", grpc_port=first.grpc_port, startup_timeout_s=30)
+        second.start()
+        t0 = time.monotonic()
+        with pytest.raises(TritonStartError, match="exited with code") as info:
+            import asyncio
+            asyncio.run(second.wait_live())
+        assert time.monotonic() - t0 < 20
+        assert "log" in str(info.value)
+    finally:
+        first.stop()
+
+
+def test_triton_dies_with_a_killed_control_plane(tmp_path: Path, repo: Path) -> None:
+    """PR_SET_PDEATHSIG: SIGKILL the parent, and Triton must not live on as an orphan."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, sys, time
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.integration.conftest import start_triton
+        p = start_triton(Path({str(tmp_path)!r}) / "child", Path({str(repo)!r}))
+        print(p.pid, flush=True)
+        time.sleep(600)
+    """))
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          text=True) as parent:
+        assert parent.stdout is not None
+        triton_pid = int(parent.stdout.readline())
+        assert _alive(triton_pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(triton_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(triton_pid)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from controlplane.store.base import Base, utcnow
+from controlplane.store.database import Database
+from controlplane.store.lifecycle import EventOutcome, LifecycleStore
+
+
+def test_migrations_build_exactly_the_models(database: Database) -> None:
+    with database.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_sqlite_runs_in_wal_mode(database: Database) -> None:
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_sync_models_adds_rows_and_refreshes_pins(database: Database) -> None:
+    store = LifecycleStore(database, "default")
+    rows = store.sync_models(["a", "b"], ["a"], initial_state="cold")
+    assert {n: (r.state, r.pinned) for n, r in rows.items()} == {
+        "a": ("cold", True), "b": ("cold", False)}
+    store.set_state("a", "ready", None)
+    rows = store.sync_models(["a", "b"], ["b"], initial_state="cold")
+    assert {n: (r.state, r.pinned) for n, r in rows.items()} == {
+        "a": ("ready", False), "b": ("cold", True)}
+    # instances are separate
+    assert LifecycleStore(database, "other").sync_models([], [], initial_state="cold") == {}
+
+
+def test_events_record_duration_outcome_and_order(database: Database) -> None:
+    store = LifecycleStore(database, "default")
+    store.sync_models(["a"], [], initial_state="cold")
+    t0 = utcnow()
+    first = store.begin_event("a", "load", "api", t0)
+    store.finish_event(first, EventOutcome("failed", error="boom"), t0 + timedelta(seconds=2))
+    second = store.begin_event("a", "load", "gateway", t0 + timedelta(seconds=3))
+    store.finish_event(second, EventOutcome("ok", triton_s=1.0, memory_bytes=42,
+                                            details={"load_phases": {"import": 1.2}}),
+                       t0 + timedelta(seconds=4.5))
+    events = store.events("a")
+    assert [(e.trigger, e.outcome) for e in events] == [("gateway", "ok"), ("api", "failed")]
+    assert events[0].duration_s == 1.5
+    assert events[0].details == {"load_phases": {"import": 1.2}}
+    assert events[1].error == "boom"
+    assert events[0].started_at.tzinfo is not None
+
+
+def test_dangling_events_are_closed(database: Database) -> None:
+    store = LifecycleStore(database, "default")
+    store.sync_models(["a"], [], initial_state="cold")
+    store.begin_event("a", "load", "api", utcnow())
+    assert store.close_dangling_events("restarted") == 1
+    assert store.events("a")[0].outcome == "failed"
+    assert store.close_dangling_events("restarted") == 0
