@@ -12,9 +12,12 @@ import uvicorn
 
 from controlplane.config import Settings
 from controlplane.errors import ConfigError, ControlPlaneError
+from controlplane.gateway.server import Gateway
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
+from controlplane.traffic.recorder import PayloadSampler, TrafficRecorder
+from controlplane.traffic.store import Retention, TrafficStore
 from controlplane.triton.instance import TritonInstance
 from controlplane.triton.repository import ModelRepository
 from controlplane.types import ModelName
@@ -42,6 +45,9 @@ class ControlPlane:
         self.readiness = Readiness()
         self.instance: TritonInstance | None = None
         self.manager: ModelManager | None = None
+        self.traffic: TrafficStore | None = None
+        self.recorder: TrafficRecorder | None = None
+        self.gateway: Gateway | None = None
         self.admin_port: int | None = None
         self._admin: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -53,7 +59,7 @@ class ControlPlane:
         unknown = [m for m in s.models if m not in self.repository]
         if unknown:
             log.warning("configured models not in %s: %s", s.model_repository, ", ".join(unknown))
-        await asyncio.to_thread(self.database.migrate)
+        await self.database.run(self.database.migrate)
         self.instance = await TritonInstance.from_settings(s)
         try:
             self.manager = ModelManager(
@@ -61,8 +67,25 @@ class ControlPlane:
                 repository=self.repository,
                 store=LifecycleStore(self.database, self.instance.name),
                 pinned=[m for m in s.pinned_models() if m in self.repository],
+                retry_failed_after_s=s.gateway.retry_failed_load_after_s,
             )
             await self.manager.start()
+            self.traffic = TrafficStore(self.database, self.instance.name)
+            if s.traffic.enabled:
+                self.recorder = self._make_recorder(self.traffic)
+                await self.recorder.start()
+            if s.gateway.enabled:
+                self.gateway = Gateway(
+                    manager=self.manager,
+                    recorder=self.recorder,
+                    upstream_url=self.instance.grpc_url,
+                    default_deadline_s=s.gateway.default_deadline_s,
+                    call_timeout_s=s.triton.call_timeout_s,
+                    allow_repository_control=s.gateway.allow_repository_control,
+                    ready=lambda: self.readiness.ready,
+                )
+                port = await self.gateway.start(s.gateway.host, s.gateway.port)
+                log.info("inference gateway on %s:%d", s.gateway.host, port)
             await self._start_admin()
         except BaseException:
             await self.stop()
@@ -71,6 +94,30 @@ class ControlPlane:
         self._tasks.append(warm)
         if wait_pinned:
             await warm
+
+    def _make_recorder(self, store: TrafficStore) -> TrafficRecorder:
+        t = self.settings.traffic
+        sampled = self.settings.sampled_models()
+        sampler = PayloadSampler(
+            sampled, per_shape=t.sample_per_shape, max_sample_bytes=t.sample_max_bytes,
+            max_model_bytes=t.sample_max_model_bytes) if sampled else None
+        return TrafficRecorder(
+            store,
+            flush_interval_s=t.flush_interval_s,
+            max_buffer=t.max_buffer,
+            retention=Retention(
+                requests_s=t.request_retention_h * 3600,
+                usage_s=t.usage_retention_days * 86400,
+                shapes_s=t.shape_retention_days * 86400,
+                samples_s=t.sample_retention_days * 86400),
+            sampler=sampler,
+        )
+
+    @property
+    def gateway_url(self) -> str | None:
+        if self.gateway is None or self.gateway.port is None:
+            return None
+        return f"{self.settings.gateway.host}:{self.gateway.port}"
 
     async def _warm_pinned(self) -> None:
         assert self.manager is not None
@@ -105,7 +152,17 @@ class ControlPlane:
         return f"http://{self.settings.admin.host}:{self.admin_port}"
 
     async def stop(self) -> None:
-        """Stop in reverse order. Loaded models stay loaded in an external Triton."""
+        """Stop in reverse order. Loaded models stay loaded in an external Triton.
+
+        The gateway drains in-flight requests first, then everything recorded is flushed.
+        """
+        if self.gateway is not None:
+            await self.gateway.stop(self.settings.gateway.grace_s)
+        if self.recorder is not None:
+            try:
+                await self.recorder.stop()
+            except Exception:
+                log.exception("final traffic flush failed")
         if self._admin is not None:
             self._admin.should_exit = True
         for task in self._tasks:

@@ -61,14 +61,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await control_plane.start()
-        print(f"warmctl: admin API {control_plane.admin_url}; Triton gRPC "
-              f"{control_plane.instance.grpc_url if control_plane.instance else '?'}", flush=True)
+        instance = control_plane.instance
+        print(f"warmctl: admin API {control_plane.admin_url}; inference gateway "
+              f"{control_plane.gateway_url or 'off'}; Triton gRPC "
+              f"{instance.grpc_url if instance else '?'}", flush=True)
         try:
             await stop.wait()
         finally:
             await control_plane.stop()
 
-    asyncio.run(serve())
+    import uvloop
+
+    uvloop.run(serve())
     return 0
 
 

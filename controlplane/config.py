@@ -61,6 +61,40 @@ class ModelSettings(BaseModel):
     pinned: bool = False
     #: Pinned models load in descending priority.
     priority: int = 0
+    #: Keep a few real request payloads per shape (bounded, see traffic.*) as warm-up data.
+    sample_payloads: bool = False
+
+
+class GatewaySettings(BaseModel):
+    """The KServe-v2 gRPC front door clients use instead of Triton's own port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=0, le=65535)
+    #: deadline of a request whose client set none (a lazy load counts against it)
+    default_deadline_s: float = Field(default=120.0, gt=0)
+    #: after a failed load, requests fail at once with its reason for this long
+    retry_failed_load_after_s: float = Field(default=30.0, ge=0)
+    #: RepositoryModelLoad/Unload on the gateway (routed through the control plane)
+    allow_repository_control: bool = False
+    #: seconds in-flight requests get to finish at shutdown
+    grace_s: float = Field(default=5.0, ge=0)
+
+
+class TrafficSettings(BaseModel):
+    """Recording of what clients send: raw requests, per-minute usage, shapes, samples."""
+
+    enabled: bool = True
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    #: observations buffered at most between flushes; beyond, new ones are counted and dropped
+    max_buffer: int = Field(default=200_000, gt=0)
+    request_retention_h: float = Field(default=48.0, gt=0)
+    usage_retention_days: float = Field(default=35.0, gt=0)
+    shape_retention_days: float = Field(default=14.0, gt=0)
+    sample_per_shape: int = Field(default=4, ge=0)
+    sample_max_bytes: int = Field(default=1 << 20, gt=0)
+    sample_max_model_bytes: int = Field(default=16 << 20, gt=0)
+    sample_retention_days: float = Field(default=7.0, gt=0)
 
 
 class AdminSettings(BaseModel):
@@ -85,6 +119,8 @@ class Settings(BaseSettings):
     instance_name: str = "default"
     triton: TritonSettings = Field(default_factory=TritonSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
     @field_validator("data_dir", "model_repository", "backends_dir")
@@ -100,6 +136,9 @@ class Settings(BaseSettings):
         """Pinned model names, highest priority first (ties by name, for a stable order)."""
         pinned = [(name, s) for name, s in self.models.items() if s.pinned]
         return [name for name, _ in sorted(pinned, key=lambda item: (-item[1].priority, item[0]))]
+
+    def sampled_models(self) -> list[str]:
+        return sorted(name for name, s in self.models.items() if s.sample_payloads)
 
     @classmethod
     def settings_customise_sources(

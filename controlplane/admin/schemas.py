@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from controlplane.lifecycle.states import ModelState, ModelStatus
-from controlplane.store.models import LoadEvent
+from controlplane.store.models import LoadEvent, ShapeStat, UsageMinute
 from controlplane.triton.repository import ModelSpec, TensorSpec
 
 
@@ -85,3 +85,55 @@ class Health(BaseModel):
     status: str
     triton: str
     detail: dict[str, Any] = {}
+
+
+class UsagePoint(BaseModel):
+    minute: datetime
+    requests: int
+    errors: int
+    cold_starts: int
+    mean_latency_ms: float | None
+    max_latency_ms: float | None
+
+    @classmethod
+    def of(cls, row: UsageMinute) -> UsagePoint:
+        return cls(
+            minute=datetime.fromtimestamp(row.minute * 60, UTC),
+            requests=row.requests, errors=row.errors, cold_starts=row.cold_starts,
+            mean_latency_ms=row.latency_sum_ms / row.requests if row.requests else None,
+            max_latency_ms=row.latency_max_ms if row.requests else None,
+        )
+
+
+class UsageSeries(BaseModel):
+    model: str
+    minutes: int
+    requests: int
+    cold_starts: int
+    #: only minutes with traffic
+    points: list[UsagePoint]
+
+
+class ShapeInput(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ShapeView(BaseModel):
+    signature: str
+    inputs: list[ShapeInput]
+    batch_size: int | None
+    count: int
+    share: float
+    first_seen: datetime
+    last_seen: datetime
+
+    @classmethod
+    def of(cls, row: ShapeStat, total: int) -> ShapeView:
+        return cls(
+            signature=row.signature, inputs=[ShapeInput(**i) for i in row.inputs],
+            batch_size=row.batch_size, count=row.count, share=row.count / total,
+            first_seen=datetime.fromtimestamp(row.first_seen, UTC),
+            last_seen=datetime.fromtimestamp(row.last_seen, UTC),
+        )

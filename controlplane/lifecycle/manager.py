@@ -53,6 +53,8 @@ class _Model:
     pinned: bool
     memory_bytes: int | None = None
     load_s: float | None = None
+    #: monotonic time of the last failed load (lazy loads back off from it)
+    failed_at: float = float("-inf")
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     load_task: asyncio.Task[None] | None = None
 
@@ -68,6 +70,7 @@ class ModelManager:
         preparer: LoadPreparer | None = None,
         probe: ReadinessProbe | None = None,
         load_timeout_s: float | None = None,
+        retry_failed_after_s: float = 30.0,
     ) -> None:
         self.instance = instance
         self.client = instance.client
@@ -77,6 +80,7 @@ class ModelManager:
         self.preparer = preparer
         self.probe = probe
         self.load_timeout_s = load_timeout_s or instance.client.load_timeout_s
+        self.retry_failed_after_s = retry_failed_after_s
         self._models: dict[ModelName, _Model] = {}
         self._followers: set[asyncio.Task[None]] = set()
         #: called with (model, new state) after every transition; keep it cheap
@@ -94,6 +98,11 @@ class ModelManager:
             else:
                 raise ModelNotFound(name)
         return model
+
+    def ready_now(self, name: ModelName) -> bool:
+        """The gateway's hot-path check: one dict lookup, no exceptions."""
+        model = self._models.get(name)
+        return model is not None and model.state is ModelState.READY
 
     def state(self, name: ModelName) -> ModelState:
         return self._model(name).state
@@ -113,9 +122,9 @@ class ModelManager:
     async def start(self) -> None:
         """Load our records, then make them agree with what Triton really has loaded."""
         names = sorted(self.repository.names(refresh=True))
-        rows = await asyncio.to_thread(self.store.sync_models, names, self.pinned,
+        rows = await self.store.db.run(self.store.sync_models, names, self.pinned,
                                        initial_state=ModelState.COLD)
-        closed = await asyncio.to_thread(
+        closed = await self.store.db.run(
             self.store.close_dangling_events, "control plane stopped during the operation")
         if closed:
             log.warning("closed %d load/unload records left open by a previous run", closed)
@@ -178,6 +187,21 @@ class ModelManager:
         return failures
 
     # -- operations -------------------------------------------------------------------------
+    async def ensure_ready(self, name: ModelName, *, trigger: str = "gateway") -> None:
+        """Lazy load for a request: start or join the model's load and wait for it.
+
+        A model whose last load failed less than ``retry_failed_after_s`` ago fails at once
+        with that reason, so a broken model does not make every request wait for a doomed
+        load; the next request after that window tries again.
+        """
+        model = self._model(name)
+        if model.state is ModelState.READY:
+            return
+        if (model.state is ModelState.FAILED and model.load_task is None
+                and time.monotonic() - model.failed_at < self.retry_failed_after_s):
+            raise ModelLoadFailed(name, model.reason or "unknown reason")
+        await self.load(name, trigger=trigger)
+
     async def load(self, name: ModelName, *, trigger: str = "api") -> ModelStatus:
         """Load ``name`` (no-op when ready). Concurrent callers share one load.
 
@@ -206,7 +230,7 @@ class ModelManager:
             if model.state == ModelState.READY:
                 return  # loaded by whoever held the lock before us
             started, t0 = utcnow(), time.monotonic()
-            event_id = await asyncio.to_thread(
+            event_id = await self.store.db.run(
                 self.store.begin_event, model.name, "load", trigger, started)
             await self._set(model, ModelState.LOADING, f"load requested by {trigger}")
             triton_s: float | None = None
@@ -228,7 +252,7 @@ class ModelManager:
                 memory = footprint.get("rss_bytes")
                 model.memory_bytes, model.load_s = memory or model.memory_bytes, load_s
                 await self._set(model, ModelState.READY, None, memory_bytes=memory, load_s=load_s)
-                await asyncio.to_thread(self.store.finish_event, event_id, EventOutcome(
+                await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
                     "ok", triton_s=triton_s, memory_bytes=memory, details=details), utcnow())
             except BaseException as exc:
                 reason = _failure_reason(model.name, exc, self.load_timeout_s)
@@ -245,8 +269,9 @@ class ModelManager:
     async def _record_failure(self, model: _Model, event_id: int, outcome: str, reason: str,
                               triton_s: float | None, details: dict[str, Any]) -> None:
         log.warning("load of %s %s: %s", model.name, outcome, reason)
+        model.failed_at = time.monotonic()
         await self._set(model, ModelState.FAILED, reason)
-        await asyncio.to_thread(self.store.finish_event, event_id, EventOutcome(
+        await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
             outcome, error=reason, triton_s=triton_s, details=details or None), utcnow())
 
     async def unload(self, name: ModelName, *, trigger: str = "api",
@@ -258,7 +283,7 @@ class ModelManager:
         async with model.lock:
             if model.state == ModelState.COLD:
                 return self.status(name)
-            event_id = await asyncio.to_thread(
+            event_id = await self.store.db.run(
                 self.store.begin_event, name, "unload", trigger, utcnow())
             await self._set(model, ModelState.UNLOADING, f"unload requested by {trigger}")
             t_call = time.monotonic()
@@ -269,11 +294,11 @@ class ModelManager:
                 with contextlib.suppress(ControlPlaneError):
                     seen, reason = state_from_index(await self.client.model_index(name))
                     await self._set(model, seen, reason or f"unload {outcome}: {exc}")
-                await asyncio.to_thread(self.store.finish_event, event_id, EventOutcome(
+                await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
                     outcome, error=str(exc), triton_s=time.monotonic() - t_call), utcnow())
                 raise
             await self._set(model, ModelState.COLD, f"unloaded by {trigger}")
-            await asyncio.to_thread(self.store.finish_event, event_id, EventOutcome(
+            await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
                 "ok", triton_s=time.monotonic() - t_call), utcnow())
         return self.status(name)
 
@@ -291,7 +316,7 @@ class ModelManager:
                    *, memory_bytes: int | None = None, load_s: float | None = None) -> None:
         now = utcnow()
         model.state, model.reason, model.since = state, reason, now
-        await asyncio.to_thread(self.store.set_state, model.name, state.value, reason, at=now,
+        await self.store.db.run(self.store.set_state, model.name, state.value, reason, at=now,
                                 memory_bytes=memory_bytes, load_s=load_s)
         for listener in self.listeners:
             listener(model.name, state)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import functools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -13,6 +16,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -41,6 +46,14 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Our own threads: database work must not queue behind whatever else the process
+        # runs in asyncio's default executor (a saturated default pool once stalled a load).
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite")
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking database function off the event loop, on the database's threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration."""
@@ -56,4 +69,5 @@ class Database:
             yield session
 
     def close(self) -> None:
+        self._executor.shutdown(wait=True)
         self.engine.dispose()

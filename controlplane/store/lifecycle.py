@@ -1,4 +1,4 @@
-"""Models and their load/unload records. Synchronous: callers on the event loop use to_thread."""
+"""Models and their load/unload records. Synchronous: the event loop calls them via Database.run."""
 
 from __future__ import annotations
 

@@ -60,3 +60,75 @@ class LoadEvent(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     model: Mapped[ModelRecord] = relationship(back_populates="events")
+
+
+class RequestRecord(Base):
+    """One inference request that passed the gateway (kept for a configurable retention)."""
+
+    __tablename__ = "requests"
+    __table_args__ = (Index("ix_requests_model_arrived", "model", "arrived_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(255))
+    #: as the client asked ("" = Triton's version policy)
+    version: Mapped[str] = mapped_column(String(32))
+    instance: Mapped[str] = mapped_column(String(64))
+    #: inputs sorted by name, ``name:DATATYPE:d0xd1`` joined by ``,`` (batch dim included)
+    signature: Mapped[str] = mapped_column(Text)
+    #: unix seconds; traffic is stored as floats so series are cheap to compute
+    arrived_at: Mapped[float]
+    #: arrival to response, including any wait for a load; NULL when unknown (streams)
+    latency_ms: Mapped[float | None]
+    #: OK or the gRPC status name
+    outcome: Mapped[str] = mapped_column(String(32))
+    #: the model was not ready when the request arrived
+    cold: Mapped[bool]
+    #: time the request waited for the model to become ready
+    wait_ms: Mapped[float | None]
+
+
+class UsageMinute(Base):
+    """Requests per model per minute: the series forecasts are built from."""
+
+    __tablename__ = "usage_minutes"
+
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: unix minute (arrived_at // 60)
+    minute: Mapped[int] = mapped_column(primary_key=True)
+    requests: Mapped[int]
+    errors: Mapped[int]
+    cold_starts: Mapped[int]
+    latency_sum_ms: Mapped[float]
+    latency_max_ms: Mapped[float]
+
+
+class ShapeStat(Base):
+    """How often each input-shape signature reached a model: what warm-up is built from."""
+
+    __tablename__ = "shape_stats"
+
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    signature: Mapped[str] = mapped_column(Text, primary_key=True)
+    #: [{"name", "datatype", "shape"}] in signature order
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    #: the first dim when every input shares it, else NULL
+    batch_size: Mapped[int | None]
+    count: Mapped[int]
+    first_seen: Mapped[float]
+    last_seen: Mapped[float]
+
+
+class PayloadSample(Base):
+    """A real request payload kept (opt-in, bounded) as warm-up data for its shape."""
+
+    __tablename__ = "payload_samples"
+    __table_args__ = (Index("ix_payload_samples_model_signature", "model", "signature"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(255))
+    signature: Mapped[str] = mapped_column(Text)
+    captured_at: Mapped[float]
+    #: [{"name", "datatype", "shape", "offset", "size"}]: slices of ``data``
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    #: the inputs' raw row-major bytes, concatenated in ``inputs`` order
+    data: Mapped[bytes]

@@ -32,6 +32,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def reap_stubs(backend_dir: Path) -> list[int]:
+    """Kill Python backend stubs started from ``backend_dir`` by a server that is gone.
+
+    A control plane killed outright takes its Triton down (PR_SET_PDEATHSIG), but the
+    stubs, one process per model instance, live on holding their memory. They are ours when
+    their executable is our backend directory's stub.
+    """
+    stub = str(backend_dir / "python" / "triton_python_backend_stub")
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv0 = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode()
+            if argv0 != stub:
+                continue
+            os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, UnicodeDecodeError):
+            continue
+        killed.append(int(proc.name))
+    return killed
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec. The signal fires when the *thread* that forked
     # exits, which is why start() must run on a thread that outlives the server (the main one).
@@ -108,6 +131,10 @@ class TritonProcess:
         """Spawn tritonserver. Call from the main thread (see ``_die_with_parent``)."""
         if self._popen is not None and self._popen.poll() is None:
             raise TritonStartError("tritonserver is already running")
+        reaped = reap_stubs(self.backend_dir)
+        if reaped:
+            log.warning("killed %d Python backend stub(s) left by a previous run: %s",
+                        len(reaped), reaped)
         for attr in ("grpc_port", "http_port", "metrics_port"):
             if getattr(self, attr) == 0:
                 setattr(self, attr, free_port(self.host))
@@ -165,6 +192,10 @@ class TritonProcess:
                             self.stop_timeout_s)
                 popen.kill()
                 popen.wait()
+        # Python backend stubs do not die with a killed server: end whatever of its process
+        # group is left (the group is Triton's own, see start_new_session).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGKILL)
         return popen.returncode
 
     def error_lines(self, needle: str, *, max_bytes: int = 256 * 1024) -> list[str]:

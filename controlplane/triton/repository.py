@@ -156,6 +156,12 @@ class ModelRepository:
         self._specs[model] = (mtime, spec)
         return spec
 
+    def versions(self, model: ModelName) -> list[str]:
+        """Version folders (numeric names), ascending."""
+        root = self.model_dir(model)
+        return sorted((p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit()),
+                      key=int)
+
     def files(self, model: ModelName) -> ModelFiles:
         """Every file of the model directory except config.pbtxt.
 

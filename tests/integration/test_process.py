@@ -18,6 +18,7 @@ from controlplane.triton.distribution import TritonDistribution
 from controlplane.triton.process import TritonProcess
 from tests.conftest import ROOT
 from tests.integration.conftest import start_triton
+from tests.support.repository import add_identity
 
 
 def _alive(pid: int) -> bool:
@@ -71,15 +72,35 @@ def test_port_in_use_fails_fast_with_log_tail(tmp_path: Path, repo: Path) -> Non
         first.stop()
 
 
-def test_triton_dies_with_a_killed_control_plane(tmp_path: Path, repo: Path) -> None:
-    """PR_SET_PDEATHSIG: SIGKILL the parent, and Triton must not live on as an orphan."""
+def _stubs(backend_dir: Path) -> list[int]:
+    stub = str(backend_dir / "python" / "triton_python_backend_stub").encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().split(b"\0")[0] == stub:
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return [pid for pid in found if _alive(pid)]
+
+
+def test_triton_dies_with_a_killed_control_plane_and_its_stubs_are_reaped(
+    tmp_path: Path, repo: Path
+) -> None:
+    """PR_SET_PDEATHSIG: SIGKILL the parent, and Triton must not live on as an orphan.
+
+    Its Python backend stubs do outlive it (Triton's behaviour); the next start kills them.
+    """
+    add_identity(repo, "ident")
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
         import asyncio, sys, time
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
+        import tritonclient.grpc as grpcclient
         from tests.integration.conftest import start_triton
         p = start_triton(Path({str(tmp_path)!r}) / "child", Path({str(repo)!r}))
+        grpcclient.InferenceServerClient(p.grpc_url).load_model("ident")
         print(p.pid, flush=True)
         time.sleep(600)
     """))
@@ -94,3 +115,31 @@ def test_triton_dies_with_a_killed_control_plane(tmp_path: Path, repo: Path) -> 
         while _alive(triton_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(triton_pid)
+    backend_dir = tmp_path / "child" / "backends"
+    orphans = _stubs(backend_dir)
+    assert orphans, "expected the stub to outlive its killed server"
+    restarted = start_triton(tmp_path / "child", repo)  # same data: same backend directory
+    try:
+        assert not any(_alive(pid) for pid in orphans)
+    finally:
+        restarted.stop()
+
+
+def test_stop_leaves_no_stub_behind_even_when_triton_must_be_killed(
+    tmp_path: Path, repo: Path
+) -> None:
+    add_identity(repo, "ident")
+    add_identity(repo, "hangs", init_sleep_s="60")
+    process = start_triton(tmp_path, repo)
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(process.grpc_url)
+    client.load_model("ident")
+    with pytest.raises(Exception, match="Deadline"):
+        client.load_model("hangs", client_timeout=1)
+    client.close()
+    assert len(_stubs(tmp_path / "backends")) >= 2
+    process.stop_timeout_s = 2
+    process.stop()
+    time.sleep(0.5)
+    assert _stubs(tmp_path / "backends") == []

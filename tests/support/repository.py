@@ -103,3 +103,53 @@ def add_missing_weights(repo: Path, name: str) -> Path:
         instance_group [ {{ kind: KIND_CPU count: 1 }} ]
     '''))
     return model_dir
+
+
+_DECOUPLED_MODEL = textwrap.dedent('''
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        """Decoupled: answers a request of N values with N responses, one value each."""
+
+        def execute(self, requests):
+            for request in requests:
+                sender = request.get_response_sender()
+                x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+                for value in x.reshape(-1):
+                    out = pb_utils.Tensor("OUTPUT0", np.array([value], dtype=np.float32))
+                    sender.send(pb_utils.InferenceResponse([out]))
+                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return None
+''')
+
+
+def add_decoupled(repo: Path, name: str) -> Path:
+    model_dir = repo / name
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "1" / "model.py").write_text(_DECOUPLED_MODEL)
+    (model_dir / "config.pbtxt").write_text(textwrap.dedent(f'''
+        name: "{name}"
+        backend: "python"
+        max_batch_size: 0
+        model_transaction_policy {{ decoupled: true }}
+        input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] }} ]
+        output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] }} ]
+        instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+    '''))
+    return model_dir
+
+
+def add_warmed_identity(repo: Path, name: str, *, batch_size: int, count: int) -> Path:
+    """The identity model with a zero-data ``model_warmup`` that Triton runs at every load."""
+    model_dir = add_identity(repo, name)
+    config = model_dir / "config.pbtxt"
+    config.write_text(config.read_text() + textwrap.dedent(f'''
+        model_warmup [ {{
+          name: "zeros"
+          batch_size: {batch_size}
+          count: {count}
+          inputs {{ key: "INPUT0" value: {{ data_type: TYPE_FP32 dims: [ 4 ] zero_data: true }} }}
+        }} ]
+    '''))
+    return model_dir

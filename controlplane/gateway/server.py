@@ -1,0 +1,354 @@
+"""``inference.GRPCInferenceService`` in front of Triton.
+
+Requests stay serialized: each method is registered with raw-bytes (de)serializers, the
+handler reads only what routing and recording need (``wire.py``), and the same bytes go to
+Triton over one shared channel. Answers from Triton come back as they are, errors included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+from tritonclient.grpc import service_pb2
+
+from controlplane.errors import (
+    ControlPlaneError,
+    DeadlineExceeded,
+    InvalidArgument,
+    ModelNotFound,
+)
+from controlplane.gateway.describe import config_response, metadata_response
+from controlplane.gateway.status import abort, grpc_status
+from controlplane.gateway.wire import RequestHeader, parse_request_header, stream_response_id
+from controlplane.lifecycle.manager import ModelManager
+from controlplane.lifecycle.states import ModelState
+from controlplane.traffic.observation import OK, Observation
+from controlplane.traffic.recorder import TrafficRecorder
+
+SERVICE = "inference.GRPCInferenceService"
+#: grpc.aio.ServicerContext; grpcio ships no type information
+Context: TypeAlias = Any
+_UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+#: answer DEADLINE_EXCEEDED ourselves slightly before the client's deadline fires
+_DEADLINE_MARGIN_S = 0.005
+_FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "SystemSharedMemoryStatus",
+              "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
+              "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
+              "TraceSetting", "LogSettings")
+
+
+def _metadata(context: Context) -> tuple[tuple[str, str], ...] | None:
+    """The client's headers worth passing on (auth, custom), without gRPC's own."""
+    metadata = context.invocation_metadata()
+    if not metadata:
+        return None
+    kept = tuple((m.key, m.value) for m in metadata
+                 if not m.key.startswith(("grpc-", ":")) and m.key != "user-agent")
+    return kept or None
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        manager: ModelManager,
+        recorder: TrafficRecorder | None,
+        upstream_url: str,
+        default_deadline_s: float = 120.0,
+        call_timeout_s: float = 10.0,
+        allow_repository_control: bool = False,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.manager = manager
+        self.recorder = recorder
+        self.upstream_url = upstream_url
+        self.default_deadline_s = default_deadline_s
+        self.call_timeout_s = call_timeout_s
+        self.allow_repository_control = allow_repository_control
+        self.ready = ready
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._calls: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, host: str, port: int) -> int:
+        self._channel = grpc.aio.insecure_channel(self.upstream_url, options=_UNLIMITED)
+        self._calls = {
+            name: self._channel.unary_unary(f"/{SERVICE}/{name}")
+            for name in ("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", *_FORWARDED)
+        }
+        self._stream = self._channel.stream_stream(f"/{SERVICE}/ModelStreamInfer")
+        handlers: dict[str, grpc.RpcMethodHandler] = {
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(self.model_infer),
+            "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
+            "ServerReady": grpc.unary_unary_rpc_method_handler(self.server_ready),
+            "ModelReady": grpc.unary_unary_rpc_method_handler(self.model_ready),
+            "ModelMetadata": grpc.unary_unary_rpc_method_handler(
+                self._describe("ModelMetadata", metadata_response)),
+            "ModelConfig": grpc.unary_unary_rpc_method_handler(
+                self._describe("ModelConfig", config_response)),
+            "ServerMetadata": grpc.unary_unary_rpc_method_handler(self.server_metadata),
+            "RepositoryModelLoad": grpc.unary_unary_rpc_method_handler(self.repository_load),
+            "RepositoryModelUnload": grpc.unary_unary_rpc_method_handler(self.repository_unload),
+        }
+        for name in _FORWARDED:
+            handlers[name] = grpc.unary_unary_rpc_method_handler(self._forward(name))
+        self._server = grpc.aio.server(options=_UNLIMITED)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise ControlPlaneError(f"gateway cannot listen on {host}:{port}")
+        await self._server.start()
+        return self.port
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking requests, let in-flight ones finish (up to ``grace_s``)."""
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        if self._channel is not None:
+            await self._channel.close()
+
+    # -- inference --------------------------------------------------------------------------
+    async def model_infer(self, request: bytes, context: Context) -> bytes:
+        arrived = time.time()
+        try:
+            header = parse_request_header(request)
+        except InvalidArgument as exc:
+            await abort(context, exc)
+        model = header.model
+        cold = not self.manager.ready_now(model)
+        wait_s = None
+        if cold:
+            try:
+                await self._wait_ready(model, context)
+            except ControlPlaneError as exc:
+                if not isinstance(exc, ModelNotFound):
+                    self._record(header, arrived, time.time(), grpc_status(exc).name, True,
+                                 time.time() - arrived, request)
+                await abort(context, exc)
+            wait_s = time.time() - arrived
+        remaining = context.time_remaining()
+        try:
+            response: bytes = await self._calls["ModelInfer"](
+                request, timeout=self.default_deadline_s if remaining is None else remaining,
+                metadata=_metadata(context))
+        except grpc.aio.AioRpcError as exc:
+            self._record(header, arrived, time.time(), exc.code().name, cold, wait_s, request)
+            await context.abort(exc.code(), exc.details() or "")
+        self._record(header, arrived, time.time(), OK, cold, wait_s, request)
+        return response
+
+    async def _wait_ready(self, model: str, context: Context) -> None:
+        remaining = context.time_remaining()
+        budget = self.default_deadline_s if remaining is None else remaining - _DEADLINE_MARGIN_S
+        try:
+            await asyncio.wait_for(self.manager.ensure_ready(model), max(budget, 0.0))
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model '{model}' was not ready within the request's deadline ({budget:.3g}s); "
+                "its load goes on") from None
+
+    def _record(self, header: RequestHeader, arrived: float, finished: float, outcome: str,
+                cold: bool, wait_s: float | None, request: bytes | None) -> None:
+        recorder = self.recorder
+        if recorder is None or not recorder.enabled:
+            return
+        observation = Observation(header.model, header.version, header.inputs, arrived,
+                                  finished - arrived, outcome, cold, wait_s)
+        if (request is not None and header.raw_spans and outcome == OK
+                and recorder.wants_payload(observation, len(request))):
+            observation = observation._replace(payload=(request, header.raw_spans))
+        recorder.record(observation)
+
+    async def model_stream_infer(self, requests: AsyncIterator[bytes],
+                                 context: Context) -> AsyncIterator[bytes]:
+        """Bidirectional stream: lazy loads per request, errors as in-stream responses.
+
+        Each model gets an upstream stream of its own: Triton 2.51 aborts (gRPC
+        ``ASSERTION FAILED: !byte_buffer->Valid()``) when a decoupled model's responses and
+        another model's share one stream, so a client mixing them must not reach Triton as is.
+        """
+        metadata = _metadata(context)
+        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        pending: dict[str, tuple[RequestHeader, float, bool, float | None]] = {}
+        upstreams: dict[str, Any] = {}
+        drains: list[asyncio.Task[None]] = []
+
+        async def drain(model: str, call: Any) -> None:
+            try:
+                async for raw in call:
+                    if pending:
+                        matched = pending.pop(stream_response_id(raw), None)
+                        if matched is not None:
+                            header, arrived, cold, wait_s = matched
+                            self._record(header, arrived, time.time(), OK, cold, wait_s, None)
+                    await outbox.put(raw)
+            except grpc.aio.AioRpcError as exc:
+                # Triton ended this model's stream (restart, crash): say so in-stream; the
+                # model's next request opens a new one.
+                if upstreams.get(model) is call:
+                    del upstreams[model]
+                await outbox.put(_stream_error(
+                    f"stream to Triton for '{model}' ended: {exc.code().name} {exc.details()}",
+                    model))
+
+        async def forward(raw: bytes) -> None:
+            arrived = time.time()
+            try:
+                header = parse_request_header(raw)
+            except InvalidArgument as exc:
+                await outbox.put(_stream_error(str(exc)))
+                return
+            cold = not self.manager.ready_now(header.model)
+            wait_s = None
+            if cold:
+                try:
+                    await self._wait_ready(header.model, context)
+                except ControlPlaneError as exc:
+                    if not isinstance(exc, ModelNotFound):
+                        self._record(header, arrived, time.time(), grpc_status(exc).name,
+                                     True, time.time() - arrived, None)
+                    await outbox.put(_stream_error(exc.message, header.model, header.id))
+                    return
+                wait_s = time.time() - arrived
+            call = upstreams.get(header.model)
+            if call is None:
+                call = upstreams[header.model] = self._stream(metadata=metadata)
+                drains.append(asyncio.create_task(drain(header.model, call)))
+            if header.id:
+                pending[header.id] = (header, arrived, cold, wait_s)
+            else:  # no id: the answer cannot be matched, latency unknown
+                self._record_unmatched(header, arrived, cold, wait_s)
+            await call.write(raw)
+
+        async def pump() -> None:
+            try:
+                async for raw in requests:
+                    await forward(raw)
+                for call in upstreams.values():
+                    await call.done_writing()
+                await asyncio.gather(*drains)
+            finally:
+                await outbox.put(None)
+
+        pumping = asyncio.create_task(pump())
+        try:
+            while (item := await outbox.get()) is not None:
+                yield item
+            await pumping  # raises what broke the stream, if anything did
+        finally:
+            pumping.cancel()
+            for task in drains:
+                task.cancel()
+            for call in upstreams.values():
+                call.cancel()
+            for header, arrived, cold, wait_s in pending.values():
+                self._record_unmatched(header, arrived, cold, wait_s)
+
+    def _record_unmatched(self, header: RequestHeader, arrived: float, cold: bool,
+                          wait_s: float | None) -> None:
+        if self.recorder is not None and self.recorder.enabled:
+            self.recorder.record(Observation(header.model, header.version, header.inputs,
+                                             arrived, None, OK, cold, wait_s))
+
+    # -- health and description -------------------------------------------------------------
+    async def server_ready(self, request: bytes, context: Context) -> bytes:
+        """Ready means the control plane is: Triton live and pinned models in.
+
+        Triton's own answer turns false while any model loads (strict readiness), which a
+        lazy load would make every client see.
+        """
+        ready = self.ready()
+        return bytes(service_pb2.ServerReadyResponse(ready=ready).SerializeToString())
+
+    async def model_ready(self, request: bytes, context: Context) -> bytes:
+        """True for every model the gateway will serve: a cold one loads on first request."""
+        name = service_pb2.ModelReadyRequest.FromString(request).name
+        try:
+            state = self.manager.state(name)
+        except ModelNotFound:
+            state = None
+        ready = state is not None and state is not ModelState.FAILED
+        return bytes(service_pb2.ModelReadyResponse(ready=ready).SerializeToString())
+
+    async def server_metadata(self, request: bytes, context: Context) -> bytes:
+        return await self._forward("ServerMetadata")(request, context)
+
+    def _describe(self, method: str, from_repository: Callable[[Any, str], bytes]
+                  ) -> Callable[[bytes, Context], Awaitable[bytes]]:
+        forward = self._forward(method)
+
+        async def describe(request: bytes, context: Context) -> bytes:
+            name = service_pb2.ModelMetadataRequest.FromString(request).name
+            if self.manager.ready_now(name):
+                return await forward(request, context)
+            try:
+                self.manager.state(name)
+                return from_repository(self.manager.repository, name)
+            except ControlPlaneError as exc:
+                await abort(context, exc)
+
+        return describe
+
+    def _forward(self, method: str) -> Callable[[bytes, Context], Awaitable[bytes]]:
+        async def forward(request: bytes, context: Context) -> bytes:
+            call = self._calls.get(method) or self._unary(method)
+            remaining = context.time_remaining()
+            try:
+                response: bytes = await call(
+                    request, timeout=self.call_timeout_s if remaining is None else remaining,
+                    metadata=_metadata(context))
+            except grpc.aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "")
+            return response
+
+        return forward
+
+    def _unary(self, method: str) -> Any:
+        assert self._channel is not None
+        call = self._channel.unary_unary(f"/{SERVICE}/{method}")
+        self._calls[method] = call
+        return call
+
+    # -- repository control -----------------------------------------------------------------
+    async def repository_load(self, request: bytes, context: Context) -> bytes:
+        message = service_pb2.RepositoryModelLoadRequest.FromString(request)
+        await self._check_control(context, "load")
+        if message.parameters:
+            await abort(context, InvalidArgument(
+                "config and file overrides are not accepted through the gateway"))
+        try:
+            await self.manager.load(message.model_name, trigger="gateway")
+        except ControlPlaneError as exc:
+            await abort(context, exc)
+        return bytes(service_pb2.RepositoryModelLoadResponse().SerializeToString())
+
+    async def repository_unload(self, request: bytes, context: Context) -> bytes:
+        message = service_pb2.RepositoryModelUnloadRequest.FromString(request)
+        await self._check_control(context, "unload")
+        try:
+            await self.manager.unload(message.model_name, trigger="gateway")
+        except ControlPlaneError as exc:
+            await abort(context, exc)
+        return bytes(service_pb2.RepositoryModelUnloadResponse().SerializeToString())
+
+    async def _check_control(self, context: Context, action: str) -> None:
+        if not self.allow_repository_control:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"repository control is disabled on the inference gateway; {action} models "
+                f"through the admin API (POST /models/<name>/{action}) or set "
+                "WARMCTL_GATEWAY__ALLOW_REPOSITORY_CONTROL=true")
+
+
+def _stream_error(message: str, model: str = "", request_id: str = "") -> bytes:
+    response = service_pb2.ModelStreamInferResponse(error_message=message)
+    response.infer_response.model_name = model
+    response.infer_response.id = request_id
+    return bytes(response.SerializeToString())

@@ -1,0 +1,148 @@
+"""Reads the header of a serialized ModelInferRequest without parsing its tensors.
+
+The gateway forwards request bytes untouched; it needs only the model, version, id and each
+input's name, datatype and shape. Reading those straight off the protobuf wire costs the same
+few microseconds whatever the payload size, where a full parse copies every tensor.
+
+ModelInferRequest: 1 model_name, 2 model_version, 3 id, 4 parameters, 5 inputs, 6 outputs,
+7 raw_input_contents. InferInputTensor: 1 name, 2 datatype, 3 shape (packed int64).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from controlplane.errors import InvalidArgument
+
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+
+
+class InputHeader(NamedTuple):
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+class RequestHeader(NamedTuple):
+    model: str
+    version: str
+    id: str
+    inputs: tuple[InputHeader, ...]
+    #: (start, end) of each raw_input_contents entry, in input order
+    raw_spans: tuple[tuple[int, int], ...]
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise InvalidArgument("malformed ModelInferRequest: varint too long")
+
+
+def _skip(buf: bytes, pos: int, wire_type: int) -> int:
+    if wire_type == _VARINT:
+        return _varint(buf, pos)[1]
+    if wire_type == _LEN:
+        length, pos = _varint(buf, pos)
+        return pos + length
+    if wire_type == _I64:
+        return pos + 8
+    if wire_type == _I32:
+        return pos + 4
+    raise InvalidArgument(f"malformed ModelInferRequest: wire type {wire_type}")
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _input(buf: bytes, pos: int, end: int) -> InputHeader:
+    name = datatype = ""
+    shape: list[int] = []
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        field, wire_type = key >> 3, key & 7
+        if field == 3 and wire_type == _LEN:  # packed shape, the usual encoding
+            length, pos = _varint(buf, pos)
+            stop = pos + length
+            while pos < stop:
+                value, pos = _varint(buf, pos)
+                shape.append(_signed(value))
+        elif field == 3 and wire_type == _VARINT:
+            value, pos = _varint(buf, pos)
+            shape.append(_signed(value))
+        elif field in (1, 2) and wire_type == _LEN:
+            length, pos = _varint(buf, pos)
+            text = buf[pos:pos + length].decode()
+            pos += length
+            if field == 1:
+                name = text
+            else:
+                datatype = text
+        else:
+            pos = _skip(buf, pos, wire_type)
+    return InputHeader(name, datatype, tuple(shape))
+
+
+def parse_request_header(buf: bytes) -> RequestHeader:
+    """The routing and recording fields of a serialized ModelInferRequest."""
+    model = version = request_id = ""
+    inputs: list[InputHeader] = []
+    spans: list[tuple[int, int]] = []
+    pos, size = 0, len(buf)
+    try:
+        while pos < size:
+            key, pos = _varint(buf, pos)
+            field, wire_type = key >> 3, key & 7
+            if wire_type != _LEN:
+                pos = _skip(buf, pos, wire_type)
+                continue
+            length, pos = _varint(buf, pos)
+            end = pos + length
+            if end > size:
+                raise InvalidArgument("malformed ModelInferRequest: truncated field")
+            if field == 1:
+                model = buf[pos:end].decode()
+            elif field == 2:
+                version = buf[pos:end].decode()
+            elif field == 3:
+                request_id = buf[pos:end].decode()
+            elif field == 5:
+                inputs.append(_input(buf, pos, end))
+            elif field == 7:
+                spans.append((pos, end))
+            pos = end
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"malformed ModelInferRequest: {exc}") from None
+    if pos != size:
+        raise InvalidArgument("malformed ModelInferRequest: truncated message")
+    return RequestHeader(model, version, request_id, tuple(inputs), tuple(spans))
+
+
+def stream_response_id(buf: bytes) -> str:
+    """The request id a ModelStreamInferResponse answers ("" when none or an error)."""
+    pos, size = 0, len(buf)
+    try:
+        while pos < size:
+            key, pos = _varint(buf, pos)
+            field, wire_type = key >> 3, key & 7
+            if field == 2 and wire_type == _LEN:  # infer_response: ModelInferResponse
+                length, pos = _varint(buf, pos)
+                end = pos + length
+                while pos < end:
+                    key, pos = _varint(buf, pos)
+                    if key == (3 << 3 | _LEN):  # id
+                        n, pos = _varint(buf, pos)
+                        return buf[pos:pos + n].decode()
+                    pos = _skip(buf, pos, key & 7)
+                return ""
+            pos = _skip(buf, pos, wire_type)
+    except (IndexError, UnicodeDecodeError, InvalidArgument):
+        return ""
+    return ""

@@ -1,0 +1,1 @@
+"""Recording what traffic really sends: requests, usage per minute, shapes, payload samples."""

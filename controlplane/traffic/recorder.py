@@ -1,0 +1,138 @@
+"""The gateway's in-memory traffic buffer, flushed to SQLite by a background task.
+
+``record`` is on the gateway's hot path: it appends a tuple and returns. Everything else --
+signatures, roll-ups, SQL -- happens at flush time, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from controlplane.traffic.observation import Observation, signature_of
+from controlplane.traffic.store import Retention, TrafficStore
+
+log = logging.getLogger(__name__)
+
+
+class PayloadSampler:
+    """Decides which requests' payloads to keep: opted-in models only, bounded per shape."""
+
+    def __init__(self, models: Iterable[str], *, per_shape: int = 4,
+                 max_sample_bytes: int = 1 << 20, max_model_bytes: int = 16 << 20) -> None:
+        self.models = frozenset(models)
+        self.per_shape = per_shape
+        self.max_sample_bytes = max_sample_bytes
+        self.max_model_bytes = max_model_bytes
+        self._kept: dict[tuple[str, str], int] = {}
+        self._model_bytes: dict[str, int] = {}
+
+    def load(self, totals: dict[tuple[str, str], tuple[int, int]]) -> None:
+        self._kept = {key: n for key, (n, _) in totals.items()}
+        self._model_bytes = {}
+        for (model, _), (_, size) in totals.items():
+            self._model_bytes[model] = self._model_bytes.get(model, 0) + size
+
+    def wants(self, observation: Observation, size: int) -> bool:
+        """Whether to keep this request's payload (and count it as kept)."""
+        model = observation.model
+        if model not in self.models or size > self.max_sample_bytes:
+            return False
+        if self._model_bytes.get(model, 0) + size > self.max_model_bytes:
+            return False
+        key = (model, signature_of(observation.inputs).text)
+        if self._kept.get(key, 0) >= self.per_shape:
+            return False
+        self._kept[key] = self._kept.get(key, 0) + 1
+        self._model_bytes[model] = self._model_bytes.get(model, 0) + size
+        return True
+
+
+class TrafficRecorder:
+    def __init__(
+        self,
+        store: TrafficStore,
+        *,
+        flush_interval_s: float = 1.0,
+        max_buffer: int = 200_000,
+        retention: Retention | None = None,
+        prune_interval_s: float = 300.0,
+        sampler: PayloadSampler | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.flush_interval_s = flush_interval_s
+        self.max_buffer = max_buffer
+        self.retention = retention or Retention()
+        self.prune_interval_s = prune_interval_s
+        self.sampler = sampler
+        self.clock = clock
+        self.enabled = True
+        #: observations dropped because the buffer was full (the database fell behind)
+        self.dropped = 0
+        self.written = 0
+        self._buffer: list[Observation] = []
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        #: called with every flushed batch, after it is stored (the forecast feed)
+        self.listeners: list[Callable[[list[Observation]], None]] = []
+
+    def record(self, observation: Observation) -> None:
+        if not self.enabled:
+            return
+        if len(self._buffer) >= self.max_buffer:
+            self.dropped += 1
+            return
+        self._buffer.append(observation)
+
+    def wants_payload(self, observation: Observation, size: int) -> bool:
+        return self.sampler is not None and self.sampler.wants(observation, size)
+
+    async def start(self) -> None:
+        if self.sampler is not None:
+            self.sampler.load(await self.store.db.run(self.store.sample_totals))
+        self._task = asyncio.create_task(self._run(), name="traffic-flush")
+
+    async def _run(self) -> None:
+        next_prune = self.clock()
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+                if self.clock() >= next_prune:
+                    removed = await self.store.db.run(
+                        self.store.prune, self.clock(), self.retention)
+                    next_prune = self.clock() + self.prune_interval_s
+                    if any(removed.values()):
+                        log.info("traffic retention removed %s", removed)
+            except Exception:  # a bad flush must not end recording
+                log.exception("traffic flush failed")
+
+    async def flush(self) -> int:
+        """Write what is buffered now; returns how many observations were written."""
+        async with self._flush_lock:
+            batch, self._buffer = self._buffer, []
+            if not batch:
+                return 0
+            try:
+                await self.store.db.run(self.store.write, batch)
+            except BaseException:
+                # keep them for the next try rather than lose them
+                self._buffer[:0] = batch[: max(0, self.max_buffer - len(self._buffer))]
+                raise
+            self.written += len(batch)
+            for listener in self.listeners:
+                listener(batch)
+            return len(batch)
+
+    async def stop(self) -> None:
+        """Stop the flush loop and write everything still buffered."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
