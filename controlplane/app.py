@@ -21,6 +21,11 @@ from controlplane.traffic.store import Retention, TrafficStore
 from controlplane.triton.instance import TritonInstance
 from controlplane.triton.repository import ModelRepository
 from controlplane.types import ModelName
+from controlplane.warmup.batch_stats import BatchStatsTracker
+from controlplane.warmup.configs import WarmupStore
+from controlplane.warmup.drift import DriftWatcher
+from controlplane.warmup.preparer import WarmupPreparer
+from controlplane.warmup.probe import WarmupProbe
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,10 @@ class ControlPlane:
         self.instance: TritonInstance | None = None
         self.manager: ModelManager | None = None
         self.traffic: TrafficStore | None = None
+        self.warmups = WarmupStore(self.database)
+        self.preparer: WarmupPreparer | None = None
+        self.probe: WarmupProbe | None = None
+        self.drift: DriftWatcher | None = None
         self.recorder: TrafficRecorder | None = None
         self.gateway: Gateway | None = None
         self.admin_port: int | None = None
@@ -62,15 +71,28 @@ class ControlPlane:
         await self.database.run(self.database.migrate)
         self.instance = await TritonInstance.from_settings(s)
         try:
+            self.traffic = TrafficStore(self.database, self.instance.name)
+            batch_stats = BatchStatsTracker(self.instance.client, self.warmups)
+            if s.warmup.enabled:
+                self.preparer = WarmupPreparer(repository=self.repository, warmups=self.warmups,
+                                               traffic=self.traffic, options=s.warmup)
+                self.probe = WarmupProbe(preparer=self.preparer, client=self.instance.client,
+                                         options=s.warmup.probe, batch_stats=batch_stats)
             self.manager = ModelManager(
                 instance=self.instance,
                 repository=self.repository,
                 store=LifecycleStore(self.database, self.instance.name),
                 pinned=[m for m in s.pinned_models() if m in self.repository],
+                preparer=self.preparer,
+                probe=self.probe,
                 retry_failed_after_s=s.gateway.retry_failed_load_after_s,
             )
+            self.manager.before_unload.append(batch_stats.collect)
             await self.manager.start()
-            self.traffic = TrafficStore(self.database, self.instance.name)
+            if self.preparer is not None:
+                self.drift = DriftWatcher(manager=self.manager, preparer=self.preparer,
+                                          batch_stats=batch_stats, options=s.warmup)
+                self._tasks.append(asyncio.create_task(self.drift.run(), name="warmup-drift"))
             if s.traffic.enabled:
                 self.recorder = self._make_recorder(self.traffic)
                 await self.recorder.start()
@@ -173,6 +195,8 @@ class ControlPlane:
         self._tasks.clear()
         if self.manager is not None:
             await self.manager.close()
+        if self.probe is not None:
+            await self.probe.close()
         if self.instance is not None:
             try:
                 await self.instance.close()

@@ -104,6 +104,38 @@ def cmd_unload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    model = args.model
+    if args.action == "show":
+        params: dict[str, Any] = {"format": "json" if args.json else "pbtxt"}
+        if args.version:
+            params["version"] = args.version
+        url = _admin_url(args) + f"/models/{model}/warmup-config"
+        if args.json:
+            print(json.dumps(_request(args, "GET", f"/models/{model}/warmup-config",
+                                      params=params), indent=2))
+        else:
+            response = httpx.get(url, params=params, timeout=args.timeout)
+            if response.status_code >= 400:
+                raise SystemExit(f"warmctl: {response.status_code}: "
+                                 f"{response.json()['error']['message']}")
+            print(response.text, end="")
+    elif args.action == "diff":
+        params = {k: v for k, v in (("from", args.from_version), ("to", args.to_version)) if v}
+        response = httpx.get(_admin_url(args) + f"/models/{model}/warmup-config/diff",
+                             params=params, timeout=args.timeout)
+        if response.status_code >= 400:
+            raise SystemExit(f"warmctl: {response.status_code}: "
+                             f"{response.json()['error']['message']}")
+        print(response.text or "(no difference)", end="")
+    else:
+        stored = _request(args, "POST", f"/models/{model}/warmup-config/regenerate",
+                          params={"reload": "true"} if args.reload else None)
+        print(f"{model}: warm-up v{stored['version']} ({stored['reason']}), "
+              f"{len(stored['samples'])} samples, {stored['coverage']:.0%} of traffic covered")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warmctl", description=__doc__)
     parser.add_argument("--config", type=Path,
@@ -132,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     unload = client_command("unload", "unload a model", cmd_unload)
     unload.add_argument("model")
     unload.add_argument("--force", action="store_true", help="unload even a pinned model")
+
+    warmup = client_command("warmup", "generated warm-up configs", cmd_warmup)
+    warmup.add_argument("action", choices=["show", "diff", "regenerate"])
+    warmup.add_argument("model")
+    warmup.add_argument("--version", type=int, help="show: this version (default latest)")
+    warmup.add_argument("--json", action="store_true", help="show: JSON instead of pbtxt")
+    warmup.add_argument("--from", dest="from_version", type=int,
+                        help="diff: older version (default: the one before --to)")
+    warmup.add_argument("--to", dest="to_version", type=int,
+                        help="diff: newer version (default latest)")
+    warmup.add_argument("--reload", action="store_true",
+                        help="regenerate: apply now while the loaded instance serves")
     return parser
 
 

@@ -102,6 +102,46 @@ class AdminSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class ProbeOptions(BaseModel):
+    """Requests sent after Triton reports a model ready, before it gets traffic."""
+
+    #: probes end when the last ``window`` latencies of each probed shape lie within
+    #: ``tolerance`` of their median ...
+    window: int = Field(default=5, ge=2)
+    tolerance: float = Field(default=0.10, gt=0)
+    #: ... or at these bounds, whichever comes first
+    max_probes: int = Field(default=60, ge=0)
+    max_s: float = Field(default=5.0, ge=0)
+    #: how many of the most frequent warm-up shapes are probed
+    shapes: int = Field(default=3, ge=1)
+
+
+class WarmupOptions(BaseModel):
+    """Warm-up generated from recorded traffic and applied at every load."""
+
+    enabled: bool = True
+    coverage: float = Field(default=0.95, gt=0, le=1)
+    batch_coverage: float = Field(default=0.95, gt=0, le=1)
+    max_samples: int = Field(default=12, ge=1)
+    max_buckets_per_dim: int = Field(default=4, ge=1)
+    #: executions per warm-up sample
+    count: int = Field(default=3, ge=1)
+    max_total_elements: int = Field(default=50_000_000, gt=0)
+    default_variable_length: int = Field(default=16, ge=1)
+    #: generation looks at this much recent traffic (when it holds ``min_requests``)
+    recent_window_h: float = Field(default=24.0, gt=0)
+    #: requests needed before traffic replaces the default config or can signal drift
+    min_requests: int = Field(default=50, ge=1)
+    #: regenerate when this share of the last ``drift_window_s`` falls outside the config
+    drift_threshold: float = Field(default=0.10, gt=0, le=1)
+    drift_window_s: float = Field(default=3600.0, gt=0)
+    drift_check_interval_s: float = Field(default=60.0, gt=0)
+    #: apply a regenerated config at once by a reload (the old instance serves meanwhile);
+    #: otherwise it applies at the model's next load
+    reload_on_drift: bool = False
+    probe: ProbeOptions = Field(default_factory=ProbeOptions)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -121,6 +161,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
+    warmup: WarmupOptions = Field(default_factory=WarmupOptions)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
     @field_validator("data_dir", "model_repository", "backends_dir")

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from controlplane.lifecycle.states import ModelState, ModelStatus
 from controlplane.store.models import LoadEvent, ShapeStat, UsageMinute
 from controlplane.triton.repository import ModelSpec, TensorSpec
+from controlplane.warmup.configs import StoredWarmup
 
 
 class ModelView(BaseModel):
@@ -48,6 +49,12 @@ class EventView(BaseModel):
     error: str | None
     triton_s: float | None
     memory_bytes: int | None
+    warmup_version: int | None
+    warmup_s: float | None
+    probe_count: int | None
+    probe_s: float | None
+    first_probe_ms: float | None
+    probe_latency_ms: float | None
     details: dict[str, Any] | None
 
     @classmethod
@@ -137,3 +144,27 @@ class ShapeView(BaseModel):
             first_seen=datetime.fromtimestamp(row.first_seen, UTC),
             last_seen=datetime.fromtimestamp(row.last_seen, UTC),
         )
+
+
+class WarmupConfigView(BaseModel):
+    model: str
+    version: int
+    created_at: datetime
+    reason: str
+    default: bool
+    coverage: float
+    #: ``model_warmup`` in Triton's JSON config form
+    samples: list[dict[str, Any]]
+    #: path -> bytes, for the data files the samples read
+    files: dict[str, int]
+    covered: list[str]
+    notes: list[str]
+    pbtxt: str
+
+    @classmethod
+    def of(cls, stored: StoredWarmup) -> WarmupConfigView:
+        return cls(
+            model=stored.model, version=stored.version, created_at=stored.created_at,
+            reason=stored.reason, default=stored.default, coverage=stored.coverage,
+            samples=stored.samples, files={p: len(d) for p, d in stored.files.items()},
+            covered=sorted(stored.covered), notes=stored.notes, pbtxt=stored.pbtxt())

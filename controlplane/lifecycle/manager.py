@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +85,8 @@ class ModelManager:
         self._followers: set[asyncio.Task[None]] = set()
         #: called with (model, new state) after every transition; keep it cheap
         self.listeners: list[Callable[[ModelName, ModelState], None]] = []
+        #: awaited before a model is unloaded (e.g. to save Triton's statistics)
+        self.before_unload: list[Callable[[ModelName], Awaitable[object]]] = []
 
     # -- reading ----------------------------------------------------------------------------
     def _model(self, name: ModelName) -> _Model:
@@ -233,38 +235,85 @@ class ModelManager:
             event_id = await self.store.db.run(
                 self.store.begin_event, model.name, "load", trigger, started)
             await self._set(model, ModelState.LOADING, f"load requested by {trigger}")
-            triton_s: float | None = None
             details: dict[str, Any] = {}
             try:
-                spec = self.repository.spec(model.name)
-                plan = await self.preparer.prepare(spec) if self.preparer else LoadPlan()
-                details.update(plan.details or {})
-                t_call = time.monotonic()
-                await self.client.load(model.name, config=plan.config, files=plan.files,
-                                       timeout_s=self.load_timeout_s)
-                triton_s = time.monotonic() - t_call
-                if self.probe is not None:
-                    await self._set(model, ModelState.WARMING, "probing before routing traffic")
-                    details.update(await self.probe.probe(spec))
-                footprint = await self._footprint(model.name)
-                details.update(footprint)
-                load_s = time.monotonic() - t0
-                memory = footprint.get("rss_bytes")
-                model.memory_bytes, model.load_s = memory or model.memory_bytes, load_s
-                await self._set(model, ModelState.READY, None, memory_bytes=memory, load_s=load_s)
-                await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
-                    "ok", triton_s=triton_s, memory_bytes=memory, details=details), utcnow())
+                triton_s, memory = await self._bring_up(model, details, mark_warming=True)
             except BaseException as exc:
-                reason = _failure_reason(model.name, exc, self.load_timeout_s)
-                detail = self.instance.failure_detail(model.name)
-                if detail and detail not in reason:
-                    reason = f"{reason} ({detail})"
+                reason = self._reason(model.name, exc)
                 outcome = "timeout" if isinstance(exc, DeadlineExceeded) else "failed"
                 await asyncio.shield(self._record_failure(
-                    model, event_id, outcome, reason, triton_s, details))
+                    model, event_id, outcome, reason, details.get("triton_s"), details))
                 if isinstance(exc, ControlPlaneError):
                     raise ModelLoadFailed(model.name, reason) from exc
                 raise
+            load_s = time.monotonic() - t0
+            model.memory_bytes, model.load_s = memory or model.memory_bytes, load_s
+            await self._set(model, ModelState.READY, None, memory_bytes=memory, load_s=load_s)
+            await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
+                "ok", triton_s=triton_s, memory_bytes=memory, details=details), utcnow())
+
+    async def reload(self, name: ModelName, *, trigger: str = "api") -> ModelStatus:
+        """Load ``name`` again (a new warm-up config, say) while the loaded one serves.
+
+        Triton keeps the current instance serving until the new one is ready, and keeps it
+        when the new one fails; the model stays ``ready`` throughout. A model that is not
+        ready is simply loaded.
+        """
+        model = self._model(name)
+        if model.state is not ModelState.READY:
+            return await self.load(name, trigger=trigger)
+        async with model.lock:
+            t0 = time.monotonic()
+            event_id = await self.store.db.run(
+                self.store.begin_event, name, "reload", trigger, utcnow())
+            model.reason = f"reloading (requested by {trigger}); the loaded instance serves"
+            details: dict[str, Any] = {}
+            try:
+                triton_s, memory = await self._bring_up(model, details, mark_warming=False)
+            except BaseException as exc:
+                reason = self._reason(name, exc)
+                with contextlib.suppress(ControlPlaneError):
+                    seen, _ = state_from_index(await self.client.model_index(name))
+                    if seen is ModelState.READY:
+                        await self._set(model, ModelState.READY,
+                                        f"reload failed, previous instance serving: {reason}")
+                    else:
+                        await self._record_failure(model, event_id, "failed", reason, None,
+                                                   details)
+                        raise ModelLoadFailed(name, reason) from exc
+                await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
+                    "failed", error=reason, details=details or None), utcnow())
+                raise ModelLoadFailed(name, reason) from exc
+            load_s = time.monotonic() - t0
+            model.memory_bytes, model.load_s = memory or model.memory_bytes, load_s
+            await self._set(model, ModelState.READY, f"reloaded by {trigger}",
+                            memory_bytes=memory, load_s=load_s)
+            await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
+                "ok", triton_s=triton_s, memory_bytes=memory, details=details), utcnow())
+        return self.status(name)
+
+    async def _bring_up(self, model: _Model, details: dict[str, Any],
+                        *, mark_warming: bool) -> tuple[float, int | None]:
+        """Prepare, load in Triton, probe, measure. Fills ``details`` as it goes."""
+        spec = self.repository.spec(model.name)
+        plan = await self.preparer.prepare(spec) if self.preparer else LoadPlan()
+        details.update(plan.details or {})
+        t_call = time.monotonic()
+        await self.client.load(model.name, config=plan.config, files=plan.files,
+                               timeout_s=self.load_timeout_s)
+        triton_s = details["triton_s"] = time.monotonic() - t_call
+        if self.probe is not None:
+            if mark_warming:
+                await self._set(model, ModelState.WARMING, "probing before routing traffic")
+            details.update(await self.probe.probe(spec))
+        footprint = await self._footprint(model.name)
+        details.update(footprint)
+        return triton_s, footprint.get("rss_bytes")
+
+    def _reason(self, name: ModelName, exc: BaseException) -> str:
+        reason = _failure_reason(name, exc, self.load_timeout_s)
+        detail = self.instance.failure_detail(name)
+        return f"{reason} ({detail})" if detail and detail not in reason else reason
 
     async def _record_failure(self, model: _Model, event_id: int, outcome: str, reason: str,
                               triton_s: float | None, details: dict[str, Any]) -> None:
@@ -285,6 +334,12 @@ class ModelManager:
                 return self.status(name)
             event_id = await self.store.db.run(
                 self.store.begin_event, name, "unload", trigger, utcnow())
+            if model.state is ModelState.READY:
+                for hook in self.before_unload:
+                    try:
+                        await hook(name)
+                    except ControlPlaneError as exc:
+                        log.warning("before-unload hook for %s: %s", name, exc)
             await self._set(model, ModelState.UNLOADING, f"unload requested by {trigger}")
             t_call = time.monotonic()
             try:

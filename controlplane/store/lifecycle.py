@@ -1,4 +1,4 @@
-"""Models and their load/unload records. Synchronous: the event loop calls them via Database.run."""
+"""Models and their load/unload records. Synchronous: the event loop calls via Database.run."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from controlplane.store.base import utcnow
 from controlplane.store.database import Database
 from controlplane.store.models import LoadEvent, ModelRecord
 from controlplane.types import InstanceName, ModelName
+
+#: per-load figures that have columns of their own (the rest stays in ``details``)
+FIGURE_COLUMNS = ("warmup_version", "warmup_s", "probe_count", "probe_s", "first_probe_ms",
+                  "probe_latency_ms")
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,11 @@ class LifecycleStore:
             event.error = result.error
             event.triton_s = result.triton_s
             event.memory_bytes = result.memory_bytes
-            event.details = result.details
+            details = dict(result.details or {})
+            details.pop("triton_s", None)  # a column already
+            for column in FIGURE_COLUMNS:
+                setattr(event, column, details.pop(column, None))
+            event.details = details or None
 
     def close_dangling_events(self, reason: str) -> int:
         """Mark events left open by a control plane that died mid-operation."""

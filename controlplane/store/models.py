@@ -58,6 +58,17 @@ class LoadEvent(Base):
     memory_bytes: Mapped[int | None]
     #: the plugin's load-time breakdown and other per-load figures
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: the warm-up config applied (warmup_configs.version), NULL for none
+    warmup_version: Mapped[int | None]
+    #: Triton's compute time for the warm-up samples (part of triton_s)
+    warmup_s: Mapped[float | None]
+    #: probe requests sent after Triton reported ready, and how long they took
+    probe_count: Mapped[int | None]
+    probe_s: Mapped[float | None]
+    #: latency of the first probe: what the first real request would have paid
+    first_probe_ms: Mapped[float | None]
+    #: the latency the probes converged to (median of the last window)
+    probe_latency_ms: Mapped[float | None]
 
     model: Mapped[ModelRecord] = relationship(back_populates="events")
 
@@ -132,3 +143,51 @@ class PayloadSample(Base):
     inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     #: the inputs' raw row-major bytes, concatenated in ``inputs`` order
     data: Mapped[bytes]
+
+
+class WarmupConfig(Base):
+    """A generated ``model_warmup``, versioned per model."""
+
+    __tablename__ = "warmup_configs"
+    __table_args__ = (UniqueConstraint("model", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(255))
+    version: Mapped[int]
+    created_at: Mapped[datetime]
+    #: why this version exists (first load, drift, operator request)
+    reason: Mapped[str] = mapped_column(Text)
+    #: built from the config alone: no traffic was recorded yet
+    default: Mapped[bool]
+    #: share of recorded traffic its shapes cover
+    coverage: Mapped[float]
+    #: the ``model_warmup`` list, in Triton's JSON config form
+    samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    #: recorded request signatures it counts as covered (drift compares against these)
+    covered: Mapped[list[str]] = mapped_column(JSON)
+    notes: Mapped[list[str]] = mapped_column(JSON)
+
+    files: Mapped[list[WarmupFile]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin")
+
+
+class WarmupFile(Base):
+    """A data file a warm-up config references (``warmup/<name>`` in the model directory)."""
+
+    __tablename__ = "warmup_files"
+
+    config_id: Mapped[int] = mapped_column(
+        ForeignKey("warmup_configs.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data: Mapped[bytes]
+
+
+class BatchStat(Base):
+    """Executions per batch size Triton formed for a model, warm-up and probes excluded."""
+
+    __tablename__ = "batch_stats"
+
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    batch_size: Mapped[int] = mapped_column(primary_key=True)
+    executions: Mapped[int]
+    updated_at: Mapped[float]

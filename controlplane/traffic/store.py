@@ -128,6 +128,16 @@ class TrafficStore:
                 select(ShapeStat).where(ShapeStat.model == model)
                 .order_by(ShapeStat.count.desc(), ShapeStat.signature)))
 
+    def signature_counts(self, model: ModelName, since: float
+                         ) -> list[tuple[str, int, float]]:
+        """(signature, requests, last seen) of successful requests since ``since``."""
+        with self.db.session() as session:
+            return [(s, int(n), float(t)) for s, n, t in session.execute(
+                select(RequestRecord.signature, func.count(), func.max(RequestRecord.arrived_at))
+                .where(RequestRecord.model == model, RequestRecord.arrived_at >= since,
+                       RequestRecord.outcome == OK)
+                .group_by(RequestRecord.signature))]
+
     def requests(self, model: ModelName, *, limit: int = 1000) -> list[RequestRecord]:
         with self.db.session() as session:
             return list(session.scalars(

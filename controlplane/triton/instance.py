@@ -33,7 +33,7 @@ class TritonInstance:
     async def from_settings(cls, settings: Settings) -> TritonInstance:
         """Attach to ``settings.triton.url`` if set, else start the embedded tritonserver.
 
-        Starting spawns the process from the calling thread, which must outlive it.
+        Starting spawns the process from the event loop's thread, which must outlive it.
         """
         t = settings.triton
         process = None
@@ -57,8 +57,7 @@ class TritonInstance:
                 disable_auto_complete_config=t.disable_auto_complete_config,
                 extra_args=t.extra_args,
             )
-            process.start()
-            await process.wait_live()
+            await process.launch()
             url, metrics_url = process.grpc_url, process.metrics_url
         client = TritonClient(url, call_timeout_s=t.call_timeout_s,
                               load_timeout_s=t.load_timeout_s,

@@ -127,6 +127,27 @@ class TritonProcess:
         env["PATH"] = os.pathsep.join((str(Path(sys.exec_prefix) / "bin"), env.get("PATH", "")))
         return env
 
+    async def launch(self, attempts: int = 3) -> None:
+        """Start and wait until live; retry with fresh ports if auto-picked ones were taken.
+
+        A port found free can be taken by someone else before Triton binds it; Triton then
+        exits at start-up. Ports set explicitly are not retried: that conflict is real.
+        """
+        auto = [a for a in ("grpc_port", "http_port", "metrics_port") if getattr(self, a) == 0]
+        for attempt in range(1, attempts + 1):
+            self.start()
+            try:
+                await self.wait_live()
+                return
+            except TritonStartError:
+                taken = "already in use" in self.log_tail(10)
+                if not auto or not taken or attempt == attempts:
+                    raise
+                log.warning("tritonserver exited at start-up (attempt %d), retrying on other "
+                            "ports:\n%s", attempt, self.log_tail(5))
+                for name in auto:
+                    setattr(self, name, 0)
+
     def start(self) -> None:
         """Spawn tritonserver. Call from the main thread (see ``_die_with_parent``)."""
         if self._popen is not None and self._popen.poll() is None:

@@ -34,9 +34,8 @@ def start_triton(tmp_path: Path, repo: Path) -> TritonProcess:
     backends = distribution.assemble_backend_dir(ROOT / "triton_backends", tmp_path / "backends")
     process = TritonProcess(distribution, repo, backends, tmp_path / "triton.log",
                             stop_timeout_s=5)
-    process.start()
     try:
-        asyncio.run(process.wait_live())
+        asyncio.run(process.launch())
     except BaseException:
         process.stop()
         raise

@@ -143,3 +143,27 @@ def test_stop_leaves_no_stub_behind_even_when_triton_must_be_killed(
     process.stop()
     time.sleep(0.5)
     assert _stubs(tmp_path / "backends") == []
+
+
+def test_auto_picked_ports_taken_before_triton_binds_are_retried(
+    tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    import controlplane.triton.process as process_module
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    picks = iter([taken])  # the first pick for gRPC is a port someone else holds
+    real_free_port = process_module.free_port
+    monkeypatch.setattr(process_module, "free_port",
+                        lambda host="127.0.0.1": next(picks, None) or real_free_port(host))
+    try:
+        process = start_triton(tmp_path, repo)
+        assert process.grpc_port != taken
+        assert httpx.get(f"{process.http_url}/v2/health/live", timeout=2).status_code == 200
+        process.stop()
+    finally:
+        squatter.close()

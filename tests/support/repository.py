@@ -13,7 +13,8 @@ EXAMPLES = ROOT / "model_repository"
 # A plain Python-backend model (no torch import: loads in well under a second). Every
 # initialize appends a line to the file named by parameter ``init_log``, so tests can count
 # how many times Triton really loaded it; ``init_sleep_s`` and ``init_fail`` make it hang or
-# fail on purpose.
+# fail on purpose; ``slow_executions`` makes its first N executions sleep ``slow_ms``, times
+# ``slow_decay`` after each (a stand-in for a model whose latency settles after some runs).
 _IDENTITY_MODEL = textwrap.dedent('''
     import json, os, time
     import numpy as np
@@ -29,8 +30,15 @@ _IDENTITY_MODEL = textwrap.dedent('''
             time.sleep(float(params.get("init_sleep_s", "0")))
             if params.get("init_fail"):
                 raise RuntimeError(params["init_fail"])
+            self.slow_left = int(params.get("slow_executions", "0"))
+            self.slow_s = float(params.get("slow_ms", "0")) / 1e3
+            self.slow_decay = float(params.get("slow_decay", "1"))
 
         def execute(self, requests):
+            if self.slow_left > 0:
+                self.slow_left -= 1
+                time.sleep(self.slow_s)
+                self.slow_s *= self.slow_decay
             responses = []
             for request in requests:
                 x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()

@@ -78,8 +78,10 @@ def test_controlplane_command_env_ports_and_health(
         monkeypatch.setenv(key, str(value))
     settings = load_settings()  # the environment is valid configuration
     assert settings.triton.url == "triton:8001"
-    assert f"{settings.admin.port}:{settings.admin.port}" in cp["ports"]
-    assert settings.admin.host == "0.0.0.0"
+    published = {p.split("#")[0].strip() for p in cp["ports"]}
+    assert f"{settings.admin.port}:{settings.admin.port}" in published
+    assert f"{settings.gateway.port}:{settings.gateway.port}" in published
+    assert settings.admin.host == settings.gateway.host == "0.0.0.0"
 
     health = " ".join(cp["healthcheck"]["test"])
     path = re.search(r"127\.0\.0\.1:(\d+)(/\w+)", health)

@@ -60,3 +60,26 @@ def test_dangling_events_are_closed(database: Database) -> None:
     assert store.close_dangling_events("restarted") == 1
     assert store.events("a")[0].outcome == "failed"
     assert store.close_dangling_events("restarted") == 0
+
+
+def test_migrations_go_down_and_up_again(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from alembic import command
+
+    from controlplane.store.database import alembic_config
+
+    path = Path(str(tmp_path)) / "cycle.db"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    config = alembic_config(db.url)
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+        tables = connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type='table'").scalars().all()
+        assert set(tables) == {"alembic_version"}
+        command.upgrade(config, "head")
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    db.close()

@@ -1,0 +1,1 @@
+"""Warm-up built from recorded traffic: generated ``model_warmup``, applied at load, probed."""

@@ -1,0 +1,107 @@
+"""Batch sizes to warm, and the config-only defaults used before any traffic is recorded."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from controlplane.errors import ConfigError
+from controlplane.triton.repository import ModelSpec
+from controlplane.warmup.gen_shapes import ShapeKey, reaches
+
+
+def cover_batches(weights: Mapping[int, int], coverage: float) -> list[tuple[int, float]]:
+    """The fewest batch sizes reaching ``coverage`` of ``weights``, most used first, each with
+    its share."""
+    total = sum(weights.values())
+    chosen: list[tuple[int, float]] = []
+    running = 0
+    for size, count in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])):
+        if reaches(running, total, coverage):
+            break
+        chosen.append((size, count / total))
+        running += count
+    return chosen
+
+
+def batches_from_stats(
+    spec: ModelSpec, batch_stats: Mapping[int, int], coverage: float,
+) -> tuple[list[tuple[int, float]] | None, list[str]]:
+    """Batch sizes Triton's batcher really formed (executed size -> executions).
+
+    None when the stats hold no usable execution (the caller then uses client batch sizes).
+    """
+    notes = []
+    usable = {b: n for b, n in batch_stats.items() if n > 0 and 1 <= b <= spec.max_batch_size}
+    if outside := sorted(b for b, n in batch_stats.items() if n > 0 and b not in usable):
+        notes.append(f"batch_stats sizes {outside} ignored: outside 1..{spec.max_batch_size}")
+    if not usable:
+        notes.append("batch_stats hold no executions: batch sizes from client requests")
+        return None, notes
+    chosen = cover_batches(usable, coverage)
+    total = sum(usable.values())
+    share = sum(usable[b] for b, _ in chosen) / total
+    notes.append(f"batch sizes {[b for b, _ in chosen]} from Triton batch_stats: {share:.1%} of "
+                 f"{total} executions (target {coverage:.0%})")
+    return chosen, notes
+
+
+def default_batch_sizes(spec: ModelSpec) -> tuple[list[int], str]:
+    """Batch sizes warmed before any traffic is known, and why.
+
+    Batch 1 always: the request that wakes a lazily loaded model comes alone, and light
+    traffic stays at 1. With dynamic batching, also the largest size the batcher aims for (the
+    largest preferred batch size, else max_batch_size): a burst forms such batches at once, and
+    the largest one sets the allocator's high-water mark, so smaller batches find memory
+    already reserved. Without dynamic batching the executed size is whatever clients send,
+    which nothing in the config predicts, so batch 1 alone.
+    """
+    if spec.max_batch_size <= 0:
+        return [1], "max_batch_size 0: no batch dim, one request per sample"
+    if not spec.dynamic_batching:
+        return [1], "no dynamic batching: batch 1 (client batch sizes unknown without traffic)"
+    if spec.preferred_batch_sizes:
+        top = min(max(spec.preferred_batch_sizes), spec.max_batch_size)
+        why = f"batch 1 and the largest preferred batch size {top}"
+    else:
+        top = spec.max_batch_size
+        why = f"batch 1 and max_batch_size {top} (what the dynamic batcher forms under load)"
+    return sorted({1, top}), why
+
+
+def default_key(spec: ModelSpec, default_length: int) -> tuple[ShapeKey, list[str]]:
+    """Concrete dims per input from the config alone.
+
+    Variable dims take ``warmctl.default_dims.<input>`` when set (all dims, or just the
+    variable ones, separated by ``x`` or ``,``), else ``default_length``.
+    """
+    dims: list[tuple[int, ...]] = []
+    notes = []
+    for tensor in spec.inputs:
+        variable = [i for i, d in enumerate(tensor.dims) if d == -1]
+        text = spec.parameters.get(f"default_dims.{tensor.name}")
+        if text is None:
+            values = [default_length if d == -1 else d for d in tensor.dims]
+            if variable:
+                notes.append(f"{tensor.name}: variable dims at default length {default_length}")
+            dims.append(tuple(values))
+            continue
+        where = f"{spec.name}: warmctl.default_dims.{tensor.name}"
+        try:
+            given = [int(p) for p in re.split(r"[x,]", text.replace(" ", "")) if p]
+        except ValueError:
+            raise ConfigError(f"{where}: expected dims like '64' or '8x64', got {text!r}") from None
+        if len(given) == len(tensor.dims):
+            values = given
+        elif len(given) == len(variable):
+            values = list(tensor.dims)
+            for i, value in zip(variable, given, strict=True):
+                values[i] = value
+        else:
+            raise ConfigError(f"{where}: {len(given)} dims given, config has {len(tensor.dims)} "
+                              f"of which {len(variable)} variable")
+        if any(v < 1 or (c != -1 and v != c) for v, c in zip(values, tensor.dims, strict=True)):
+            raise ConfigError(f"{where}: {values} do not fit the config's {list(tensor.dims)}")
+        notes.append(f"{tensor.name}: dims {values} from warmctl.default_dims")
+        dims.append(tuple(values))
+    return tuple(dims), notes

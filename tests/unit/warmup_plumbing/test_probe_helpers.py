@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from controlplane.triton.repository import ModelSpec, TensorSpec
+from controlplane.warmup.batch_stats import executions_by_batch, warmup_figures
+from controlplane.warmup.configs import StoredWarmup
+from controlplane.warmup.probe import probe_inputs, settled
+
+
+@pytest.mark.parametrize(
+    ("latencies", "expected"),
+    [
+        ([1.0, 1.0, 1.0], False),  # fewer than the window
+        ([5.0, 1.0, 1.05, 0.95, 1.0], False),
+        ([5.0, 1.0, 1.05, 0.95, 1.0, 1.02], True),  # the last 5 settled
+        ([1.0, 1.0, 1.0, 1.0, 1.3], False),
+    ],
+)
+def test_settled(latencies: list[float], expected: bool) -> None:
+    assert settled(latencies, 5, 0.10) is expected
+
+
+STATS = {"model_stats": [{"batch_stats": [
+    {"batch_size": "1", "compute_input": {"count": "6", "ns": "1000000"},
+     "compute_infer": {"count": "6", "ns": "30000000"},
+     "compute_output": {"count": "6", "ns": "2000000"}},
+    {"batch_size": "4", "compute_input": {"count": "3", "ns": "0"},
+     "compute_infer": {"count": "3", "ns": "9000000"},
+     "compute_output": {"count": "3", "ns": "0"}},
+]}]}
+
+
+def test_statistics_parsing() -> None:
+    assert executions_by_batch(STATS) == {1: 6, 4: 3}
+    assert warmup_figures(STATS) == {"warmup_executions": 9, "warmup_s": 0.042}
+
+
+def _spec(max_batch: int) -> ModelSpec:
+    return ModelSpec(
+        name="m", backend="torchscript", max_batch_size=max_batch,
+        inputs=(TensorSpec("ids", "TYPE_INT64", (-1,)), TensorSpec("x", "TYPE_FP32", (2,))),
+        outputs=(), instance_kind="KIND_CPU", instance_count=1, dynamic_batching=True,
+        preferred_batch_sizes=(), parameters={}, config={})
+
+
+def test_probe_inputs_follow_the_applied_samples() -> None:
+    ids = np.array([7, 8, 9], dtype=np.int64)
+    stored = StoredWarmup(
+        model="m", version=3, created_at=datetime.now(UTC), reason="r", default=False,
+        coverage=1.0, covered=frozenset(), notes=[],
+        files={"warmup/ids.bin": ids.tobytes()},
+        samples=[
+            {"name": "a", "batch_size": 4, "count": 3, "inputs": {
+                "ids": {"data_type": "TYPE_INT64", "dims": ["3"], "input_data_file": "ids.bin"},
+                "x": {"data_type": "TYPE_FP32", "dims": ["2"], "zero_data": True}}},
+            {"name": "b", "batch_size": 1, "count": 3, "inputs": {
+                "ids": {"data_type": "TYPE_INT64", "dims": ["5"], "zero_data": True},
+                "x": {"data_type": "TYPE_FP32", "dims": ["2"], "zero_data": True}}},
+        ])
+    [first] = probe_inputs(stored, _spec(8), limit=1)
+    assert [(t.name(), t.shape(), t.datatype()) for t in first] == [
+        ("ids", [4, 3], "INT64"), ("x", [4, 2], "FP32")]
+    assert len(probe_inputs(stored, _spec(8), limit=5)) == 2
+    unbatched = probe_inputs(stored, _spec(0), limit=1)[0]
+    assert unbatched[0].shape() == [3]
