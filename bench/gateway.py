@@ -11,7 +11,6 @@ the ratios and the issue's targets.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
@@ -112,4 +111,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import uvloop
+
+    uvloop.run(main())  # the loop `warmctl serve` runs the gateway on

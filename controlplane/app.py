@@ -13,7 +13,11 @@ import uvicorn
 from controlplane.config import Settings
 from controlplane.errors import ConfigError, ControlPlaneError
 from controlplane.gateway.server import Gateway
-from controlplane.lifecycle.manager import ModelManager
+from controlplane.lifecycle.manager import LoadPreparer, ModelManager
+from controlplane.scheduler.driver import LiveScheduler
+from controlplane.scheduler.jobs import JobRunner
+from controlplane.scheduler.levels import Level
+from controlplane.scheduler.placing import PlacingPreparer
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
 from controlplane.traffic.recorder import PayloadSampler, TrafficRecorder
@@ -55,6 +59,8 @@ class ControlPlane:
         self.preparer: WarmupPreparer | None = None
         self.probe: WarmupProbe | None = None
         self.drift: DriftWatcher | None = None
+        self.scheduler: LiveScheduler | None = None
+        self.jobs: JobRunner | None = None
         self.recorder: TrafficRecorder | None = None
         self.gateway: Gateway | None = None
         self.admin_port: int | None = None
@@ -78,12 +84,15 @@ class ControlPlane:
                                                traffic=self.traffic, options=s.warmup)
                 self.probe = WarmupProbe(preparer=self.preparer, client=self.instance.client,
                                          options=s.warmup.probe, batch_stats=batch_stats)
+            preparer: LoadPreparer | None = self.preparer
+            if s.scheduler.enabled:
+                preparer = PlacingPreparer(self.preparer, self.repository, self._device)
             self.manager = ModelManager(
                 instance=self.instance,
                 repository=self.repository,
                 store=LifecycleStore(self.database, self.instance.name),
                 pinned=[m for m in s.pinned_models() if m in self.repository],
-                preparer=self.preparer,
+                preparer=preparer,
                 probe=self.probe,
                 retry_failed_after_s=s.gateway.retry_failed_load_after_s,
             )
@@ -108,6 +117,8 @@ class ControlPlane:
                 )
                 port = await self.gateway.start(s.gateway.host, s.gateway.port)
                 log.info("inference gateway on %s:%d", s.gateway.host, port)
+            if s.scheduler.enabled:
+                await self._start_scheduler()
             await self._start_admin()
         except BaseException:
             await self.stop()
@@ -116,6 +127,21 @@ class ControlPlane:
         self._tasks.append(warm)
         if wait_pinned:
             await warm
+
+    def _device(self, model: ModelName) -> Level:
+        return self.scheduler.device(model) if self.scheduler else Level.CPU
+
+    async def _start_scheduler(self) -> None:
+        assert self.manager is not None and self.traffic is not None
+        s = self.settings
+        self.scheduler = LiveScheduler(manager=self.manager, traffic=self.traffic,
+                                       options=s.scheduler)
+        await self.scheduler.start()
+        if self.recorder is not None:
+            self.recorder.listeners.append(self.scheduler.observe)
+        self.jobs = JobRunner(self.scheduler, database_url=s.db_url,
+                              instance=s.instance_name, rules=s.scheduler.rules)
+        await self.jobs.start()
 
     def _make_recorder(self, store: TrafficStore) -> TrafficRecorder:
         t = self.settings.traffic
@@ -145,6 +171,8 @@ class ControlPlane:
         assert self.manager is not None
         self.readiness.pinned_failures = await self.manager.warm_pinned()
         self.readiness.pinned_done = True
+        if self.scheduler is not None:
+            self.scheduler.pins_settled = True
         log.info("pinned models warm: %s", self.manager.pinned or "none configured")
 
     async def _start_admin(self) -> None:
@@ -178,6 +206,8 @@ class ControlPlane:
 
         The gateway drains in-flight requests first, then everything recorded is flushed.
         """
+        if self.jobs is not None:
+            await self.jobs.stop()
         if self.gateway is not None:
             await self.gateway.stop(self.settings.gateway.grace_s)
         if self.recorder is not None:
@@ -185,6 +215,8 @@ class ControlPlane:
                 await self.recorder.stop()
             except Exception:
                 log.exception("final traffic flush failed")
+        if self.scheduler is not None:  # after the final flush, which it listens to
+            await self.scheduler.close()
         if self._admin is not None:
             self._admin.should_exit = True
         for task in self._tasks:

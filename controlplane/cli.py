@@ -136,6 +136,24 @@ def cmd_warmup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = _request(args, "GET", "/plan")
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 0
+    budget = f"{plan['budget_mb']:.0f} MB" if plan["budget_mb"] else "unlimited"
+    print(f"policy {plan['policy']} (param {plan['param']}), budget {budget}, "
+          f"resident {plan['resident_mb']:.0f} MB")
+    print(f"{'MODEL':<18} {'STATE':<8} {'LEVEL':<7} {'DECISION':<8} {'REQ/DAY':>8} "
+          f"{'COLD/DAY':>8} {'GB*H/DAY':>8}  WHY")
+    for m in plan["models"]:
+        req, cold, cost = ("-" if m[k] is None else f"{m[k]:.1f}" for k in (
+            "requests_per_day", "cold_starts_per_day_if_lazy", "warm_cost_gbh_per_day"))
+        print(f"{m['model']:<18} {m['state']:<8} {m['level']:<7} {m['decision'] or '-':<8} "
+              f"{req:>8} {cold:>8} {cost:>8}  {m['why'] or ''}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warmctl", description=__doc__)
     parser.add_argument("--config", type=Path,
@@ -165,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     unload.add_argument("model")
     unload.add_argument("--force", action="store_true", help="unload even a pinned model")
 
+    client_command("plan", "what the scheduler keeps, preloads and unloads, and why",
+                   cmd_plan).add_argument("--json", action="store_true")
+
     warmup = client_command("warmup", "generated warm-up configs", cmd_warmup)
     warmup.add_argument("action", choices=["show", "diff", "regenerate"])
     warmup.add_argument("model")
@@ -176,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="diff: newer version (default latest)")
     warmup.add_argument("--reload", action="store_true",
                         help="regenerate: apply now while the loaded instance serves")
+
+    from controlplane.policy.cli import add_simulate_parser
+
+    add_simulate_parser(sub)
     return parser
 
 

@@ -142,6 +142,44 @@ class WarmupOptions(BaseModel):
     probe: ProbeOptions = Field(default_factory=ProbeOptions)
 
 
+class KeepWarmRule(BaseModel):
+    """An operator rule: keep ``model`` loaded on ``days`` from ``start`` to ``end``."""
+
+    model: str
+    #: cron day_of_week: "mon-fri", "sat,sun", "*"
+    days: str = "mon-fri"
+    #: "HH:MM", in ``timezone``
+    start: str = Field(pattern=r"^\d{2}:\d{2}$")
+    end: str = Field(pattern=r"^\d{2}:\d{2}$")
+    timezone: str = "UTC"
+
+
+class SchedulerOptions(BaseModel):
+    """Preloading and unloading from usage forecasts, under memory budgets."""
+
+    enabled: bool = True
+    #: ours, always_on, keepalive_10m, lru, hybrid_histogram (see ``warmctl simulate``)
+    policy: str = "ours"
+    #: the policy's one knob (ours: GB*s of residency one avoided cold start is worth)
+    param: float | None = None
+    #: host memory the models of this Triton instance may hold (unset: no limit)
+    memory_budget_mb: float | None = Field(default=None, gt=0)
+    #: GPU memory for models on the GPU (0: no GPU; models run on the CPU)
+    gpu_memory_budget_mb: float = Field(default=0.0, ge=0)
+    #: how often the plan is revisited (the policy may ask for earlier wake-ups)
+    interval_s: float = Field(default=5.0, gt=0)
+    #: recorded arrivals replayed into the forecast at start-up
+    replay_h: float = Field(default=48.0, ge=0)
+    #: load-to-ready assumed for a model never loaded yet
+    default_load_s: float = Field(default=2.0, gt=0)
+    #: memory assumed per model instance on top of its weights before it is measured (the
+    #: Python backend stub with torch holds ~230 MiB here)
+    runtime_overhead_mb: float = Field(default=230.0, ge=0)
+    #: pre-read into the page cache the files of models expected within this horizon
+    staging_horizon_s: float = Field(default=900.0, ge=0)
+    rules: list[KeepWarmRule] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -162,6 +200,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     warmup: WarmupOptions = Field(default_factory=WarmupOptions)
+    scheduler: SchedulerOptions = Field(default_factory=SchedulerOptions)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
 
     @field_validator("data_dir", "model_repository", "backends_dir")

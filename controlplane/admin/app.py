@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from controlplane import __version__
-from controlplane.admin import routes_health, routes_models, routes_traffic, routes_warmup
+from controlplane.admin import (
+    routes_health,
+    routes_models,
+    routes_plan,
+    routes_traffic,
+    routes_warmup,
+)
 from controlplane.admin.errors import install_error_handlers
 
 if TYPE_CHECKING:
@@ -22,4 +28,5 @@ def create_admin_app(cp: ControlPlane) -> FastAPI:
     app.include_router(routes_models.router)
     app.include_router(routes_traffic.router)
     app.include_router(routes_warmup.router)
+    app.include_router(routes_plan.router)
     return app

@@ -168,3 +168,68 @@ class WarmupConfigView(BaseModel):
             reason=stored.reason, default=stored.default, coverage=stored.coverage,
             samples=stored.samples, files={p: len(d) for p, d in stored.files.items()},
             covered=sorted(stored.covered), notes=stored.notes, pbtxt=stored.pbtxt())
+
+
+class ActionView(BaseModel):
+    at: float
+    kind: str
+    model: str
+    reason: str
+    outcome: str
+
+
+class ModelPlanView(BaseModel):
+    model: str
+    state: ModelState
+    #: gpu, cpu (loaded there), staged (files in the page cache) or cold
+    level: str
+    pinned: bool
+    #: held by a pin or an operator rule right now
+    held: bool
+    memory_mb: float | None
+    memory_measured: bool
+    load_s: float | None
+    load_measured: bool
+    #: median measured load-to-ready per level the load started from
+    load_s_by_level: dict[str, float]
+    requests_per_day: float | None
+    cold_starts_per_day_if_lazy: float | None
+    warm_cost_gbh_per_day: float | None
+    decision: str | None
+    preload_at: float | None
+    why: str | None
+
+    @classmethod
+    def build(cls, status: ModelStatus, level: Any, profile: Any, measured_memory: bool,
+              measured_load: bool, by_level: dict[str, float], decision: Any,
+              held: bool) -> ModelPlanView:
+        return cls(
+            model=status.name, state=status.state, level=str(level.value), pinned=status.pinned,
+            held=held,
+            memory_mb=round(profile.memory_mb, 1) if profile else None,
+            memory_measured=measured_memory,
+            load_s=round(profile.load_s, 3) if profile else None, load_measured=measured_load,
+            load_s_by_level=by_level,
+            requests_per_day=getattr(decision, "requests_per_day", None),
+            cold_starts_per_day_if_lazy=getattr(decision, "cold_starts_per_day_if_lazy", None),
+            warm_cost_gbh_per_day=getattr(decision, "warm_cost_gbh_per_day", None),
+            decision=getattr(decision, "decision", None),
+            preload_at=getattr(decision, "preload_at", None),
+            why=getattr(decision, "why", None),
+        )
+
+
+class PlanView(BaseModel):
+    policy: str
+    param: float | None
+    budget_mb: float | None
+    gpu_budget_mb: float
+    resident_mb: float
+    at: float
+    next_wakeup: float | None
+    last_tick: float | None
+    models: list[ModelPlanView]
+    #: the scheduler's recent actions, newest first
+    actions: list[ActionView]
+    #: persisted APScheduler jobs
+    jobs: list[dict[str, Any]]

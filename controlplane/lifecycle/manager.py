@@ -87,6 +87,9 @@ class ModelManager:
         self.listeners: list[Callable[[ModelName, ModelState], None]] = []
         #: awaited before a model is unloaded (e.g. to save Triton's statistics)
         self.before_unload: list[Callable[[ModelName], Awaitable[object]]] = []
+        #: awaited with (model, trigger) once a load has begun, before Triton is asked (e.g.
+        #: to unload others and make room); the model is ``loading`` by then
+        self.before_load: list[Callable[[ModelName, str], Awaitable[object]]] = []
 
     # -- reading ----------------------------------------------------------------------------
     def _model(self, name: ModelName) -> _Model:
@@ -235,6 +238,11 @@ class ModelManager:
             event_id = await self.store.db.run(
                 self.store.begin_event, model.name, "load", trigger, started)
             await self._set(model, ModelState.LOADING, f"load requested by {trigger}")
+            for hook in self.before_load:
+                try:
+                    await hook(model.name, trigger)
+                except ControlPlaneError as exc:
+                    log.warning("before-load hook for %s: %s", model.name, exc)
             details: dict[str, Any] = {}
             try:
                 triton_s, memory = await self._bring_up(model, details, mark_warming=True)

@@ -125,7 +125,10 @@ class TrafficRecorder:
                 raise
             self.written += len(batch)
             for listener in self.listeners:
-                listener(batch)
+                try:
+                    listener(batch)
+                except Exception:  # stored already: a listener's trouble is its own
+                    log.exception("traffic listener failed")
             return len(batch)
 
     async def stop(self) -> None:

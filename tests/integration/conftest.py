@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controlplane.app import ControlPlane
 from controlplane.config import Settings, load_settings
 from controlplane.triton.client import TritonClient
 from controlplane.triton.distribution import TritonDistribution
@@ -73,3 +74,24 @@ def make_settings(tmp_path: Path, repo: Path) -> Any:
         return load_settings(**values)
 
     return make
+
+
+StartControlPlane = Callable[..., Awaitable[ControlPlane]]
+
+
+@pytest.fixture
+async def start_cp(make_settings: Callable[..., Settings]) -> AsyncIterator[StartControlPlane]:
+    """Start whole control planes (gateway on a free port; settings as keyword overrides,
+    nested sections merged over these defaults); each is stopped after the test."""
+    started: list[ControlPlane] = []
+
+    async def start(**overrides: Any) -> ControlPlane:
+        gateway = {"port": 0, **overrides.pop("gateway", {})}
+        cp = ControlPlane(make_settings(gateway=gateway, **overrides))
+        await cp.start(wait_pinned=True)
+        started.append(cp)
+        return cp
+
+    yield start
+    for cp in started:
+        await cp.stop()

@@ -6,7 +6,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,30 +22,13 @@ from controlplane.app import ControlPlane
 from controlplane.config import Settings
 from controlplane.store.database import Database
 from controlplane.traffic.store import TrafficStore
+from tests.integration.conftest import StartControlPlane
 from tests.support.repository import (
     add_decoupled,
     add_example,
     add_identity,
     add_warmed_identity,
 )
-
-StartControlPlane = Callable[..., Any]
-
-
-@pytest.fixture
-async def start_cp(make_settings: Callable[..., Settings]) -> AsyncIterator[StartControlPlane]:
-    started: list[ControlPlane] = []
-
-    async def start(**overrides: Any) -> ControlPlane:
-        gateway = {"port": 0, **overrides.pop("gateway", {})}
-        cp = ControlPlane(make_settings(gateway=gateway, **overrides))
-        await cp.start(wait_pinned=True)
-        started.append(cp)
-        return cp
-
-    yield start
-    for cp in started:
-        await cp.stop()
 
 
 def _x(values: list[list[float]]) -> list[grpcclient.InferInput]:

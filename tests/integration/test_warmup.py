@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,28 +15,21 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from controlplane.app import ControlPlane
-from controlplane.config import Settings
 from controlplane.lifecycle.states import ModelState
+from tests.integration.conftest import StartControlPlane
 from tests.support.repository import add_example, add_identity
-
-StartControlPlane = Callable[..., Any]
 
 
 @pytest.fixture
-async def start_cp(make_settings: Callable[..., Settings]) -> AsyncIterator[StartControlPlane]:
-    started: list[ControlPlane] = []
+def start_cp(start_cp: StartControlPlane) -> StartControlPlane:
+    """Warm-up on traffic after 10 requests; drift checked only when a test asks."""
 
     async def start(**overrides: Any) -> ControlPlane:
         warmup = {"min_requests": 10, "drift_check_interval_s": 3600,
                   **overrides.pop("warmup", {})}
-        cp = ControlPlane(make_settings(gateway={"port": 0}, warmup=warmup, **overrides))
-        await cp.start(wait_pinned=True)
-        started.append(cp)
-        return cp
+        return await start_cp(warmup=warmup, **overrides)
 
-    yield start
-    for cp in started:
-        await cp.stop()
+    return start
 
 
 def _send(cp: ControlPlane, model: str, widths: list[int]) -> None:

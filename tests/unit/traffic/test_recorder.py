@@ -70,3 +70,17 @@ def test_sampler_bounds_per_shape_size_and_model() -> None:
     assert not sampler.wants(obs(inputs=(InputHeader("x", "FP32", (3, 4)),)), 100)  # model cap
     sampler.load({("m", "x:FP32:1x4"): (1, 10)})  # counts restored from the database
     assert sampler.wants(obs(), 50) and not sampler.wants(obs(), 50)
+
+
+async def test_a_failing_listener_does_not_fail_the_flush(database: Database) -> None:
+    recorder = TrafficRecorder(TrafficStore(database, "default"))
+    seen: list[int] = []
+
+    def broken(batch: list[Observation]) -> None:
+        raise RuntimeError("listener down")
+
+    recorder.listeners += [broken, lambda batch: seen.append(len(batch))]
+    recorder.record(obs())
+    assert await recorder.flush() == 1
+    assert seen == [1]  # later listeners still hear of it
+    assert sum(u.requests for u in recorder.store.usage("m", 0, 2e9)) == 1

@@ -1,0 +1,92 @@
+"""Exponentially decayed counters: old evidence fades so forecasts follow pattern changes.
+
+Decay is applied lazily. Each structure keeps its numbers in the units of a reference time and
+scales a new addition up by ``2 ** ((t - t_ref) / half_life)`` instead of scaling every old entry
+down, so an update is O(1); reads scale back to the time of the read. When the gain grows large
+everything is renormalised once, so the floats never overflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+_RENORMALISE_AT = 60.0  # half-lives; 2**60 keeps the products far from float overflow
+
+
+class DecayedBins:
+    """A fixed number of weights that halve every ``half_life_s`` seconds."""
+
+    __slots__ = ("_half_life", "_t_ref", "_w")
+
+    def __init__(self, n: int, half_life_s: float) -> None:
+        if half_life_s <= 0:
+            raise ValueError("half_life_s must be positive")
+        self._w = [0.0] * n
+        self._half_life = half_life_s
+        self._t_ref: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._w)
+
+    def _gain(self, t: float) -> float:
+        if self._t_ref is None:
+            self._t_ref = t
+        x = (t - self._t_ref) / self._half_life
+        if x > _RENORMALISE_AT:
+            scale = 2.0 ** -x
+            self._w = [v * scale for v in self._w]
+            self._t_ref = t
+            return 1.0
+        return float(2.0**x)
+
+    def add(self, index: int, t: float, amount: float = 1.0) -> None:
+        gain = self._gain(t)  # first: it may replace the list while renormalising
+        self._w[index] += amount * gain
+
+    def scale_at(self, now: float) -> float:
+        """Factor that turns stored numbers into weights as of ``now``."""
+        if self._t_ref is None:
+            return 0.0
+        return float(2.0 ** (-(now - self._t_ref) / self._half_life))
+
+    def values(self, now: float) -> list[float]:
+        scale = self.scale_at(now)
+        return [v * scale for v in self._w]
+
+    def value(self, index: int, now: float) -> float:
+        return self._w[index] * self.scale_at(now)
+
+    def total(self, now: float) -> float:
+        return math.fsum(self._w) * self.scale_at(now)
+
+
+class DecayedRate:
+    """Arrival rate (per second) over an exponential window of time constant ``tau_s``."""
+
+    __slots__ = ("_first", "_level", "_t", "_tau")
+
+    def __init__(self, tau_s: float) -> None:
+        self._tau = tau_s
+        self._level = 0.0  # sum of exp(-(t - t_i) / tau) over arrivals, as of self._t
+        self._t: float | None = None
+        self._first: float | None = None
+
+    def add(self, t: float) -> None:
+        if self._t is None or self._first is None:
+            self._t = self._first = t
+            self._level = 1.0
+            return
+        if t >= self._t:
+            self._level = self._level * math.exp(-(t - self._t) / self._tau) + 1.0
+            self._t = t
+        else:  # a late arrival from a batch: count it at its own (older) weight
+            self._level += math.exp(-(self._t - t) / self._tau)
+
+    def rate(self, now: float) -> float:
+        if self._t is None or self._first is None:
+            return 0.0
+        level = self._level * math.exp(-max(0.0, now - self._t) / self._tau)
+        # Early on the window is not full yet: divide by the part of it that has been observed
+        # (at least a twentieth of it, so that one first arrival does not read as a huge rate).
+        observed = max(now - self._first, 0.05 * self._tau)
+        return level / (self._tau * -math.expm1(-observed / self._tau))

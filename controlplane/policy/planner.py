@@ -1,0 +1,444 @@
+"""``ours``: hold, preload and drop models by forecast value per byte, under the budget.
+
+Per model the planner keeps residency windows (:mod:`controlplane.policy.windows`): intervals in
+which the expected cold starts avoided are worth the memory at the price ``gbs_per_cold_start``,
+the policy's one knob. A model is loaded when a window opens (preloads open ``load_s`` plus a
+margin before the demand they are for) and unloaded when no window holds it. When the budget
+binds, models compete by value density (:mod:`controlplane.policy.budget`).
+
+Work is event-driven, so that a plan() every few seconds over hundreds of models stays cheap:
+a model is looked at when one of its timers fires (a window opens or closes, its windows are due
+for a recompute, its load should have finished), right after a request that was the fire a
+periodic window waited for, and in a slow full scan. Windows are relative to the last request,
+so between recomputes newer requests only move them along.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from controlplane.policy.budget import SWAP_MARGIN, BudgetPacking
+from controlplane.policy.forecast import ModelForecast
+from controlplane.policy.types import (
+    Action,
+    ClusterView,
+    DecisionKind,
+    ModelDecision,
+    ModelProfile,
+    Residency,
+)
+from controlplane.policy.windows import Window, combine, hazard_windows, periodic_window
+
+DEFAULT_GBS_PER_COLD_START = 3000.0
+#: Windows of active models are recomputed at least this often (the forecast moves slowly, and
+#: the calendar part of a window moved along with newer requests drifts out of place).
+_RECOMPUTE_ACTIVE_S = 1200.0
+#: ... and those of idle models, so a calendar-driven preload (a morning rise) is found.
+_RECOMPUTE_IDLE_S = 3600.0
+#: Every model is re-checked this often, to catch loads and unloads the policy did not make.
+_SCAN_S = 300.0
+#: The budget is re-packed at least this often, and after every demand load that evicts.
+_PACK_S = 10.0
+#: Requests per second assumed for a model not requested yet (see _unseen_window).
+_UNSEEN_RATE_PER_S = 1.0 / 3600.0
+#: Windows are recomputed once this share of new idle times has come in (at least 5).
+_RELEARN_SHARE = 0.1
+
+
+@dataclass
+class _ModelState:
+    forecast: ModelForecast
+    #: Windows from the idle-time distribution, relative to ``anchor`` (the last request).
+    hazard: list[Window] = field(default_factory=list)
+    #: ``hazard`` plus the periodic windows, in absolute time: what the model is held for.
+    windows: list[Window] = field(default_factory=list)
+    anchor: float | None = None
+    computed_at: float = -math.inf
+    computed_count: int = 0
+    computed_horizon: float | None = None
+    timer: float = math.inf
+    load_started: float = -math.inf
+    first_seen: float | None = None  # when a model not requested yet was first looked at
+    # The window holding the model in [current_from, current_until), cached between changes.
+    current: Window | None = None
+    current_from: float = math.inf
+    current_until: float = -math.inf
+
+
+class ForecastPlanner:
+    """The ``ours`` policy. See the module docstring."""
+
+    name = "ours"
+
+    def __init__(self, models: Mapping[str, ModelProfile],
+                 gbs_per_cold_start: float = DEFAULT_GBS_PER_COLD_START, *,
+                 epoch_offset_s: float = 0.0) -> None:
+        if not gbs_per_cold_start > 0:
+            raise ValueError("gbs_per_cold_start must be positive")
+        self.gbs_per_cold_start = gbs_per_cold_start
+        self._models: Mapping[str, ModelProfile] = models
+        self._epoch_offset = epoch_offset_s
+        self._states: dict[str, _ModelState] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        self._seq = 0
+        # Insertion-ordered dicts as sets: runs stay deterministic.
+        self._urgent: dict[str, None] = {}
+        self._retry: dict[str, None] = {}
+        self._next_scan = -math.inf
+        self._packing = BudgetPacking()
+        self._next_pack = -math.inf
+        self._pack_due = True
+
+    # -- Policy protocol -------------------------------------------------------------------
+
+    def observe(self, model: str, t: float) -> None:
+        st = self._state(model)
+        st.forecast.observe(t)
+        current = self._current(st, t)
+        if current is None:
+            # Cold, so the driver loads it now: decide about keeping it once it is ready.
+            profile = self._models.get(model)
+            ready = t + (profile.load_s if profile is not None else 0.0)
+            self._set_timer(model, st, min(st.timer, ready + 1e-3))
+        elif current.kind == "unseen" or (
+                current.kind == "fire" and not any(w.kind == "cycle" for w in st.windows)):
+            # A first request replaces the prior with data; or the fire it was held for has
+            # come: let go soon rather than at the window's end (unless it is held between
+            # fires anyway).
+            self._urgent[model] = None
+        # Otherwise it is held after use; the window moves along when its timer fires.
+
+    def on_demand(self, model: str, view: ClusterView) -> list[Action]:
+        profile = view.models.get(model)
+        if profile is None:
+            return []
+        over = view.resident_mb() + profile.memory_mb - view.budget_mb
+        if over <= 1e-9:
+            return []
+        self._pack_due = True
+        now = view.now
+        # Models the budget has no room for go first, then the least valuable per GB.
+        candidates = sorted(
+            (not self._packing.excludes(name, self._density(name, now), True),
+             self._density(name, now), self._last(name), name)
+            for name in self._held_unloadable(view))
+        actions = []
+        for _, density, _, name in candidates:
+            if over <= 1e-9:
+                break
+            actions.append(Action("unload", name, f"make room for a request to {model} "
+                                                  f"(worth {density:.2g} cold starts per GB*s)"))
+            over -= view.models[name].memory_mb
+        return actions
+
+    def plan(self, view: ClusterView) -> list[Action]:
+        now = view.now
+        self._models = view.models
+        touched: dict[str, None] = {}
+        while self._timers and self._timers[0][0] <= now:
+            touched[heapq.heappop(self._timers)[2]] = None
+        touched.update(self._urgent)
+        self._urgent.clear()
+        if now >= self._next_scan:
+            self._next_scan = now + _SCAN_S
+            touched.update(dict.fromkeys(view.models))
+        for name in touched:
+            self._refresh(name, view)
+        if self._pack_due or now >= self._next_pack:
+            was_binding = self._packing.binding
+            self._pack(view)
+            touched.update(self._retry)
+            self._retry.clear()
+            if self._packing.binding and not was_binding:
+                # Timers were set for "held or not" only; now every change of value counts.
+                for name in view.models:
+                    self._refresh(name, view)
+                    touched[name] = None
+        return self._reconcile(touched, view)
+
+    def next_wakeup(self, now: float) -> float | None:
+        if self._urgent:
+            return now
+        while self._timers:
+            t, _, name = self._timers[0]
+            if self._states[name].timer == t:
+                return t
+            heapq.heappop(self._timers)  # superseded
+        return None
+
+    # -- explanation -----------------------------------------------------------------------
+
+    def explain(self, view: ClusterView) -> list[ModelDecision]:
+        """Per model: expected demand, what laziness would cost, and what the plan does."""
+        now = view.now
+        out = []
+        for name, profile in view.models.items():
+            st = self._state(name)
+            fc = st.forecast
+            per_day = fc.requests_per_day(now)
+            lazy = fc.cold_starts_per_day_if_lazy(now)
+            warm = profile.memory_gb * 24.0
+            state = view.state(name)
+            current = self._current(st, now)
+            upcoming = min((w for w in st.windows if w.load_at > now),
+                           key=lambda w: w.load_at, default=None)
+            kind: DecisionKind
+            preload_at = None
+            if profile.pinned:
+                kind, why = "pinned", "pinned: always loaded"
+            elif current is not None and self._packing.excludes(
+                    name, current.density, state is not Residency.COLD):
+                kind = "unload" if state is not Residency.COLD else "lazy"
+                why = f"{current.why}, but the budget is taken by models worth more per GB"
+            elif current is not None:
+                kind = "keep" if state is not Residency.COLD else "preload"
+                preload_at = None if kind == "keep" else now
+                why = (f"{current.why}; worth {current.density * self.gbs_per_cold_start:.2f}x "
+                       "its memory")
+            elif state is not Residency.COLD:
+                kind, why = "unload", "expected demand no longer worth its memory"
+            elif upcoming is not None:
+                kind, preload_at, why = "preload", upcoming.load_at, upcoming.why
+            else:
+                kind = "lazy"
+                why = ("no requests seen yet" if fc.last_t is None else
+                       f"~{lazy:.1f} cold starts/day cost less than {warm:.1f} GB*h/day of "
+                       "residency")
+            out.append(ModelDecision(name, per_day, lazy, warm, kind, preload_at, why))
+        return out
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _state(self, model: str) -> _ModelState:
+        st = self._states.get(model)
+        if st is None:
+            profile = self._models.get(model)
+            st = _ModelState(ModelForecast(
+                follow_window_s=profile.load_s if profile is not None else 10.0,
+                epoch_offset_s=self._epoch_offset))
+            self._states[model] = st
+        return st
+
+    def _last(self, model: str) -> float:
+        st = self._states.get(model)
+        last = st.forecast.last_t if st is not None else None
+        return -math.inf if last is None else last
+
+    def _held_unloadable(self, view: ClusterView) -> Iterator[str]:
+        for name, state in view.residency.items():
+            profile = view.models.get(name)
+            if state is Residency.READY and profile is not None and not profile.pinned:
+                yield name
+
+    @staticmethod
+    def _current(st: _ModelState, now: float) -> Window | None:
+        """The window holding the model at ``now``; where windows overlap (a hold after use,
+        and the fire of a periodic model), the one worth most per GB."""
+        if st.current_from <= now < st.current_until:
+            return st.current
+        current = None
+        until = math.inf
+        for w in st.windows:
+            if w.load_at <= now < w.end:
+                if current is None or w.density > current.density:
+                    current = w
+                until = min(until, w.end)
+            elif w.load_at > now:
+                until = min(until, w.load_at)
+        st.current, st.current_from, st.current_until = current, now, until
+        return current
+
+    def _density(self, name: str, now: float) -> float:
+        """Avoided cold starts per GB*s of the window holding the model (0 outside windows)."""
+        st = self._states.get(name)
+        window = self._current(st, now) if st is not None else None
+        return 0.0 if window is None else window.density
+
+    def _set_timer(self, name: str, st: _ModelState, t: float) -> None:
+        if t == st.timer or not math.isfinite(t):
+            st.timer = t
+            return
+        st.timer = t
+        self._seq += 1
+        heapq.heappush(self._timers, (t, self._seq, name))
+
+    def _refresh(self, name: str, view: ClusterView) -> None:
+        """Bring the model's windows up to date and set its next timer."""
+        profile = view.models.get(name)
+        if profile is None or profile.pinned:
+            return
+        now = view.now
+        st = self._state(name)
+        fc = st.forecast
+        fc.follow_window_s = profile.load_s
+        state = view.state(name)
+        resident = state is not Residency.COLD
+        last = fc.last_t
+        periodic = periodic_window(profile, fc, now, self.gbs_per_cold_start, resident=resident)
+        horizon = None if periodic is None else 0.5 * periodic.period_s
+        active = resident or bool(st.windows)
+        stale = now - st.computed_at >= (_RECOMPUTE_ACTIVE_S if active else _RECOMPUTE_IDLE_S)
+        learned = fc.idle_count - st.computed_count >= max(5, _RELEARN_SHARE * st.computed_count)
+        # Computed for another horizon (the model became or stopped being periodic): redo.
+        reshaped = (horizon is None) != (st.computed_horizon is None) or (
+            horizon is not None and st.computed_horizon is not None
+            and abs(horizon - st.computed_horizon) > 0.1 * st.computed_horizon)
+        if last is not None and (st.anchor is None or stale or learned or reshaped):
+            st.hazard = hazard_windows(profile, fc, self.gbs_per_cold_start, horizon_s=horizon)
+            st.anchor, st.computed_at = last, now
+            st.computed_count, st.computed_horizon = fc.idle_count, horizon
+        elif last is not None and st.anchor is not None and last != st.anchor:
+            st.hazard = [w.rebased(st.anchor, last) for w in st.hazard]
+            st.anchor = last
+        if last is None:
+            st.windows = self._unseen_window(profile, st, now)
+        else:
+            st.windows = [w for w in combine(profile, fc, st.hazard, periodic,
+                                             self.gbs_per_cold_start) if w.end > now]
+        st.current_until = -math.inf  # windows changed: recompute the current one on demand
+        next_look = _next_look(st.windows, now, every_change=self._packing.binding)
+        if last is not None:
+            next_look = min(next_look, st.computed_at
+                            + (_RECOMPUTE_ACTIVE_S if resident or st.windows
+                               else _RECOMPUTE_IDLE_S))
+        if state is Residency.LOADING:
+            ready = max(st.load_started, last if last is not None else -math.inf) + profile.load_s
+            next_look = min(next_look, max(ready, now) + 1e-3)
+        self._set_timer(name, st, max(next_look, now + 1e-3))
+
+    def _unseen_window(self, profile: ModelProfile, st: _ModelState,
+                       now: float) -> list[Window]:
+        """A model not requested yet: assume about one request an hour, a belief that fades
+        as the silence goes on (the mean of a Gamma prior on its rate, updated by the silence:
+        ``r / (1 + r * s)`` after ``s`` seconds), and hold it while that is worth its memory,
+        into free memory only. A live driver replays recent history first, so this matters
+        mostly for a fresh start."""
+        if st.first_seen is None:
+            st.first_seen = now
+        rate = _UNSEEN_RATE_PER_S / (1.0 + _UNSEEN_RATE_PER_S * (now - st.first_seen))
+        gb = profile.memory_gb
+        # The rate falls to the price of its memory at first_seen + gbs / gb - 1 / prior rate.
+        end = st.first_seen + self.gbs_per_cold_start / gb - 1.0 / _UNSEEN_RATE_PER_S
+        if end <= now:
+            return []
+        held = end - now
+        return [Window(now, now, end, rate * held, gb * held, "unseen",
+                       f"not requested yet; about {rate * 3600:.2f} requests/hour assumed")]
+
+    def _pack(self, view: ClusterView) -> None:
+        now = view.now
+        self._next_pack = now + _PACK_S
+        self._pack_due = False
+        if sum(p.memory_mb for p in view.models.values()) <= view.budget_mb:
+            self._packing.pack(0.0, view.budget_mb, ())  # everything fits, always
+            return
+        fixed = 0.0
+        candidates = []
+        residency = view.residency
+        for name, profile in view.models.items():
+            state = residency.get(name, Residency.COLD)
+            st = self._states.get(name)
+            window = self._current(st, now) if st is not None else None
+            if profile.pinned or (window is None and state is Residency.LOADING):
+                fixed += profile.memory_mb if state is not Residency.COLD else 0.0
+            elif window is not None:
+                candidates.append((name, profile.memory_mb, window.density,
+                                   state is not Residency.COLD))
+        self._packing.pack(fixed, view.budget_mb, candidates)
+
+    def _reconcile(self, touched: Mapping[str, None], view: ClusterView) -> list[Action]:
+        now = view.now
+        unloads: list[Action] = []
+        wanted: list[tuple[float, str, Window | None]] = []
+        for name in touched:
+            profile = view.models.get(name)
+            if profile is None:
+                continue
+            state = view.state(name)
+            if profile.pinned:
+                if state is Residency.COLD:
+                    wanted.append((math.inf, name, None))
+                continue
+            window = self._current(self._state(name), now)
+            if window is None:
+                if state is Residency.READY:
+                    unloads.append(Action("unload", name, "idle: expected demand no longer "
+                                          f"worth {profile.memory_mb:.0f} MB"))
+            elif self._packing.excludes(name, window.density, state is not Residency.COLD):
+                if state is Residency.READY:
+                    # Keeping it would only push out a model worth more at the next cold
+                    # request.
+                    unloads.append(Action("unload", name, "the budget binds: models worth "
+                                          "more per GB need the room"))
+                elif state is Residency.COLD:
+                    self._retry[name] = None  # no room now; look again at the next packing
+            elif state is Residency.COLD:
+                wanted.append((window.density, name, window))
+        if not wanted:
+            return unloads
+        return unloads + self._loads(wanted, {a.model for a in unloads}, view)
+
+    def _loads(self, wanted: list[tuple[float, str, Window | None]], leaving: set[str],
+               view: ClusterView) -> list[Action]:
+        """Loads for ``wanted`` (densest first) that fit next to the models staying, and the
+        evictions they need; only predicted demand evicts."""
+        now = view.now
+        evictions: list[Action] = []
+        free = view.budget_mb - view.resident_mb() + sum(
+            view.models[m].memory_mb for m in leaving)
+        wanted.sort(key=lambda item: (-item[0], item[1]))
+        evictable: list[tuple[bool, float, float, str]] | None = None
+        loads: list[Action] = []
+        for density, name, window in wanted:
+            need = view.models[name].memory_mb
+            if need > free + 1e-9:
+                if window is not None and window.kind not in ("fire", "ahead"):
+                    # Only a predicted rise of demand evicts for a preload; a model dropped for
+                    # room while still wanted comes back when there is room, or on demand.
+                    self._retry[name] = None
+                    continue
+                if evictable is None:
+                    evictable = sorted(
+                        (not self._packing.excludes(m, self._density(m, now), True),
+                         self._density(m, now), self._last(m), m)
+                        for m in self._held_unloadable(view) if m not in leaving)
+                victims, freed = [], 0.0
+                for kept, victim_density, _, victim in evictable:
+                    if free + freed >= need - 1e-9 or (
+                            kept and victim_density * SWAP_MARGIN >= density):
+                        break
+                    victims.append(victim)
+                    freed += view.models[victim].memory_mb
+                if free + freed < need - 1e-9:
+                    self._retry[name] = None  # blocked by the budget: look again later
+                    continue
+                for victim in victims:
+                    evictions.append(Action("unload", victim, f"evicted for {name}, which is "
+                                            "worth more per GB"))
+                    leaving.add(victim)
+                evictable = [e for e in evictable if e[3] not in leaving]
+                free += freed
+            free -= need
+            reason = "pinned" if window is None else (
+                f"preload: {window.why}; {window.value:.2f} cold starts avoided "
+                f"for {window.cost_gbs:.0f} GB*s")
+            loads.append(Action("load", name, reason))
+            self._state(name).load_started = now
+        return evictions + loads
+
+
+def _next_look(windows: list[Window], now: float, *, every_change: bool) -> float:
+    """When the model needs a look after ``now``: when it goes from held to not held or back;
+    with ``every_change`` (the budget binds, so the value per GB of the current window decides
+    whether it is held) at every window boundary."""
+    if every_change:
+        return min((w.load_at if w.load_at > now else w.end for w in windows), default=math.inf)
+    held_until = now
+    for w in sorted(windows, key=lambda w: w.load_at):
+        if w.load_at > held_until:
+            return w.load_at if held_until <= now else held_until
+        held_until = max(held_until, w.end)
+    return held_until if held_until > now else math.inf

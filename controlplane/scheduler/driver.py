@@ -1,0 +1,272 @@
+"""The policy, driven live: wall-clock time, recorded arrivals, the lifecycle's states.
+
+The same policy objects the simulator runs (``controlplane.policy``) decide here. They are
+synchronous and not thread-safe, so every call into the policy goes through one dedicated
+thread: planning never runs on, or blocks, the event loop the gateway serves from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from controlplane.config import SchedulerOptions
+from controlplane.errors import ControlPlaneError
+from controlplane.lifecycle.manager import ModelManager
+from controlplane.lifecycle.states import ModelState
+from controlplane.policy.registry import make_policy
+from controlplane.policy.types import Action, ClusterView, ModelDecision, Policy, Residency
+from controlplane.scheduler.levels import Level, Placement, place, stage
+from controlplane.scheduler.profiles import ProfileBook
+from controlplane.traffic.observation import Observation
+from controlplane.traffic.store import TrafficStore
+from controlplane.types import ModelName
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: no budget configured: large enough never to bind
+UNLIMITED_MB = 1e12
+
+
+@dataclass
+class ActionRecord:
+    at: float
+    kind: str
+    model: str
+    reason: str
+    outcome: str
+
+
+@dataclass
+class SchedulerState:
+    held: set[ModelName] = field(default_factory=set)
+    staged: dict[ModelName, float] = field(default_factory=dict)
+    placement: Placement = field(default_factory=lambda: Placement({}))
+    actions: list[ActionRecord] = field(default_factory=list)
+    last_tick: float | None = None
+
+
+class LiveScheduler:
+    def __init__(self, *, manager: ModelManager, traffic: TrafficStore,
+                 options: SchedulerOptions, clock: Callable[[], float] = time.time) -> None:
+        self.manager = manager
+        self.traffic = traffic
+        self.options = options
+        self.clock = clock
+        self.book = ProfileBook(manager.repository, options)
+        self.state = SchedulerState(held=set(manager.pinned))
+        self.policy: Policy | None = None
+        #: models with recorded demand; a model nobody asked for is not preloaded (the
+        #: planner's prior for unseen models would otherwise fill every free megabyte)
+        self.demanded: set[ModelName] = set()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tick_lock = asyncio.Lock()
+        #: pinned models load at start-up one by one in priority order; until that is done
+        #: the scheduler leaves them alone
+        self.pins_settled = False
+        #: told of every preload the policy times (the job runner persists them)
+        self.on_preload_plan: Callable[[ModelName, float], None] | None = None
+
+    @property
+    def budget_mb(self) -> float:
+        return self.options.memory_budget_mb or UNLIMITED_MB
+
+    async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
+
+    # -- start-up and feed ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Build the policy and replay recorded arrivals into it (restart keeps the forecast)."""
+        self.book.update(self.manager.statuses(), self.state.held)
+        self.policy = make_policy(self.options.policy, self.book.profiles, self.options.param)
+        since = self.clock() - self.options.replay_h * 3600
+        arrivals = await self.traffic.db.run(self.traffic.arrivals, since)
+        await self._call(self._observe_all, [(t, m) for m, t in arrivals])
+        self.manager.before_load.append(self.make_room)
+        log.info("scheduler: policy %s, %d arrivals replayed, budget %s MB",
+                 self.options.policy, len(arrivals), self.options.memory_budget_mb or "unlimited")
+
+    def _observe_all(self, arrivals: Sequence[tuple[float, ModelName]]) -> None:
+        assert self.policy is not None
+        known = self.book.profiles
+        for t, model in sorted(arrivals):
+            if model in known:
+                self.policy.observe(model, t)
+                self.demanded.add(model)
+
+    def observe(self, batch: list[Observation]) -> None:
+        """The recorder's flush listener: hand the batch's arrivals to the policy thread."""
+        if self.policy is None:
+            return
+        arrivals = [(o.arrived_at, o.model) for o in batch]
+        self._thread.submit(self._observe_all, arrivals).add_done_callback(_log_failure)
+
+    # -- decisions --------------------------------------------------------------------------
+    def view(self) -> ClusterView:
+        residency = {}
+        for s in self.manager.statuses():
+            if s.state is ModelState.READY and not s.busy:
+                residency[s.name] = Residency.READY
+            elif s.state in (ModelState.READY, ModelState.LOADING, ModelState.WARMING,
+                             ModelState.UNLOADING):
+                residency[s.name] = Residency.LOADING  # holds memory, cannot be evicted now
+        return ClusterView(self.clock(), self.budget_mb, self.book.profiles, residency)
+
+    async def tick(self) -> list[Action]:
+        """One planning pass: refresh profiles, ask the policy, apply, stage, place."""
+        assert self.policy is not None
+        async with self._tick_lock:
+            self.book.update(self.manager.statuses(), self.state.held)
+            view = self.view()
+            actions = [a for a in await self._call(self.policy.plan, view)
+                       if a.kind == "unload" or a.model in self.demanded]
+            if not self.pins_settled:
+                actions = [a for a in actions if a.model not in self.manager.pinned]
+            actions += self._held_loads(view)
+            await self.apply(actions)
+            decisions = await self.explain_decisions()
+            self.state.placement = place(
+                ((d.model, self.book.profiles[d.model].memory_mb,
+                  d.requests_per_day / max(self.book.profiles[d.model].memory_mb, 1.0))
+                 for d in decisions if d.decision in ("pinned", "keep", "preload")
+                 and d.model in self.book.profiles),
+                self.options.gpu_memory_budget_mb)
+            self._stage(decisions)
+            if self.on_preload_plan is not None:
+                for d in decisions:
+                    if (d.decision == "preload" and d.preload_at is not None
+                            and d.model in self.demanded):
+                        self.on_preload_plan(d.model, d.preload_at)
+            self.state.last_tick = view.now
+            return actions
+
+    async def preload(self, model: ModelName) -> None:
+        """A timed preload coming due (also after a restart, from the persisted job).
+
+        Such jobs are only scheduled for models with recorded demand, so one that fires is
+        honoured even when the history that justified it is gone.
+        """
+        view = self.view()
+        if view.state(model) is not Residency.COLD:
+            return
+        profile = self.book.profiles[model]
+        room = [a for a in await self._call(self.policy.on_demand, model, view)
+                if a.kind == "unload"] if self.policy else []
+        if view.resident_mb() + profile.memory_mb - sum(
+                self.book.profiles[a.model].memory_mb for a in room) > self.budget_mb:
+            self._record(Action("load", model, "scheduled preload"), "skipped: no room")
+            return
+        await self.apply([*room, Action("load", model, "scheduled preload")])
+
+    def _held_loads(self, view: ClusterView) -> list[Action]:
+        """Pinned and rule-held models that are cold (a rule just began, a load failed)."""
+        return [Action("load", name, "held by a pin or an operator rule")
+                for name in sorted(self.state.held)
+                if name in self.book.profiles and view.state(name) is Residency.COLD
+                and self.manager.state(name) is not ModelState.FAILED
+                and (self.pins_settled or name not in self.manager.pinned)]
+
+    async def apply(self, actions: list[Action]) -> None:
+        """Unloads first, together (they make the room), then loads in the background."""
+        await asyncio.gather(*(self._unload(a) for a in actions if a.kind == "unload"))
+        for action in actions:
+            if action.kind == "load":
+                self._spawn(self._load(action))
+
+    async def _unload(self, action: Action) -> None:
+        if action.model in self.state.held:
+            self._record(action, "skipped: held")
+            return
+        try:
+            await self.manager.unload(action.model, trigger="scheduler")
+            self._record(action, "ok")
+        except ControlPlaneError as exc:
+            self._record(action, f"failed: {exc}")
+
+    async def _load(self, action: Action) -> None:
+        try:
+            await self.manager.load(action.model, trigger="scheduler")
+            self._record(action, "ok")
+        except ControlPlaneError as exc:
+            self._record(action, f"failed: {exc}")
+
+    async def make_room(self, model: ModelName, trigger: str) -> None:
+        """Before a load the policy did not plan (a request, the API): evict what it says."""
+        if trigger == "scheduler" or self.policy is None or model not in self.book.profiles:
+            return
+        view = self.view()
+        view = ClusterView(view.now, view.budget_mb, view.models,
+                           {k: v for k, v in view.residency.items() if k != model})
+        actions = await self._call(self.policy.on_demand, model, view)
+        await self.apply([a for a in actions if a.kind == "unload"])
+
+    # -- levels -----------------------------------------------------------------------------
+    def device(self, model: ModelName) -> Level:
+        return self.state.placement.device(model)
+
+    def _stage(self, decisions: list[ModelDecision]) -> None:
+        """Read into the page cache the files of cold models expected within the horizon."""
+        horizon = self.clock() + self.options.staging_horizon_s
+        for d in decisions:
+            due = d.preload_at is not None and d.preload_at <= horizon
+            if not due or d.model in self.state.staged or d.model not in self.demanded:
+                continue
+            self.state.staged[d.model] = self.clock()
+            files = [p for p in self.manager.repository.model_dir(d.model).rglob("*")
+                     if p.is_file()]
+            self._spawn(asyncio.to_thread(stage, files))
+
+    # -- explanation ------------------------------------------------------------------------
+    async def explain_decisions(self) -> list[ModelDecision]:
+        explain = getattr(self.policy, "explain", None)
+        if explain is None:
+            return []
+        decisions: list[ModelDecision] = await self._call(explain, self.view())
+        return decisions
+
+    def next_wakeup(self) -> float | None:
+        return self.policy.next_wakeup(self.clock()) if self.policy else None
+
+    # -- holding (operator rules) -----------------------------------------------------------
+    async def hold(self, model: ModelName, why: str) -> None:
+        self.state.held.add(model)
+        self._record(Action("load", model, why), "held")
+        await self.tick()
+
+    async def release(self, model: ModelName, why: str) -> None:
+        if model in self.manager.pinned:
+            return
+        self.state.held.discard(model)
+        self._record(Action("unload", model, why), "released")
+        await self.tick()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _record(self, action: Action, outcome: str) -> None:
+        self.state.actions.append(ActionRecord(self.clock(), action.kind, action.model,
+                                               action.reason, outcome))
+        del self.state.actions[:-200]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._thread.shutdown(wait=True)
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("policy observe failed", exc_info=future.exception())
