@@ -1,4 +1,4 @@
-"""``inference.GRPCInferenceService`` in front of Triton.
+"""``inference.GRPCInferenceService`` in front of Triton (streams: ``streams.py``).
 
 Requests stay serialized: each method is registered with raw-bytes (de)serializers, the
 handler reads only what routing and recording need (``wire.py``), and the same bytes go to
@@ -23,7 +23,8 @@ from controlplane.errors import (
 )
 from controlplane.gateway.describe import config_response, metadata_response
 from controlplane.gateway.status import abort, grpc_status
-from controlplane.gateway.wire import RequestHeader, parse_request_header, stream_response_id
+from controlplane.gateway.streams import forwarded_metadata, proxy_stream
+from controlplane.gateway.wire import RequestHeader, parse_request_header
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
 from controlplane.traffic.observation import OK, Observation
@@ -39,16 +40,6 @@ _FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "SystemSharedM
               "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
               "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
               "TraceSetting", "LogSettings")
-
-
-def _metadata(context: Context) -> tuple[tuple[str, str], ...] | None:
-    """The client's headers worth passing on (auth, custom), without gRPC's own."""
-    metadata = context.invocation_metadata()
-    if not metadata:
-        return None
-    kept = tuple((m.key, m.value) for m in metadata
-                 if not m.key.startswith(("grpc-", ":")) and m.key != "user-agent")
-    return kept or None
 
 
 class Gateway:
@@ -107,6 +98,10 @@ class Gateway:
         await self._server.start()
         return self.port
 
+    def open_stream(self, metadata: tuple[tuple[str, str], ...] | None) -> Any:
+        """A new ModelStreamInfer call to Triton."""
+        return self._stream(metadata=metadata)
+
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking requests, let in-flight ones finish (up to ``grace_s``)."""
         if self._server is not None:
@@ -126,25 +121,25 @@ class Gateway:
         wait_s = None
         if cold:
             try:
-                await self._wait_ready(model, context)
+                await self.wait_ready(model, context)
             except ControlPlaneError as exc:
                 if not isinstance(exc, ModelNotFound):
-                    self._record(header, arrived, time.time(), grpc_status(exc).name, True,
-                                 time.time() - arrived, request)
+                    self.record(header, arrived, time.time(), grpc_status(exc).name, True,
+                                time.time() - arrived, request)
                 await abort(context, exc)
             wait_s = time.time() - arrived
         remaining = context.time_remaining()
         try:
             response: bytes = await self._calls["ModelInfer"](
                 request, timeout=self.default_deadline_s if remaining is None else remaining,
-                metadata=_metadata(context))
+                metadata=forwarded_metadata(context))
         except grpc.aio.AioRpcError as exc:
-            self._record(header, arrived, time.time(), exc.code().name, cold, wait_s, request)
+            self.record(header, arrived, time.time(), exc.code().name, cold, wait_s, request)
             await context.abort(exc.code(), exc.details() or "")
-        self._record(header, arrived, time.time(), OK, cold, wait_s, request)
+        self.record(header, arrived, time.time(), OK, cold, wait_s, request)
         return response
 
-    async def _wait_ready(self, model: str, context: Context) -> None:
+    async def wait_ready(self, model: str, context: Context) -> None:
         remaining = context.time_remaining()
         budget = self.default_deadline_s if remaining is None else remaining - _DEADLINE_MARGIN_S
         try:
@@ -154,8 +149,8 @@ class Gateway:
                 f"model '{model}' was not ready within the request's deadline ({budget:.3g}s); "
                 "its load goes on") from None
 
-    def _record(self, header: RequestHeader, arrived: float, finished: float, outcome: str,
-                cold: bool, wait_s: float | None, request: bytes | None) -> None:
+    def record(self, header: RequestHeader, arrived: float, finished: float, outcome: str,
+               cold: bool, wait_s: float | None, request: bytes | None) -> None:
         recorder = self.recorder
         if recorder is None or not recorder.enabled:
             return
@@ -168,91 +163,12 @@ class Gateway:
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes],
                                  context: Context) -> AsyncIterator[bytes]:
-        """Bidirectional stream: lazy loads per request, errors as in-stream responses.
+        # grpc.aio wants an async generator function as a stream handler
+        async for response in proxy_stream(self, requests, context):
+            yield response
 
-        Each model gets an upstream stream of its own: Triton 2.51 aborts (gRPC
-        ``ASSERTION FAILED: !byte_buffer->Valid()``) when a decoupled model's responses and
-        another model's share one stream, so a client mixing them must not reach Triton as is.
-        """
-        metadata = _metadata(context)
-        outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
-        pending: dict[str, tuple[RequestHeader, float, bool, float | None]] = {}
-        upstreams: dict[str, Any] = {}
-        drains: list[asyncio.Task[None]] = []
-
-        async def drain(model: str, call: Any) -> None:
-            try:
-                async for raw in call:
-                    if pending:
-                        matched = pending.pop(stream_response_id(raw), None)
-                        if matched is not None:
-                            header, arrived, cold, wait_s = matched
-                            self._record(header, arrived, time.time(), OK, cold, wait_s, None)
-                    await outbox.put(raw)
-            except grpc.aio.AioRpcError as exc:
-                # Triton ended this model's stream (restart, crash): say so in-stream; the
-                # model's next request opens a new one.
-                if upstreams.get(model) is call:
-                    del upstreams[model]
-                await outbox.put(_stream_error(
-                    f"stream to Triton for '{model}' ended: {exc.code().name} {exc.details()}",
-                    model))
-
-        async def forward(raw: bytes) -> None:
-            arrived = time.time()
-            try:
-                header = parse_request_header(raw)
-            except InvalidArgument as exc:
-                await outbox.put(_stream_error(str(exc)))
-                return
-            cold = not self.manager.ready_now(header.model)
-            wait_s = None
-            if cold:
-                try:
-                    await self._wait_ready(header.model, context)
-                except ControlPlaneError as exc:
-                    if not isinstance(exc, ModelNotFound):
-                        self._record(header, arrived, time.time(), grpc_status(exc).name,
-                                     True, time.time() - arrived, None)
-                    await outbox.put(_stream_error(exc.message, header.model, header.id))
-                    return
-                wait_s = time.time() - arrived
-            call = upstreams.get(header.model)
-            if call is None:
-                call = upstreams[header.model] = self._stream(metadata=metadata)
-                drains.append(asyncio.create_task(drain(header.model, call)))
-            if header.id:
-                pending[header.id] = (header, arrived, cold, wait_s)
-            else:  # no id: the answer cannot be matched, latency unknown
-                self._record_unmatched(header, arrived, cold, wait_s)
-            await call.write(raw)
-
-        async def pump() -> None:
-            try:
-                async for raw in requests:
-                    await forward(raw)
-                for call in upstreams.values():
-                    await call.done_writing()
-                await asyncio.gather(*drains)
-            finally:
-                await outbox.put(None)
-
-        pumping = asyncio.create_task(pump())
-        try:
-            while (item := await outbox.get()) is not None:
-                yield item
-            await pumping  # raises what broke the stream, if anything did
-        finally:
-            pumping.cancel()
-            for task in drains:
-                task.cancel()
-            for call in upstreams.values():
-                call.cancel()
-            for header, arrived, cold, wait_s in pending.values():
-                self._record_unmatched(header, arrived, cold, wait_s)
-
-    def _record_unmatched(self, header: RequestHeader, arrived: float, cold: bool,
-                          wait_s: float | None) -> None:
+    def record_unmatched(self, header: RequestHeader, arrived: float, cold: bool,
+                         wait_s: float | None) -> None:
         if self.recorder is not None and self.recorder.enabled:
             self.recorder.record(Observation(header.model, header.version, header.inputs,
                                              arrived, None, OK, cold, wait_s))
@@ -303,7 +219,7 @@ class Gateway:
             try:
                 response: bytes = await call(
                     request, timeout=self.call_timeout_s if remaining is None else remaining,
-                    metadata=_metadata(context))
+                    metadata=forwarded_metadata(context))
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "")
             return response
@@ -345,10 +261,3 @@ class Gateway:
                 f"repository control is disabled on the inference gateway; {action} models "
                 f"through the admin API (POST /models/<name>/{action}) or set "
                 "WARMCTL_GATEWAY__ALLOW_REPOSITORY_CONTROL=true")
-
-
-def _stream_error(message: str, model: str = "", request_id: str = "") -> bytes:
-    response = service_pb2.ModelStreamInferResponse(error_message=message)
-    response.infer_response.model_name = model
-    response.infer_response.id = request_id
-    return bytes(response.SerializeToString())

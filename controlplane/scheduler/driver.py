@@ -206,8 +206,34 @@ class LiveScheduler:
         view = self.view()
         view = ClusterView(view.now, view.budget_mb, view.models,
                            {k: v for k, v in view.residency.items() if k != model})
-        actions = await self._call(self.policy.on_demand, model, view)
-        await self.apply([a for a in actions if a.kind == "unload"])
+        actions = [a for a in await self._call(self.policy.on_demand, model, view)
+                   if a.kind == "unload"]
+        actions += self._more_room(model, view, actions)
+        await self.apply(actions)
+
+    def _more_room(self, model: ModelName, view: ClusterView,
+                   planned: list[Action]) -> list[Action]:
+        """Evictions beyond the policy's when they do not make room: a load must not push the
+        instance over its budget while an idle model could go (least recently ready first).
+        Memory held by loading models cannot be freed; that overflow is recorded."""
+        profiles = self.book.profiles
+        going = {a.model for a in planned}
+        need = view.resident_mb() + profiles[model].memory_mb - view.budget_mb - sum(
+            profiles[m].memory_mb for m in going)
+        extra = []
+        statuses = {s.name: s for s in self.manager.statuses()}
+        idle = sorted((statuses[name].since, name) for name, state in view.residency.items()
+                      if state is Residency.READY and name not in going
+                      and name not in self.state.held and name in statuses)
+        for _, name in idle:
+            if need <= 0:
+                break
+            extra.append(Action("unload", name, f"make room for {model} (budget)"))
+            need -= profiles[name].memory_mb
+        if need > 0:
+            self._record(Action("load", model, f"over budget by {need:.0f} MB: the rest is "
+                                               "held by loading or held models"), "warning")
+        return extra
 
     # -- levels -----------------------------------------------------------------------------
     def device(self, model: ModelName) -> Level:

@@ -146,3 +146,34 @@ async def test_schedule_and_rules_survive_a_restart(
         assert second.manager.store.events("nightly", limit=1)[0].trigger == "scheduler"
     finally:
         await second.stop()
+
+
+async def test_a_demand_load_unloads_first_to_stay_within_the_budget(
+    repo: Path, make_settings: Callable[..., Settings]
+) -> None:
+    add_identity(repo, "first")
+    add_identity(repo, "second")
+    # both are estimated at ~230 MB (no plugin metrics for plain Python models): one fits
+    settings = make_settings(gateway={"port": 0},
+                             scheduler={"memory_budget_mb": 300, "interval_s": 60})
+    cp = ControlPlane(settings)
+    await cp.start(wait_pinned=True)
+    try:
+        assert cp.manager is not None and cp.scheduler is not None
+        transitions: list[tuple[str, ModelState]] = []
+        cp.manager.listeners.append(lambda m, s: transitions.append((m, s)))
+        await asyncio.to_thread(_infer, cp, "first")
+        await asyncio.to_thread(_infer, cp, "second")
+        assert cp.manager.state("first") is ModelState.COLD
+        assert cp.manager.state("second") is ModelState.READY
+        unload = cp.manager.store.events("first", limit=1)[0]
+        assert (unload.action, unload.trigger) == ("unload", "scheduler")
+        # the room was made while the second was loading, before Triton had it (warming)
+        order = [t for t in transitions if t[0] == "second" or t[1] is ModelState.COLD]
+        assert order.index(("first", ModelState.COLD)) < order.index(
+            ("second", ModelState.WARMING))
+        assert order.index(("second", ModelState.LOADING)) < order.index(
+            ("first", ModelState.COLD))
+        assert cp.scheduler.view().resident_mb() <= 300
+    finally:
+        await cp.stop()

@@ -1,0 +1,122 @@
+"""``ModelStreamInfer`` through the gateway: lazy loads per request, one upstream per model.
+
+Each model gets an upstream stream of its own: Triton 2.51 aborts (gRPC ``ASSERTION FAILED:
+!byte_buffer->Valid()``) when a decoupled model's responses and another model's share one
+stream, so a client mixing them must not reach Triton as is. Errors that concern one request
+(unknown model, failed load, malformed bytes) answer in-stream and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from tritonclient.grpc import service_pb2
+
+from controlplane.errors import ControlPlaneError, InvalidArgument, ModelNotFound
+from controlplane.gateway.status import grpc_status
+from controlplane.gateway.wire import RequestHeader, parse_request_header, stream_response_id
+from controlplane.traffic.observation import OK
+
+if TYPE_CHECKING:
+    from controlplane.gateway.server import Context, Gateway
+
+
+def forwarded_metadata(context: Any) -> tuple[tuple[str, str], ...] | None:
+    """The client's headers worth passing on (auth, custom), without gRPC's own."""
+    metadata = context.invocation_metadata()
+    if not metadata:
+        return None
+    kept = tuple((m.key, m.value) for m in metadata
+                 if not m.key.startswith(("grpc-", ":")) and m.key != "user-agent")
+    return kept or None
+
+
+def stream_error(message: str, model: str = "", request_id: str = "") -> bytes:
+    response = service_pb2.ModelStreamInferResponse(error_message=message)
+    response.infer_response.model_name = model
+    response.infer_response.id = request_id
+    return bytes(response.SerializeToString())
+
+
+async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
+                       context: Context) -> AsyncIterator[bytes]:
+    metadata = forwarded_metadata(context)
+    outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+    pending: dict[str, tuple[RequestHeader, float, bool, float | None]] = {}
+    upstreams: dict[str, Any] = {}
+    drains: list[asyncio.Task[None]] = []
+
+    async def drain(model: str, call: Any) -> None:
+        try:
+            async for raw in call:
+                if pending:
+                    matched = pending.pop(stream_response_id(raw), None)
+                    if matched is not None:
+                        header, arrived, cold, wait_s = matched
+                        gateway.record(header, arrived, time.time(), OK, cold, wait_s, None)
+                await outbox.put(raw)
+        except grpc.aio.AioRpcError as exc:
+            # Triton ended this model's stream (restart, crash): say so in-stream; the model's
+            # next request opens a new one.
+            if upstreams.get(model) is call:
+                del upstreams[model]
+            await outbox.put(stream_error(
+                f"stream to Triton for '{model}' ended: {exc.code().name} {exc.details()}",
+                model))
+
+    async def forward(raw: bytes) -> None:
+        arrived = time.time()
+        try:
+            header = parse_request_header(raw)
+        except InvalidArgument as exc:
+            await outbox.put(stream_error(str(exc)))
+            return
+        cold = not gateway.manager.ready_now(header.model)
+        wait_s = None
+        if cold:
+            try:
+                await gateway.wait_ready(header.model, context)
+            except ControlPlaneError as exc:
+                if not isinstance(exc, ModelNotFound):
+                    gateway.record(header, arrived, time.time(), grpc_status(exc).name, True,
+                                   time.time() - arrived, None)
+                await outbox.put(stream_error(exc.message, header.model, header.id))
+                return
+            wait_s = time.time() - arrived
+        call = upstreams.get(header.model)
+        if call is None:
+            call = upstreams[header.model] = gateway.open_stream(metadata)
+            drains.append(asyncio.create_task(drain(header.model, call)))
+        if header.id:
+            pending[header.id] = (header, arrived, cold, wait_s)
+        else:  # no id: the answer cannot be matched, latency unknown
+            gateway.record_unmatched(header, arrived, cold, wait_s)
+        await call.write(raw)
+
+    async def pump() -> None:
+        try:
+            async for raw in requests:
+                await forward(raw)
+            for call in upstreams.values():
+                await call.done_writing()
+            await asyncio.gather(*drains)
+        finally:
+            await outbox.put(None)
+
+    pumping = asyncio.create_task(pump())
+    try:
+        while (item := await outbox.get()) is not None:
+            yield item
+        await pumping  # raises what broke the stream, if anything did
+    finally:
+        pumping.cancel()
+        for task in drains:
+            task.cancel()
+        for call in upstreams.values():
+            call.cancel()
+        for header, arrived, cold, wait_s in pending.values():
+            gateway.record_unmatched(header, arrived, cold, wait_s)
