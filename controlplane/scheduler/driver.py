@@ -215,7 +215,9 @@ class LiveScheduler:
                    planned: list[Action]) -> list[Action]:
         """Evictions beyond the policy's when they do not make room: a load must not push the
         instance over its budget while an idle model could go (least recently ready first).
-        Memory held by loading models cannot be freed; that overflow is recorded."""
+        ``ours`` already evicts every idle model it must, so for it this only records the
+        overflow that memory held by loading models causes; baselines such as keep-alive
+        make no room on demand, and this keeps them within budget live."""
         profiles = self.book.profiles
         going = {a.model for a in planned}
         need = view.resident_mb() + profiles[model].memory_mb - view.budget_mb - sum(
