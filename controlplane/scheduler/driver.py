@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ParamSpec, TypeVar
 
 from controlplane.config import SchedulerOptions
@@ -143,8 +143,7 @@ class LiveScheduler:
             self._stage(decisions)
             if self.on_preload_plan is not None:
                 for d in decisions:
-                    if (d.decision == "preload" and d.preload_at is not None
-                            and d.model in self.demanded):
+                    if d.decision == "preload" and d.preload_at is not None:
                         self.on_preload_plan(d.model, d.preload_at)
             self.state.last_tick = view.now
             return actions
@@ -246,7 +245,7 @@ class LiveScheduler:
         horizon = self.clock() + self.options.staging_horizon_s
         for d in decisions:
             due = d.preload_at is not None and d.preload_at <= horizon
-            if not due or d.model in self.state.staged or d.model not in self.demanded:
+            if not due or d.model in self.state.staged:
                 continue
             self.state.staged[d.model] = self.clock()
             files = [p for p in self.manager.repository.model_dir(d.model).rglob("*")
@@ -259,7 +258,13 @@ class LiveScheduler:
         if explain is None:
             return []
         decisions: list[ModelDecision] = await self._call(explain, self.view())
-        return decisions
+        # The policy assumes a prior rate for models it has never seen requested; live, such a
+        # model waits for its first request (every action and placement below reads these).
+        return [d if d.decision != "preload" or d.model in self.demanded else
+                replace(d, decision="lazy", preload_at=None,
+                        why="never requested: loaded on its first request; preloads start "
+                            "once it has recorded usage")
+                for d in decisions]
 
     def next_wakeup(self) -> float | None:
         return self.policy.next_wakeup(self.clock()) if self.policy else None

@@ -177,3 +177,29 @@ async def test_a_demand_load_unloads_first_to_stay_within_the_budget(
         assert cp.scheduler.view().resident_mb() <= 300
     finally:
         await cp.stop()
+
+
+async def test_a_model_never_requested_waits_for_its_first_request(
+    repo: Path, make_settings: Callable[..., Settings]
+) -> None:
+    add_identity(repo, "never")
+    # the default knob: the policy's prior (about one request an hour) alone would preload it
+    settings = make_settings(gateway={"port": 0}, scheduler={"interval_s": 0.5})
+    cp = ControlPlane(settings)
+    await cp.start(wait_pinned=True)
+    try:
+        assert cp.manager is not None and cp.jobs is not None
+        await asyncio.sleep(3)  # several planning passes
+        assert cp.manager.state("never") is ModelState.COLD
+        assert not cp.manager.store.events("never", limit=1)
+        assert not any(i.endswith("preload:never") for i, _ in cp.jobs.jobs())
+        async with httpx.AsyncClient(base_url=cp.admin_url) as http:
+            [line] = [m for m in (await http.get("/plan")).json()["models"]
+                      if m["model"] == "never"]
+        # the policy's own lazy reason is "no requests seen yet"; this one is the driver's
+        assert line["decision"] == "lazy" and "first request" in line["why"]
+
+        await asyncio.to_thread(_infer, cp, "never")  # its first request loads it
+        assert cp.manager.state("never") is ModelState.READY
+    finally:
+        await cp.stop()
