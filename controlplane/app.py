@@ -139,7 +139,7 @@ class ControlPlane:
         await self.scheduler.start()
         if self.recorder is not None:
             self.recorder.listeners.append(self.scheduler.observe)
-        self.jobs = JobRunner(self.scheduler, database_url=s.db_url,
+        self.jobs = JobRunner(self.scheduler, engine=self.database.engine,
                               instance=s.instance_name, rules=s.scheduler.rules)
         await self.jobs.start()
 

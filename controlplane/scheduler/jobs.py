@@ -19,17 +19,18 @@ from datetime import UTC, datetime
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine
 
 from controlplane.config import KeepWarmRule
 from controlplane.errors import ConfigError
 from controlplane.scheduler.driver import LiveScheduler
+from controlplane.store.models import SchedulerJob
 from controlplane.types import InstanceName, ModelName
 
 log = logging.getLogger(__name__)
 
 #: instance name -> its live scheduler (jobs loaded from the store find it here)
 _registry: dict[InstanceName, LiveScheduler] = {}
-JOBS_TABLE = "scheduler_jobs"
 
 
 # A job cancelled because the control plane is stopping ends quietly (APScheduler would log
@@ -109,13 +110,15 @@ def rule_id(instance: InstanceName, rule: KeepWarmRule, edge: str) -> str:
 
 
 class JobRunner:
-    def __init__(self, scheduler: LiveScheduler, *, database_url: str,
+    def __init__(self, scheduler: LiveScheduler, *, engine: Engine,
                  instance: InstanceName, rules: list[KeepWarmRule]) -> None:
         self.scheduler = scheduler
         self.instance = instance
         self.rules = rules
         self.aps = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=database_url, tablename=JOBS_TABLE)},
+            # our engine (WAL, busy timeout) and our migrated table (``store.models``)
+            jobstores={"default": SQLAlchemyJobStore(
+                engine=engine, tablename=SchedulerJob.__tablename__)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
             timezone=UTC)
         self._preloads: dict[ModelName, float] = {}

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    Unicode,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from controlplane.store.base import Base
@@ -191,3 +201,15 @@ class BatchStat(Base):
     batch_size: Mapped[int] = mapped_column(primary_key=True)
     executions: Mapped[int]
     updated_at: Mapped[float]
+
+
+class SchedulerJob(Base):
+    """APScheduler's job store: APScheduler reads and writes the rows (pickled job state);
+    the schema is declared here, as APScheduler's ``SQLAlchemyJobStore`` defines it, so that
+    our migrations own it."""
+
+    __tablename__ = "scheduler_jobs"
+
+    id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary)

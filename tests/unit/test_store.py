@@ -83,3 +83,32 @@ def test_migrations_go_down_and_up_again(tmp_path: object) -> None:
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     db.close()
+
+
+def test_scheduler_jobs_table_is_ours_and_a_pre_existing_one_is_kept(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    from controlplane.store.database import alembic_config
+
+    # a database from before migration 0004: APScheduler had created the table, with a job
+    path = Path(str(tmp_path)) / "old.db"
+    db = Database(f"sqlite:///{path}")
+    config = alembic_config(db.url)
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+    SQLAlchemyJobStore(engine=db.engine, tablename="scheduler_jobs").jobs_t.create(db.engine)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO scheduler_jobs (id, next_run_time, job_state) VALUES ('kept', 1.0, x'00')")
+    db.migrate()
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT id FROM scheduler_jobs").scalars().all() == ["kept"]
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == (
+            ScriptDirectory.from_config(config).get_current_head())
+    db.close()
