@@ -98,6 +98,8 @@ class ControlPlane:
             )
             self.manager.before_unload.append(batch_stats.collect)
             await self.manager.start()
+            self._tasks.append(asyncio.create_task(
+                self.manager.keep_reconciling(s.triton.reconcile_interval_s), name="reconcile"))
             if self.preparer is not None:
                 self.drift = DriftWatcher(manager=self.manager, preparer=self.preparer,
                                           batch_stats=batch_stats, options=s.warmup)

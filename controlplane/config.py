@@ -47,6 +47,9 @@ class TritonSettings(BaseModel):
     load_timeout_s: float = Field(default=300.0, gt=0)
     #: Unload is asynchronous in Triton; this bounds the wait until the model is really gone.
     unload_timeout_s: float = Field(default=60.0, gt=0)
+    #: How often the control plane aligns its model states with Triton's repository index
+    #: (a load that finished after our timeout, models changed behind our back).
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
     #: Triton's auto-complete runs the Python backend in an extra stub process at every load
     #: (~1.3 s of a 2.5 s load here). Our configs are complete; set False only for models
     #: whose config.pbtxt relies on auto-completion.

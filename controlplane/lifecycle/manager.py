@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from controlplane.errors import (
@@ -82,7 +83,7 @@ class ModelManager:
         self.load_timeout_s = load_timeout_s or instance.client.load_timeout_s
         self.retry_failed_after_s = retry_failed_after_s
         self._models: dict[ModelName, _Model] = {}
-        self._followers: set[asyncio.Task[None]] = set()
+        self._followers: dict[ModelName, asyncio.Task[None]] = {}
         #: called with (model, new state) after every transition; keep it cheap
         self.listeners: list[Callable[[ModelName, ModelState], None]] = []
         #: awaited before a model is unloaded (e.g. to save Triton's statistics)
@@ -141,20 +142,17 @@ class ModelManager:
 
     async def reconcile(self) -> dict[ModelName, tuple[ModelState, ModelState]]:
         """Align idle models with Triton's index; returns {model: (was, now)} for changes."""
+        observed_at = utcnow()
         by_model: dict[ModelName, list[Any]] = {}
         for entry in await self.client.index():
             by_model.setdefault(entry.name, []).append(entry)
         changes = {}
         for name, model in self._models.items():
-            if model.lock.locked() or model.load_task is not None:
-                continue  # an operation of ours is in flight; it will set the state
             seen, reason = state_from_index(by_model.get(name, []))
-            if seen == ModelState.COLD and model.state == ModelState.FAILED:
-                continue  # Triton forgets failures it did not record in the index
-            if seen != model.state:
-                changes[name] = (model.state, seen)
-                reason = reason or f"found {seen} in Triton at reconcile"
-                await self._set(model, seen, reason)
+            was = model.state
+            if await self._adopt(model, seen, reason or f"found {seen} in Triton at reconcile",
+                                 observed_at):
+                changes[name] = (was, seen)
                 if seen in (ModelState.LOADING, ModelState.UNLOADING):
                     self._follow(name)
         if changes:
@@ -162,23 +160,52 @@ class ModelManager:
                      ", ".join(f"{n} {a}->{b}" for n, (a, b) in changes.items()))
         return changes
 
+    async def keep_reconciling(self, interval_s: float) -> None:
+        """Reconcile every ``interval_s``: a load that outlived our timeout and finished in
+        Triton after all, models loaded or unloaded behind our back, a Triton that lost them."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.reconcile()
+            except ControlPlaneError as exc:
+                log.warning("reconcile with Triton failed: %s", exc)
+
+    async def _adopt(self, model: _Model, seen: ModelState, reason: str | None,
+                     observed_at: datetime) -> bool:
+        """Take Triton's view, observed at ``observed_at``, of a model we are not operating on.
+        Returns whether our state changed."""
+        if model.lock.locked() or model.load_task is not None or model.since > observed_at:
+            return False  # an operation of ours is in flight, or changed the state since
+        if seen == model.state or (seen is ModelState.COLD and model.state is ModelState.FAILED):
+            return False  # Triton forgets failures it did not record in the index
+        await self._set(model, seen, reason)
+        return True
+
     def _follow(self, name: ModelName) -> None:
-        """Watch a load or unload that someone else started until Triton settles it."""
+        """Watch a load or unload that Triton is doing without us (someone else started it, or
+        ours timed out and Triton went on) until Triton settles it. No deadline of its own: a
+        hung load is polled ever more slowly (at most every 5 s) for as long as Triton reports
+        it; while an operation of ours runs on the model, its outcome is the one that counts."""
+        if name in self._followers:
+            return
+
         async def follow() -> None:
-            deadline = time.monotonic() + self.load_timeout_s
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
+            pause = 0.5
+            model = self._models[name]
+            while True:
+                await asyncio.sleep(pause)
+                pause = min(pause * 1.5, 5.0)
                 with contextlib.suppress(ControlPlaneError):
+                    observed_at = utcnow()
                     seen, reason = state_from_index(await self.client.model_index(name))
                     if seen not in (ModelState.LOADING, ModelState.UNLOADING):
-                        model = self._models[name]
-                        if not model.lock.locked():
-                            await self._set(model, seen, reason)
+                        await self._adopt(model, seen, reason or f"{seen} in Triton after all",
+                                          observed_at)
                         return
 
         task = asyncio.create_task(follow(), name=f"follow-{name}")
-        self._followers.add(task)
-        task.add_done_callback(self._followers.discard)
+        self._followers[name] = task
+        task.add_done_callback(lambda _: self._followers.pop(name, None))
 
     async def warm_pinned(self) -> dict[ModelName, str]:
         """Load pinned models one by one, highest priority first. Returns failures."""
@@ -251,6 +278,8 @@ class ModelManager:
                 outcome = "timeout" if isinstance(exc, DeadlineExceeded) else "failed"
                 await asyncio.shield(self._record_failure(
                     model, event_id, outcome, reason, details.get("triton_s"), details))
+                if outcome == "timeout":
+                    self._follow(model.name)  # Triton goes on loading: take its outcome
                 if isinstance(exc, ControlPlaneError):
                     raise ModelLoadFailed(model.name, reason) from exc
                 raise
@@ -367,12 +396,12 @@ class ModelManager:
 
     async def close(self) -> None:
         """Stop watchers and wait for in-flight loads (their records must be finished)."""
-        for task in list(self._followers):
+        for task in list(self._followers.values()):
             task.cancel()
         loads = [m.load_task for m in self._models.values() if m.load_task is not None]
         for task in loads:
             task.cancel()
-        await asyncio.gather(*self._followers, *loads, return_exceptions=True)
+        await asyncio.gather(*self._followers.values(), *loads, return_exceptions=True)
 
     # -- internals --------------------------------------------------------------------------
     async def _set(self, model: _Model, state: ModelState, reason: str | None,

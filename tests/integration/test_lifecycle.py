@@ -25,6 +25,7 @@ from tests.support.repository import (
     add_missing_weights,
     add_triton_rejected,
 )
+from tests.support.waiting import until
 
 MakeManager = Callable[..., ModelManager]
 
@@ -160,6 +161,42 @@ async def test_hanging_load_times_out_and_leaves_no_stuck_lock(
     with pytest.raises(ModelLoadFailed):  # the retry is bounded by the timeout, not a lock
         await manager.load("hangs")
     assert time.monotonic() - t1 < 6
+
+
+async def test_a_load_that_outlives_its_timeout_is_adopted_when_triton_finishes_it(
+    repo: Path, make_manager: MakeManager
+) -> None:
+    add_identity(repo, "slow", init_sleep_s="5")
+    manager = make_manager(load_timeout_s=2)
+    await manager.start()
+    with pytest.raises(ModelLoadFailed, match="did not finish within 2s"):
+        await manager.load("slow")
+    assert manager.state("slow") == ModelState.FAILED
+    # Triton went on with the load: once it is done, the model is ours, memory and all
+    assert await until(lambda: manager.state("slow") == ModelState.READY, 15)
+    status = manager.status("slow")
+    assert status.state == ModelState.READY and "after all" in (status.reason or "")
+    assert manager.ready_now("slow")
+    assert (await manager.unload("slow")).state == ModelState.COLD
+
+
+async def test_periodic_reconcile_picks_up_what_changed_behind_our_back(
+    repo: Path, make_manager: MakeManager
+) -> None:
+    add_identity(repo, "side")
+    add_identity(repo, "ours")
+    manager = make_manager()
+    await manager.start()
+    await manager.load("ours")
+    reconciling = asyncio.create_task(manager.keep_reconciling(0.2))
+    try:
+        await manager.client.load("side")  # straight to Triton, not through the manager
+        await manager.client.unload("ours")
+        assert await until(lambda: manager.state("side") == ModelState.READY, 10)
+        assert await until(lambda: manager.state("ours") == ModelState.COLD, 10)
+        assert "reconcile" in (manager.status("side").reason or "")
+    finally:
+        reconciling.cancel()
 
 
 async def test_unknown_model_and_pinned_unload(repo: Path, make_manager: MakeManager) -> None:

@@ -21,6 +21,7 @@ from controlplane.store.database import Database
 from controlplane.traffic.observation import Observation
 from controlplane.traffic.store import TrafficStore
 from tests.support.repository import add_identity
+from tests.support.waiting import until
 
 X4 = (InputHeader("INPUT0", "FP32", (1, 4)),)
 
@@ -40,15 +41,6 @@ def _infer(cp: ControlPlane, model: str) -> None:
         x = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
         x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
         c.infer(model, [x], client_timeout=30)
-
-
-async def _until(predicate: Callable[[], bool], within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return predicate()
 
 
 async def test_periodic_model_is_preloaded_and_idle_model_unloaded(
@@ -71,12 +63,12 @@ async def test_periodic_model_is_preloaded_and_idle_model_unloaded(
         assert cp.manager is not None
         await asyncio.to_thread(_infer, cp, "idle")  # used once, then never again
         assert cp.manager.state("idle") is ModelState.READY
-        assert await _until(lambda: cp.manager.state("idle") is ModelState.COLD, 12)
+        assert await until(lambda: cp.manager.state("idle") is ModelState.COLD, 12)
         unload = cp.manager.store.events("idle", limit=1)[0]
         assert (unload.action, unload.trigger, unload.outcome) == ("unload", "scheduler", "ok")
 
         assert not cp.manager.ready_now("periodic")  # not held between requests
-        assert await _until(lambda: cp.manager.ready_now("periodic"), due - time.time())
+        assert await until(lambda: cp.manager.ready_now("periodic"), due - time.time())
         load = cp.manager.store.events("periodic", limit=1)[0]
         assert (load.action, load.trigger) == ("load", "scheduler")
         await asyncio.sleep(max(0.0, due - time.time()))
@@ -87,7 +79,7 @@ async def test_periodic_model_is_preloaded_and_idle_model_unloaded(
         assert request.arrived_at >= due - 0.5 and not request.cold  # preloaded in time
 
         # dropped after use, the next fire planned again
-        assert await _until(lambda: not cp.manager.ready_now("periodic"), 10)
+        assert await until(lambda: not cp.manager.ready_now("periodic"), 10)
         async with httpx.AsyncClient(base_url=cp.admin_url) as http:
             for _ in range(50):
                 plan = (await http.get("/plan")).json()
@@ -120,8 +112,8 @@ async def test_schedule_and_rules_survive_a_restart(
     await first.start(wait_pinned=True)
     try:
         assert first.jobs is not None and first.manager is not None
-        assert await _until(lambda: first.manager.ready_now("office"), 10)  # the rule holds it
-        assert await _until(
+        assert await until(lambda: first.manager.ready_now("office"), 10)  # the rule holds it
+        assert await until(
             lambda: any(i.endswith("preload:nightly") for i, _ in first.jobs.jobs()), 10)
         preload_at = dict(first.jobs.jobs())["default:preload:nightly"]
     finally:
@@ -140,8 +132,8 @@ async def test_schedule_and_rules_survive_a_restart(
         jobs = dict(second.jobs.jobs())
         assert jobs["default:preload:nightly"] == preload_at
         assert any(":rule:office:" in i for i in jobs)
-        assert await _until(lambda: second.manager.ready_now("office"), 10)
-        assert await _until(lambda: second.manager.ready_now("nightly"),
+        assert await until(lambda: second.manager.ready_now("office"), 10)
+        assert await until(lambda: second.manager.ready_now("nightly"),
                             max(1.0, due - time.time()))
         assert second.manager.store.events("nightly", limit=1)[0].trigger == "scheduler"
     finally:
