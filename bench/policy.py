@@ -38,7 +38,7 @@ from controlplane.policy.simulator import DEFAULT_EPOCH_OFFSET_S, simulate
 from controlplane.policy.types import ModelProfile
 
 BUDGET_SHARES = (0.45, 0.75)
-BISECT_STEPS = 3
+BISECT_STEPS = 5
 MAX_BISECT_JOBS = 4
 GAP_TARGET = 0.70
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -111,7 +111,7 @@ def bisect_jobs(points: list[dict[str, Any]], shape: str, share: float) -> list[
             continue
         hi = min(above)
         mid = round(math.sqrt(lo * hi), 1)
-        if hi / lo >= 1.15 and mid not in tried:
+        if hi / lo >= 1.05 and mid not in tried:
             jobs[mid] = Job(shape, share, "ours", mid)
     return list(jobs.values())[:MAX_BISECT_JOBS]
 

@@ -98,7 +98,13 @@ class ModelForecast:
         #: Idle times observed so far (a cheap "has the forecast changed" signal).
         self.idle_count = 0
         self._half_life = half_life_s
-        self._hazard_cache: tuple[int, float, npt.NDArray[np.float64]] | None = None
+        #: Cumulative news in the idle times (see :meth:`_news`): how much they have moved the
+        #: hazard, summed; the hazard and the planner's windows are redone when it has grown.
+        self.evidence = 0.0
+        #: (evidence, time, hazard per bin, idle times at least each bin's lower edge) as of
+        #: the last hazard computation.
+        self._hazard_cache: tuple[float, float, npt.NDArray[np.float64],
+                                  npt.NDArray[np.float64]] | None = None
         self._period = PeriodDetector()
         self._tod = time_of_day_profile(epoch_offset_s, profile_half_life_s)
         self._dow = day_of_week_profile(epoch_offset_s, profile_half_life_s)
@@ -117,6 +123,7 @@ class ModelForecast:
         if self.first_t is None:
             self.first_t = t
         if idle is not None:
+            self.evidence += self._news(idle, t)
             self._idle.add(idle_bin(idle), t)
             self.idle_count += 1
         if last is None or idle is not None:  # a late arrival carries no interval
@@ -149,7 +156,8 @@ class ModelForecast:
 
     def stored_numbers(self) -> int:
         """How many numbers the forecast keeps: fixed, whatever the traffic (for tests)."""
-        cached = 0 if self._hazard_cache is None else len(self._hazard_cache[2])
+        cached = 0 if self._hazard_cache is None else (len(self._hazard_cache[2])
+                                                       + len(self._hazard_cache[3]))
         return (len(self._idle) + self._tod.stored_numbers() + self._dow.stored_numbers()
                 + self._period.stored_numbers() + cached)
 
@@ -220,15 +228,33 @@ class ModelForecast:
         cold = per_day * self.idle_survival(keepalive_s, now) * (1.0 + self.follow_on(now))
         return min(per_day, cold)
 
-    def _base_hazard(self, now: float) -> npt.NDArray[np.float64]:
-        """The smoothed idle-time hazard, recomputed only when it can have changed: after
-        enough new idle times, or once the decay has shifted data against the prior."""
+    def _news(self, idle_s: float, t: float) -> float:
+        """How much a new idle time moves the hazard: ``1 / (n + 1)``, ``n`` the (decayed)
+        number of idle times at least as long as its bin's lower edge, prior included. It adds
+        one request and one time at risk to every estimate up to its length, and those rest on
+        at least ``n`` idle times. So a gap in the well-sampled body of the distribution is
+        hardly news, and one in a sparse tail (a new regime: night gaps after a day of bursts)
+        is: counting idle times alone would wait for as many new ones as the model has ever
+        seen, however little of that evidence is left after decay."""
         cached = self._hazard_cache
-        if (cached is not None and self.idle_count - cached[0] < max(1, self.idle_count // 50)
+        if cached is None:
+            return 1.0
+        scale = 2.0 ** (-max(0.0, t - cached[1]) / self._half_life)
+        return float(1.0 / (float(cached[3][idle_bin(idle_s)]) * scale + 1.0))
+
+    def _base_hazard(self, now: float) -> npt.NDArray[np.float64]:
+        """The smoothed idle-time hazard, recomputed only when it can have changed: once the
+        new idle times carry enough news (:meth:`_news`), or the decay has shifted data
+        against the prior."""
+        cached = self._hazard_cache
+        if (cached is not None and self.evidence - cached[0] < _HAZARD_NEWS
                 and abs(now - cached[1]) < 0.1 * self._half_life):
             return cached[2]
-        hazard = _smoothed_hazard(np.asarray(self._idle.values(now)))
-        self._hazard_cache = (self.idle_count, now, hazard)
+        data = np.asarray(self._idle.values(now))
+        hazard = _smoothed_hazard(data)
+        weights = data + _PRIOR_ARRAY
+        at_least = weights.sum() - np.concatenate(([0.0], np.cumsum(weights)[:-1]))
+        self._hazard_cache = (self.evidence, now, hazard, np.maximum(at_least, 0.0))
         return hazard
 
     def hazard_now(self, now: float) -> float:
@@ -320,6 +346,9 @@ class ModelForecast:
         return min(1.0, max(0.0, 1.0 - left))
 
 
+#: The hazard is recomputed once new idle times have moved it by about this share (summed
+#: over them; see ``ModelForecast._news``).
+_HAZARD_NEWS = 0.05
 #: A hazard estimate uses at least this many (decayed) idle times, widening its window of
 #: bins until it has them; without that, a sparse histogram has holes that read as "no request
 #: can come now" and make the planner drop and reload a model it should simply keep.

@@ -44,8 +44,10 @@ _SCAN_S = 300.0
 _PACK_S = 10.0
 #: Requests per second assumed for a model not requested yet (see _unseen_window).
 _UNSEEN_RATE_PER_S = 1.0 / 3600.0
-#: Windows are recomputed once this share of new idle times has come in (at least 5).
-_RELEARN_SHARE = 0.1
+#: Windows are recomputed once new idle times have moved the hazard by about this share
+#: (``ModelForecast.evidence``: a gap where the idle-time distribution is sparse is more news
+#: than one in its well-sampled body).
+_RELEARN_NEWS = 0.1
 
 
 @dataclass
@@ -57,7 +59,7 @@ class _ModelState:
     windows: list[Window] = field(default_factory=list)
     anchor: float | None = None
     computed_at: float = -math.inf
-    computed_count: int = 0
+    computed_evidence: float = 0.0
     computed_horizon: float | None = None
     timer: float = math.inf
     load_started: float = -math.inf
@@ -281,7 +283,7 @@ class ForecastPlanner:
         horizon = None if periodic is None else 0.5 * periodic.period_s
         active = resident or bool(st.windows)
         stale = now - st.computed_at >= (_RECOMPUTE_ACTIVE_S if active else _RECOMPUTE_IDLE_S)
-        learned = fc.idle_count - st.computed_count >= max(5, _RELEARN_SHARE * st.computed_count)
+        learned = fc.evidence - st.computed_evidence >= _RELEARN_NEWS
         # Computed for another horizon (the model became or stopped being periodic): redo.
         reshaped = (horizon is None) != (st.computed_horizon is None) or (
             horizon is not None and st.computed_horizon is not None
@@ -289,7 +291,7 @@ class ForecastPlanner:
         if last is not None and (st.anchor is None or stale or learned or reshaped):
             st.hazard = hazard_windows(profile, fc, self.gbs_per_cold_start, horizon_s=horizon)
             st.anchor, st.computed_at = last, now
-            st.computed_count, st.computed_horizon = fc.idle_count, horizon
+            st.computed_evidence, st.computed_horizon = fc.evidence, horizon
         elif last is not None and st.anchor is not None and last != st.anchor:
             st.hazard = [w.rebased(st.anchor, last) for w in st.hazard]
             st.anchor = last

@@ -141,10 +141,11 @@ def periodic_window(profile: ModelProfile, forecast: ModelForecast, now: float,
     confidence = found.confidence * (0.5 if k > 1 else 1.0)  # a missed fire: less sure
     jitter = found.jitter_s
     ready_by = fire - jitter - margin
-    end = fire + jitter + margin
     gb = profile.memory_gb
     lead = profile.load_s + margin
     multiplier = 1.0 + forecast.follow_on(now)
+    end = fire + max(jitter + margin, _late_fire_hold_s(
+        jitter, found.confidence * multiplier * gbs_per_cold_start / gb))
     why = (f"periodic every {found.period_s:.0f}s (jitter {jitter:.1f}s), next fire expected "
            f"at {fire:.0f}")
     if resident and ready_by - now <= lead:
@@ -163,6 +164,28 @@ def periodic_window(profile: ModelProfile, forecast: ModelForecast, now: float,
                        "fires")
         return PeriodicPlan((cycle, fire_window), found.period_s)
     return PeriodicPlan((fire_window,), found.period_s)
+
+
+def _late_fire_hold_s(jitter_s: float, worth_s: float) -> float:
+    """How long after its expected time a fire that has not come yet is still worth waiting
+    for. Fires are taken as normal around the schedule with sigma ``jitter_s / 2`` (the jitter
+    is a bound of about two sigmas); a share of them strays. Waiting pays while the hazard of
+    the late fire, ``phi(z) / (sigma * (1 - Phi(z)))`` weighted by the share that is not
+    stray, times what it is worth (``worth_s``: cold starts avoided x price / GB, in seconds)
+    exceeds 1. Capped at four sigmas, where the stray share dominates anyway."""
+    sigma = max(jitter_s, 1e-3) / 2.0
+    z = 0.0
+    while z < 4.0:
+        tail = 0.5 * math.erfc(z / math.sqrt(2.0))
+        density = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+        if density * worth_s < sigma * (tail + _LATE_FIRE_STRAY):
+            break
+        z += 0.25
+    return z * sigma
+
+
+#: Share of fires assumed late beyond any schedule (keeps the late-fire hazard bounded).
+_LATE_FIRE_STRAY = 0.05
 
 
 def hazard_windows(profile: ModelProfile, forecast: ModelForecast, gbs_per_cold_start: float,

@@ -165,3 +165,22 @@ def test_decayed_structures_halve_and_renormalise() -> None:
         rate.add(i * 2.0)
     assert rate.rate(4000.0) == pytest.approx(0.5, rel=0.05)
     assert idle_bin(0.0) == 0 and idle_bin(1e9) == idle_bin(1e12)
+
+
+def test_hazard_follows_news_in_a_sparse_tail_at_once() -> None:
+    fc = ModelForecast()
+    for i in range(5001):  # a well-sampled body: 5000 idle times of 1 s
+        fc.observe(float(i))
+    before = fc.hazard_now(5000.0 + 300.0)
+    evidence = fc.evidence
+    fc.observe(5001.0)
+    assert fc.evidence - evidence < 0.001  # one more idle time in the body is hardly news
+    t = 5001.0
+    for _ in range(3):  # a new regime: requests every 5 minutes
+        t += 300.0
+        evidence = fc.evidence
+        fc.observe(t)
+        assert fc.evidence - evidence > 0.5  # where almost nothing was seen, it is
+    # Three idle times are far fewer than the 5000 before, and only 15 minutes have passed,
+    # but the hazard at a 5-minute silence is recomputed and has risen with them.
+    assert fc.hazard_now(t + 300.0) > 5 * before

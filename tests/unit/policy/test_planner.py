@@ -206,3 +206,30 @@ def test_make_policy_guards_the_trace_and_names() -> None:
         make_policy("fifo", models)
     with pytest.raises(ValueError):
         make_policy("ours", models, 0.0)
+
+
+def test_a_late_fire_is_waited_for_while_it_is_worth_the_memory() -> None:
+    from controlplane.policy.forecast import ModelForecast
+    from controlplane.policy.windows import load_margin_s, periodic_window
+
+    fc = ModelForecast()
+    trace = periodic_trace("m", 300.0, 2.0, jitter_s=3.0, seed=1)
+    for t, _ in trace:
+        fc.observe(t)
+    found = fc.periodicity()
+    assert found is not None
+    now = trace[-1][0] + 30.0
+    fire = fc.predicted_next(now)
+    assert fire is not None
+    profile = ModelProfile("m", 5000.0, 2.0)
+    ends = {}
+    for price in (30.0, 300.0, 1e6):
+        plan = periodic_window(profile, fc, now, price, resident=False)
+        assert plan is not None
+        ends[price] = plan.windows[-1].end - fire
+    # Cheap cold starts: the window ends a margin after the jitter, as before.
+    assert ends[30.0] == pytest.approx(found.jitter_s + load_margin_s(profile))
+    # Dear ones: a fire that has not come yet is waited for longer, up to four sigmas
+    # (twice the jitter bound).
+    assert ends[30.0] < ends[300.0] <= ends[1e6]
+    assert ends[1e6] == pytest.approx(2.0 * found.jitter_s)
