@@ -176,8 +176,13 @@ class ModelManager:
         Returns whether our state changed."""
         if model.lock.locked() or model.load_task is not None or model.since > observed_at:
             return False  # an operation of ours is in flight, or changed the state since
-        if seen == model.state or (seen is ModelState.COLD and model.state is ModelState.FAILED):
-            return False  # Triton forgets failures it did not record in the index
+        if seen == model.state:
+            return False
+        if model.state is ModelState.FAILED and seen in (ModelState.COLD, ModelState.LOADING):
+            # Triton forgets failures it did not record in the index; and a load of ours that
+            # timed out goes on in Triton (LOADING): the failure, and the retry back-off of
+            # lazy loads, stand until Triton settles it
+            return False
         await self._set(model, seen, reason)
         return True
 

@@ -172,6 +172,10 @@ async def test_a_load_that_outlives_its_timeout_is_adopted_when_triton_finishes_
     with pytest.raises(ModelLoadFailed, match="did not finish within 2s"):
         await manager.load("slow")
     assert manager.state("slow") == ModelState.FAILED
+    # still loading in Triton: the failure (and the lazy-load back-off) stands meanwhile
+    assert [e.state for e in await manager.client.model_index("slow")] == ["LOADING"]
+    assert "slow" not in await manager.reconcile()
+    assert manager.state("slow") == ModelState.FAILED
     # Triton went on with the load: once it is done, the model is ours, memory and all
     assert await until(lambda: manager.state("slow") == ModelState.READY, 15)
     status = manager.status("slow")
