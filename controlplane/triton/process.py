@@ -77,6 +77,8 @@ class TritonProcess:
     disable_auto_complete_config: bool = True
     extra_args: list[str] = field(default_factory=list)
     _popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    #: exit code of a start-up that ended on its own (not stopped by us for taking too long)
+    _startup_exit: int | None = field(default=None, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -128,10 +130,13 @@ class TritonProcess:
         return env
 
     async def launch(self, attempts: int = 3) -> None:
-        """Start and wait until live; retry with fresh ports if auto-picked ones were taken.
+        """Start and wait until live; retry when the failure can be transient.
 
         A port found free can be taken by someone else before Triton binds it; Triton then
-        exits at start-up. Ports set explicitly are not retried: that conflict is real.
+        exits at start-up, and we retry on fresh ports. Ports set explicitly are not retried:
+        that conflict is real. A start-up that dies by a signal (seen here under heavy CPU
+        load: gRPC's ``epoll_wait error: Bad file descriptor`` abort) is retried as is; an
+        ordinary non-zero exit (a bad flag, a missing repository) is not.
         """
         auto = [a for a in ("grpc_port", "http_port", "metrics_port") if getattr(self, a) == 0]
         for attempt in range(1, attempts + 1):
@@ -140,11 +145,13 @@ class TritonProcess:
                 await self.wait_live()
                 return
             except TritonStartError:
-                taken = "already in use" in self.log_tail(10)
-                if not auto or not taken or attempt == attempts:
+                taken = bool(auto) and "already in use" in self.log_tail(10)
+                crashed = (self._startup_exit or 0) < 0
+                if not (taken or crashed) or attempt == attempts:
                     raise
-                log.warning("tritonserver exited at start-up (attempt %d), retrying on other "
-                            "ports:\n%s", attempt, self.log_tail(5))
+                log.warning("tritonserver %s at start-up (attempt %d), retrying:\n%s",
+                            "crashed" if crashed else "found its port taken", attempt,
+                            self.log_tail(5))
                 for name in auto:
                     setattr(self, name, 0)
 
@@ -178,11 +185,13 @@ class TritonProcess:
                  self.log_path)
 
     async def wait_live(self) -> None:
+        self._startup_exit = None
         deadline = time.monotonic() + self.startup_timeout_s
         async with httpx.AsyncClient(timeout=1.0) as http:
             while True:
                 code = self.returncode
                 if code is not None:
+                    self._startup_exit = code
                     raise TritonStartError(
                         f"tritonserver exited with code {code} during start-up; "
                         f"log {self.log_path}:\n{self.log_tail()}"

@@ -6,6 +6,8 @@ tracker takes a baseline once a model is warm and stores only what traffic added
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +16,8 @@ from controlplane.errors import ControlPlaneError
 from controlplane.triton.client import TritonClient
 from controlplane.types import ModelName
 from controlplane.warmup.configs import WarmupStore
+
+log = logging.getLogger(__name__)
 
 
 def executions_by_batch(stats: dict[str, Any]) -> dict[int, int]:
@@ -43,8 +47,32 @@ class BatchStatsTracker:
         self.warmups = warmups
         self._baseline: dict[ModelName, dict[int, int]] = {}
 
-    async def reset(self, model: ModelName) -> None:
-        self._baseline[model] = executions_by_batch(await self.client.statistics(model))
+    async def settled_statistics(self, model: ModelName, *, expected: int,
+                                 settle_s: float = 1.0) -> dict[str, Any]:
+        """Triton's statistics once they count ``expected`` executions (or ``settle_s`` on).
+
+        Triton reports an execution's statistics after its response has left, so a read right
+        after the last warm-up sample or probe can miss it: read early, a probe would later
+        count as traffic, and a warm-up sample would go missing from the load's figures.
+        """
+        deadline = time.monotonic() + settle_s
+        while True:
+            stats = await self.client.statistics(model)
+            counted = sum(executions_by_batch(stats).values())
+            if counted >= expected:
+                return stats
+            if time.monotonic() >= deadline:
+                log.warning("%s: Triton's statistics count %d executions after %.1fs, "
+                            "expected %d; going on with them", model, counted, settle_s,
+                            expected)
+                return stats
+            await asyncio.sleep(0.01)
+
+    async def reset(self, model: ModelName, *, expected: int = 0,
+                    settle_s: float = 1.0) -> None:
+        """Baseline the counters once they hold the ``expected`` warm-up and probe executions."""
+        stats = await self.settled_statistics(model, expected=expected, settle_s=settle_s)
+        self._baseline[model] = executions_by_batch(stats)
 
     async def collect(self, model: ModelName) -> dict[int, int]:
         """Store what traffic executed since the baseline; returns that delta."""

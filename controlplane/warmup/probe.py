@@ -69,6 +69,14 @@ def probe_inputs(stored: StoredWarmup, spec: ModelSpec,
     return requests
 
 
+def expected_warmup_executions(stored: StoredWarmup | None, spec: ModelSpec) -> int:
+    """Executions Triton runs for the applied warm-up: each sample ``count`` times (0 means
+    once), on every model instance."""
+    if stored is None:
+        return 0
+    return spec.instance_count * sum(max(1, int(s.get("count", 0))) for s in stored.samples)
+
+
 def settled(latencies: list[float], window: int, tolerance: float) -> bool:
     """The last ``window`` latencies all lie within ``tolerance`` of their median."""
     if len(latencies) < window:
@@ -95,12 +103,15 @@ class WarmupProbe:
             self._aio = None
 
     async def probe(self, spec: ModelSpec) -> dict[str, Any]:
-        figures: dict[str, Any] = warmup_figures(await self.client.statistics(spec.name))
         stored = self.preparer.applied.get(spec.name)
+        figures: dict[str, Any] = warmup_figures(await self.batch_stats.settled_statistics(
+            spec.name, expected=expected_warmup_executions(stored, spec)))
         requests = probe_inputs(stored, spec, self.options.shapes) if stored else []
         if requests and self.options.max_probes:
             figures.update(await self._probe(spec.name, requests))
-        await self.batch_stats.reset(spec.name)  # probes and warm-up are not traffic
+        # probes and warm-up are not traffic; probes run one at a time, one execution each
+        await self.batch_stats.reset(spec.name, expected=figures["warmup_executions"]
+                                     + figures.get("probe_count", 0))
         return figures
 
     async def _probe(self, model: str, requests: list[list[grpcclient.InferInput]]

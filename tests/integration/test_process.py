@@ -72,6 +72,56 @@ def test_port_in_use_fails_fast_with_log_tail(tmp_path: Path, repo: Path) -> Non
         first.stop()
 
 
+def _flaky_binary(tmp_path: Path, real: Path, crashes: int) -> Path:
+    """A tritonserver that aborts (SIGABRT, as the gRPC epoll abort does) on its first
+    ``crashes`` starts, then runs the real binary: the crash itself cannot be caused on demand."""
+    counter = tmp_path / "starts"
+    wrapper = tmp_path / "tritonserver"
+    wrapper.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        n=$(cat {counter} 2>/dev/null || echo 0); echo $((n + 1)) > {counter}
+        if [ "$n" -lt {crashes} ]; then
+            echo "epoll_wait error: Bad file descriptor"; kill -ABRT $$
+        fi
+        exec {real} "$@"
+    """))
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _process(tmp_path: Path, repo: Path, binary: Path) -> TritonProcess:
+    real = TritonDistribution.locate()
+    dist = TritonDistribution.locate(binary)
+    assert dist.stub == real.stub
+    return TritonProcess(dist, repo,
+                         dist.assemble_backend_dir(ROOT / "triton_backends", tmp_path / "be"),
+                         tmp_path / "triton.log", startup_timeout_s=30)
+
+
+def test_a_start_up_crash_is_retried(tmp_path: Path, repo: Path) -> None:
+    import asyncio
+    binary = _flaky_binary(tmp_path, TritonDistribution.locate().binary, crashes=1)
+    process = _process(tmp_path, repo, binary)
+    try:
+        asyncio.run(process.launch())
+        assert httpx.get(f"{process.http_url}/v2/health/live", timeout=2).status_code == 200
+        assert (tmp_path / "starts").read_text().strip() == "2"
+        assert (tmp_path / "triton.log.1").read_text().startswith("epoll_wait error")
+    finally:
+        process.stop()
+
+
+def test_a_start_up_that_keeps_crashing_gives_up_with_the_log(
+    tmp_path: Path, repo: Path
+) -> None:
+    import asyncio
+    binary = _flaky_binary(tmp_path, TritonDistribution.locate().binary, crashes=10)
+    process = _process(tmp_path, repo, binary)
+    with pytest.raises(TritonStartError, match=r"exited with code -6(.|\n)*epoll_wait"):
+        asyncio.run(process.launch(attempts=2))
+    assert (tmp_path / "starts").read_text().strip() == "2"
+
+
 def _stubs(backend_dir: Path) -> list[int]:
     stub = str(backend_dir / "python" / "triton_python_backend_stub").encode()
     found = []

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
+from controlplane.triton.client import TritonClient
 from controlplane.triton.repository import ModelSpec, TensorSpec
-from controlplane.warmup.batch_stats import executions_by_batch, warmup_figures
-from controlplane.warmup.configs import StoredWarmup
+from controlplane.warmup.batch_stats import (
+    BatchStatsTracker,
+    executions_by_batch,
+    warmup_figures,
+)
+from controlplane.warmup.configs import StoredWarmup, WarmupStore
 from controlplane.warmup.probe import probe_inputs, settled
 
 
@@ -67,3 +74,32 @@ def test_probe_inputs_follow_the_applied_samples() -> None:
     assert len(probe_inputs(stored, _spec(8), limit=5)) == 2
     unbatched = probe_inputs(stored, _spec(0), limit=1)[0]
     assert unbatched[0].shape() == [3]
+
+
+class _LaggingStatistics:
+    """Triton's statistics as read right after the last probe's response: the probe's
+    execution shows up a few reads later. A stand-in because the real lag (microseconds, after
+    the response leaves the backend) cannot be produced on demand against a live Triton."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self.counts = counts
+
+    async def statistics(self, model: str) -> dict[str, Any]:
+        n = self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
+        return {"model_stats": [{"batch_stats": [
+            {"batch_size": "1", "compute_infer": {"count": str(n), "ns": "0"}}]}]}
+
+
+async def test_baseline_waits_for_the_last_probe_to_be_counted() -> None:
+    tracker = BatchStatsTracker(cast(TritonClient, _LaggingStatistics([7, 7, 8])),
+                                cast(WarmupStore, None))
+    await tracker.reset("m", expected=8)
+    assert tracker._baseline["m"] == {1: 8}
+
+
+async def test_baseline_gives_up_waiting_after_its_settle_time() -> None:
+    tracker = BatchStatsTracker(cast(TritonClient, _LaggingStatistics([3])),
+                                cast(WarmupStore, None))
+    t0 = time.monotonic()
+    await tracker.reset("m", expected=5, settle_s=0.05)
+    assert tracker._baseline["m"] == {1: 3} and time.monotonic() - t0 < 1.0
