@@ -56,6 +56,8 @@ class _Model:
     load_s: float | None = None
     #: monotonic time of the last failed load (lazy loads back off from it)
     failed_at: float = float("-inf")
+    #: the last load failed on our timeout, not in Triton: Triton's verdict is still to come
+    timed_out: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     load_task: asyncio.Task[None] | None = None
 
@@ -177,6 +179,10 @@ class ModelManager:
         if model.lock.locked() or model.load_task is not None or model.since > observed_at:
             return False  # an operation of ours is in flight, or changed the state since
         if seen == model.state:
+            if seen is ModelState.FAILED and model.timed_out and reason:
+                # the load we gave up on failed in Triton after all: its reason says why
+                await self._set(model, seen, f"{reason} (after our load timed out)")
+                return True
             return False
         if model.state is ModelState.FAILED and seen in (ModelState.COLD, ModelState.LOADING):
             # Triton forgets failures it did not record in the index; and a load of ours that
@@ -362,6 +368,7 @@ class ModelManager:
         log.warning("load of %s %s: %s", model.name, outcome, reason)
         model.failed_at = time.monotonic()
         await self._set(model, ModelState.FAILED, reason)
+        model.timed_out = outcome == "timeout"
         await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
             outcome, error=reason, triton_s=triton_s, details=details or None), utcnow())
 
@@ -413,6 +420,7 @@ class ModelManager:
                    *, memory_bytes: int | None = None, load_s: float | None = None) -> None:
         now = utcnow()
         model.state, model.reason, model.since = state, reason, now
+        model.timed_out = False
         await self.store.db.run(self.store.set_state, model.name, state.value, reason, at=now,
                                 memory_bytes=memory_bytes, load_s=load_s)
         for listener in self.listeners:

@@ -184,6 +184,23 @@ async def test_a_load_that_outlives_its_timeout_is_adopted_when_triton_finishes_
     assert (await manager.unload("slow")).state == ModelState.COLD
 
 
+async def test_a_load_that_outlives_its_timeout_and_then_fails_takes_tritons_reason(
+    repo: Path, make_manager: MakeManager
+) -> None:
+    add_identity(repo, "doomed", init_sleep_s="3", init_fail="weights are corrupt")
+    manager = make_manager(load_timeout_s=1)
+    await manager.start()
+    with pytest.raises(ModelLoadFailed, match="did not finish within 1s"):
+        await manager.load("doomed")
+    assert "weights are corrupt" not in (manager.status("doomed").reason or "")
+    assert await until(
+        lambda: "weights are corrupt" in (manager.status("doomed").reason or ""), 15)
+    status = manager.status("doomed")
+    assert status.state == ModelState.FAILED
+    assert "after our load timed out" in (status.reason or "")
+    assert "doomed" not in await manager.reconcile()  # settled: no more changes
+
+
 async def test_periodic_reconcile_picks_up_what_changed_behind_our_back(
     repo: Path, make_manager: MakeManager
 ) -> None:
