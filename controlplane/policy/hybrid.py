@@ -22,11 +22,11 @@ recomputed only after the histogram has grown by about 1% since the last time.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Mapping
 
 from controlplane.policy.baselines import LastUse, load_pinned
+from controlplane.policy.timers import TimerHeap
 from controlplane.policy.types import Action, ClusterView, ModelProfile, Residency
 
 _HEAD, _TAIL = 0.05, 0.99
@@ -115,12 +115,10 @@ class HybridHistogram:
         self._hist: dict[str, _IdleHistogram] = {}
         self._use = LastUse()
         self._gen: dict[str, int] = {}
-        self._timers: list[tuple[float, int, str, str, int]] = []
-        self._seq = 0
+        self._timers = TimerHeap()
 
     def _push(self, t: float, model: str, kind: str) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (t, self._seq, model, kind, self._gen[model]))
+        self._timers.push(t, model, kind, self._gen[model])
 
     def observe(self, model: str, t: float) -> None:
         last = self._use.last.get(model)
@@ -147,8 +145,7 @@ class HybridHistogram:
         unloads: list[Action] = []
         free = view.budget_mb - view.resident_mb()
         retry = []
-        while self._timers and self._timers[0][0] <= view.now:
-            _, _, name, kind, gen = heapq.heappop(self._timers)
+        for _, _, name, kind, gen in self._timers.pop_due(view.now):
             profile = view.models.get(name)
             if gen != self._gen.get(name) or profile is None or profile.pinned:
                 continue
@@ -168,9 +165,4 @@ class HybridHistogram:
         return unloads + actions
 
     def next_wakeup(self, now: float) -> float | None:
-        while self._timers:
-            t, _, name, _, gen = self._timers[0]
-            if gen == self._gen.get(name):
-                return t
-            heapq.heappop(self._timers)
-        return None
+        return self._timers.next_live(lambda timer: timer.token == self._gen.get(timer.model))

@@ -10,12 +10,12 @@ it lets itself use (default 1.0).
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from controlplane.policy.baselines import load_pinned
+from controlplane.policy.timers import TimerHeap
 from controlplane.policy.types import Action, ClusterView, ModelProfile, Residency
 
 
@@ -40,8 +40,7 @@ class Oracle:
             arrivals[model].append(t)
         self._arrivals = {m: sorted(ts) for m, ts in arrivals.items()}
         self._next = {m: 0 for m in self._arrivals}  # index of the first request not yet seen
-        self._timers: list[tuple[float, int, str, str, int]] = []
-        self._seq = 0
+        self._timers = TimerHeap()
         for model in self._arrivals:
             self._schedule_preload(model, models)
 
@@ -50,16 +49,12 @@ class Oracle:
         i = self._next.get(model, 0)
         return times[i] if times is not None and i < len(times) else math.inf
 
-    def _push(self, t: float, model: str, kind: str, index: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (t, self._seq, model, kind, index))
-
     def _schedule_preload(self, model: str, models: Mapping[str, ModelProfile]) -> None:
         profile = models.get(model)
         nxt = self._next_use(model)
         if profile is not None and math.isfinite(nxt):
-            self._push(max(0.0, just_in_time(nxt, profile.load_s)), model, "load",
-                       self._next[model])
+            self._timers.push(max(0.0, just_in_time(nxt, profile.load_s)), model, "load",
+                              self._next[model])
 
     def observe(self, model: str, t: float) -> None:
         times = self._arrivals.get(model)
@@ -69,7 +64,7 @@ class Oracle:
         while i < len(times) and times[i] <= t:
             i += 1
         self._next[model] = i
-        self._push(t, model, "check", i)
+        self._timers.push(t, model, "check", i)
 
     def _needed_soon(self, model: str, now: float, load_s: float) -> bool:
         # Staying until the next request costs (next - now); leaving and coming back costs load_s.
@@ -108,15 +103,14 @@ class Oracle:
         loads = load_pinned(view)
         gone: set[str] = set()
         used_mb: float | None = None
-        while self._timers and self._timers[0][0] <= now:
-            _, _, name, kind, index = heapq.heappop(self._timers)
+        for _, _, name, kind, index in self._timers.pop_due(now):
             profile = view.models.get(name)
             if profile is None or profile.pinned or index != self._next.get(name):
                 continue
             state = view.state(name)
             if kind == "check":
                 if state is Residency.LOADING:
-                    self._push(now + min(0.25, profile.load_s), name, "check", index)
+                    self._timers.push(now + min(0.25, profile.load_s), name, "check", index)
                     continue
                 if state is Residency.READY and not self._needed_soon(name, now,
                                                                        profile.load_s):
@@ -143,10 +137,5 @@ class Oracle:
         return unloads + loads
 
     def next_wakeup(self, now: float) -> float | None:
-        while self._timers:
-            t, _, name, _, index = self._timers[0]
-            if index == self._next.get(name):
-                return t
-            heapq.heappop(self._timers)
-        return None
+        return self._timers.next_live(lambda timer: timer.token == self._next.get(timer.model))
 

@@ -15,13 +15,13 @@ so between recomputes newer requests only move them along.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from controlplane.policy.budget import SWAP_MARGIN, BudgetPacking
 from controlplane.policy.forecast import ModelForecast
+from controlplane.policy.timers import TimerHeap
 from controlplane.policy.types import (
     Action,
     ClusterView,
@@ -84,8 +84,7 @@ class ForecastPlanner:
         self._models: Mapping[str, ModelProfile] = models
         self._epoch_offset = epoch_offset_s
         self._states: dict[str, _ModelState] = {}
-        self._timers: list[tuple[float, int, str]] = []
-        self._seq = 0
+        self._timers = TimerHeap()
         # Insertion-ordered dicts as sets: runs stay deterministic.
         self._urgent: dict[str, None] = {}
         self._retry: dict[str, None] = {}
@@ -140,8 +139,8 @@ class ForecastPlanner:
         now = view.now
         self._models = view.models
         touched: dict[str, None] = {}
-        while self._timers and self._timers[0][0] <= now:
-            touched[heapq.heappop(self._timers)[2]] = None
+        for timer in self._timers.pop_due(now):
+            touched[timer.model] = None
         touched.update(self._urgent)
         self._urgent.clear()
         if now >= self._next_scan:
@@ -164,12 +163,7 @@ class ForecastPlanner:
     def next_wakeup(self, now: float) -> float | None:
         if self._urgent:
             return now
-        while self._timers:
-            t, _, name = self._timers[0]
-            if self._states[name].timer == t:
-                return t
-            heapq.heappop(self._timers)  # superseded
-        return None
+        return self._timers.next_live(lambda timer: self._states[timer.model].timer == timer.t)
 
     # -- explanation -----------------------------------------------------------------------
 
@@ -264,8 +258,7 @@ class ForecastPlanner:
             st.timer = t
             return
         st.timer = t
-        self._seq += 1
-        heapq.heappush(self._timers, (t, self._seq, name))
+        self._timers.push(t, name)
 
     def _refresh(self, name: str, view: ClusterView) -> None:
         """Bring the model's windows up to date and set its next timer."""
