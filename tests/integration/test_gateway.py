@@ -23,24 +23,13 @@ from controlplane.config import Settings
 from controlplane.store.database import Database
 from controlplane.traffic.store import TrafficStore
 from tests.integration.conftest import StartControlPlane
+from tests.support.gateway import gateway_client, identity_input
 from tests.support.repository import (
     add_decoupled,
     add_example,
     add_identity,
     add_warmed_identity,
 )
-
-
-def _x(values: list[list[float]]) -> list[grpcclient.InferInput]:
-    array = np.array(values, dtype=np.float32)
-    tensor = grpcclient.InferInput("INPUT0", list(array.shape), "FP32")
-    tensor.set_data_from_numpy(array)
-    return [tensor]
-
-
-def _client(cp: ControlPlane) -> grpcclient.InferenceServerClient:
-    assert cp.gateway_url is not None
-    return grpcclient.InferenceServerClient(cp.gateway_url)
 
 
 async def test_unchanged_tritonclient_programs_work_through_the_gateway(
@@ -52,7 +41,7 @@ async def test_unchanged_tritonclient_programs_work_through_the_gateway(
     cp = await start_cp()
 
     def sync_program() -> dict[str, Any]:
-        with _client(cp) as c:
+        with gateway_client(cp) as c:
             seen: dict[str, Any] = {
                 "live": c.is_server_live(), "ready": c.is_server_ready(),
                 "model_ready": c.is_model_ready("ident"),
@@ -61,14 +50,15 @@ async def test_unchanged_tritonclient_programs_work_through_the_gateway(
                 "cold_meta": c.get_model_metadata("ident", as_json=True),
                 "cold_config": c.get_model_config("ident", as_json=True)["config"],
             }
-            seen["out"] = c.infer("ident", _x([[1.0, 2.0, 3.0]])).as_numpy("OUTPUT0").tolist()
+            result = c.infer("ident", identity_input([[1.0, 2.0, 3.0]]))
+            seen["out"] = result.as_numpy("OUTPUT0").tolist()
             seen["meta"] = c.get_model_metadata("ident", as_json=True)
             seen["stats"] = c.get_inference_statistics("ident", as_json=True)
             seen["index"] = {m["name"]: m.get("state") for m in
                              c.get_model_repository_index(as_json=True)["models"]}
             results: list[tuple[Any, Any]] = []
             done = threading.Event()
-            c.async_infer("ident", _x([[5.0]]),
+            c.async_infer("ident", identity_input([[5.0]]),
                           lambda result, error: (results.append((result, error)), done.set()))
             assert done.wait(30)
             seen["async"] = results[0][0].as_numpy("OUTPUT0").tolist()
@@ -77,7 +67,7 @@ async def test_unchanged_tritonclient_programs_work_through_the_gateway(
             flat = grpcclient.InferInput("INPUT0", [3], "FP32")  # no batch dim: max_batch_size 0
             flat.set_data_from_numpy(np.array([1.0, 2.0, 3.0], dtype=np.float32))
             c.async_stream_infer("fanout", [flat], request_id="s1")
-            c.async_stream_infer("ident", _x([[9.0]]), request_id="s2")
+            c.async_stream_infer("ident", identity_input([[9.0]]), request_id="s2")
             streamed: list[Any] = []
             try:
                 for _ in range(4):
@@ -107,7 +97,7 @@ async def test_unchanged_tritonclient_programs_work_through_the_gateway(
     # the asyncio client too
     assert cp.gateway_url is not None
     async with grpcclient_aio.InferenceServerClient(cp.gateway_url) as aio:
-        result = await aio.infer("ident", _x([[4.0]]))
+        result = await aio.infer("ident", identity_input([[4.0]]))
         assert result.as_numpy("OUTPUT0").tolist() == [[4.0]]
 
 
@@ -120,8 +110,8 @@ async def test_concurrent_first_requests_cause_exactly_one_load(
     assert cp.manager is not None and cp.manager.state("lazy") == "cold"
 
     def one(i: int) -> list[list[float]]:
-        with _client(cp) as c:
-            return c.infer("lazy", _x([[float(i)]]), client_timeout=30).as_numpy(
+        with gateway_client(cp) as c:
+            return c.infer("lazy", identity_input([[float(i)]]), client_timeout=30).as_numpy(
                 "OUTPUT0").tolist()
 
     loop = asyncio.get_running_loop()
@@ -144,16 +134,16 @@ async def test_failing_load_is_unavailable_with_the_reason(
 ) -> None:
     add_identity(repo, "broken", init_fail="cannot open the weights")
     cp = await start_cp()
-    with _client(cp) as c:
+    with gateway_client(cp) as c:
         for _ in range(2):  # the second fails at once, from the recorded failure
             t0 = time.monotonic()
             with pytest.raises(InferenceServerException) as info:
-                await asyncio.to_thread(c.infer, "broken", _x([[1.0]]))
+                await asyncio.to_thread(c.infer, "broken", identity_input([[1.0]]))
             assert info.value.status() == "StatusCode.UNAVAILABLE"
             assert "cannot open the weights" in (info.value.message() or "")
         assert time.monotonic() - t0 < 0.5
         with pytest.raises(InferenceServerException) as unknown:
-            await asyncio.to_thread(c.infer, "nope", _x([[1.0]]))
+            await asyncio.to_thread(c.infer, "nope", identity_input([[1.0]]))
         assert unknown.value.status() == "StatusCode.NOT_FOUND"
     assert cp.manager is not None
     assert len(cp.manager.store.events("broken")) == 1  # the backoff did not retry
@@ -162,10 +152,10 @@ async def test_failing_load_is_unavailable_with_the_reason(
 async def test_deadline_shorter_than_the_load(repo: Path, start_cp: StartControlPlane) -> None:
     add_identity(repo, "slow", init_sleep_s="2")
     cp = await start_cp()
-    with _client(cp) as c:
+    with gateway_client(cp) as c:
         t0 = time.monotonic()
         with pytest.raises(InferenceServerException) as info:
-            await asyncio.to_thread(c.infer, "slow", _x([[1.0]]), client_timeout=0.5)
+            await asyncio.to_thread(c.infer, "slow", identity_input([[1.0]]), client_timeout=0.5)
         assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
         assert time.monotonic() - t0 < 1.5
         assert cp.manager is not None
@@ -175,7 +165,7 @@ async def test_deadline_shorter_than_the_load(repo: Path, start_cp: StartControl
             await asyncio.sleep(0.05)
         assert cp.manager.ready_now("slow")
         t1 = time.monotonic()
-        result = await asyncio.to_thread(c.infer, "slow", _x([[2.0]]), client_timeout=5)
+        result = await asyncio.to_thread(c.infer, "slow", identity_input([[2.0]]), client_timeout=5)
         assert result.as_numpy("OUTPUT0").tolist() == [[2.0]]
         assert time.monotonic() - t1 < 0.5
 
@@ -186,10 +176,10 @@ async def test_recorded_shapes_and_counts_match_what_was_sent_warmup_excluded(
     add_warmed_identity(repo, "warmed", batch_size=2, count=3)
     cp = await start_cp(traffic={"flush_interval_s": 0.2})
     sent = {(1, 4): 7, (2, 4): 3, (1, 9): 5}
-    with _client(cp) as c:
+    with gateway_client(cp) as c:
         for (batch, width), n in sent.items():
             for _ in range(n):
-                await asyncio.to_thread(c.infer, "warmed", _x([[0.5] * width] * batch))
+                await asyncio.to_thread(c.infer, "warmed", identity_input([[0.5] * width] * batch))
         stats = await asyncio.to_thread(c.get_inference_statistics, "warmed", "", None, True)
     triton_count = int(stats["model_stats"][0]["inference_count"])
     # config.pbtxt's own warm-up (2 x 3) ran, and warmctl's generated warm-up and probes on top
@@ -210,9 +200,9 @@ async def test_nothing_recorded_is_lost_on_a_clean_stop(
     settings = make_settings(gateway={"port": 0}, traffic={"flush_interval_s": 3600})
     cp = ControlPlane(settings)
     await cp.start(wait_pinned=True)
-    with _client(cp) as c:
+    with gateway_client(cp) as c:
         for i in range(50):
-            await asyncio.to_thread(c.infer, "ident", _x([[float(i)]]))
+            await asyncio.to_thread(c.infer, "ident", identity_input([[float(i)]]))
     await cp.stop()  # no flush has run yet: the interval is an hour
     database = Database(settings.db_url)
     try:
@@ -229,10 +219,10 @@ async def test_payload_samples_are_opt_in_and_bounded(
     add_identity(repo, "private")
     cp = await start_cp(models={"sampled": {"sample_payloads": True}},
                         traffic={"sample_per_shape": 2})
-    with _client(cp) as c:
+    with gateway_client(cp) as c:
         for i in range(5):
             for model in ("sampled", "private"):
-                await asyncio.to_thread(c.infer, model, _x([[float(i), 1.5]]))
+                await asyncio.to_thread(c.infer, model, identity_input([[float(i), 1.5]]))
     assert cp.recorder is not None and cp.traffic is not None
     await cp.recorder.flush()
     samples = cp.traffic.samples("sampled")
@@ -249,7 +239,7 @@ async def test_repository_control_and_malformed_requests(
 ) -> None:
     add_identity(repo, "ident")
     cp = await start_cp()
-    with _client(cp) as c:
+    with gateway_client(cp) as c:
         with pytest.raises(InferenceServerException) as refused:
             await asyncio.to_thread(c.load_model, "ident")
         assert refused.value.status() == "StatusCode.PERMISSION_DENIED"
@@ -262,7 +252,7 @@ async def test_repository_control_and_malformed_requests(
         assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     allowed = await start_cp(gateway={"allow_repository_control": True})
-    with _client(allowed) as c:
+    with gateway_client(allowed) as c:
         await asyncio.to_thread(c.load_model, "ident")
         assert allowed.manager is not None and allowed.manager.ready_now("ident")
         await asyncio.to_thread(c.unload_model, "ident")
@@ -278,10 +268,10 @@ async def test_stream_errors_arrive_in_stream_and_the_stream_goes_on(
 
     def program() -> list[tuple[str | None, str | None]]:
         responses: queue.Queue[Any] = queue.Queue()
-        with _client(cp) as c:
+        with gateway_client(cp) as c:
             c.start_stream(callback=lambda result, error: responses.put((result, error)))
             for model, request_id in (("nope", "a"), ("broken", "b"), ("ident", "c")):
-                c.async_stream_infer(model, _x([[1.0]]), request_id=request_id)
+                c.async_stream_infer(model, identity_input([[1.0]]), request_id=request_id)
             got = [responses.get(timeout=30) for _ in range(3)]
             c.stop_stream()
         return [(r.get_response().id if r else None, str(e) if e else None) for r, e in got]
@@ -297,9 +287,9 @@ async def test_admin_usage_and_shapes(repo: Path, start_cp: StartControlPlane) -
 
     add_identity(repo, "ident")
     cp = await start_cp()
-    with _client(cp) as c:
+    with gateway_client(cp) as c:
         for width in (3, 3, 5):
-            await asyncio.to_thread(c.infer, "ident", _x([[1.0] * width]))
+            await asyncio.to_thread(c.infer, "ident", identity_input([[1.0] * width]))
     assert cp.recorder is not None
     await cp.recorder.flush()
     async with httpx.AsyncClient(base_url=cp.admin_url) as http:
@@ -326,13 +316,13 @@ async def test_a_mixed_stream_cannot_crash_triton_through_the_gateway(
     def program() -> int:
         answered = 0
         responses: queue.Queue[Any] = queue.Queue()
-        with _client(cp) as c:
+        with gateway_client(cp) as c:
             for trial in range(30):
                 c.start_stream(callback=lambda result, error: responses.put((result, error)))
                 flat = grpcclient.InferInput("INPUT0", [3], "FP32")
                 flat.set_data_from_numpy(np.array([1.0, 2.0, 3.0], dtype=np.float32))
                 c.async_stream_infer("fanout", [flat], request_id=f"f{trial}")
-                c.async_stream_infer("ident", _x([[9.0]]), request_id=f"i{trial}")
+                c.async_stream_infer("ident", identity_input([[9.0]]), request_id=f"i{trial}")
                 for _ in range(4):
                     result, error = responses.get(timeout=10)
                     assert error is None and result.get_response().id in (f"f{trial}",

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-import tritonclient.grpc as grpcclient
 
 from controlplane.app import ControlPlane
 from controlplane.config import Settings
@@ -20,6 +18,8 @@ from controlplane.lifecycle.states import ModelState
 from controlplane.store.database import Database
 from controlplane.traffic.observation import Observation
 from controlplane.traffic.store import TrafficStore
+from tests.integration.conftest import StartControlPlane
+from tests.support.gateway import gateway_client, identity_input
 from tests.support.repository import add_identity
 from tests.support.waiting import until
 
@@ -36,11 +36,8 @@ def _history(settings: Settings, arrivals: list[tuple[str, float]]) -> None:
 
 
 def _infer(cp: ControlPlane, model: str) -> None:
-    assert cp.gateway_url is not None
-    with grpcclient.InferenceServerClient(cp.gateway_url) as c:
-        x = grpcclient.InferInput("INPUT0", [1, 4], "FP32")
-        x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
-        c.infer(model, [x], client_timeout=30)
+    with gateway_client(cp) as c:
+        c.infer(model, identity_input([[1.0] * 4]), client_timeout=30)
 
 
 async def test_periodic_model_is_preloaded_and_idle_model_unloaded(
@@ -141,57 +138,46 @@ async def test_schedule_and_rules_survive_a_restart(
 
 
 async def test_a_demand_load_unloads_first_to_stay_within_the_budget(
-    repo: Path, make_settings: Callable[..., Settings]
+    repo: Path, start_cp: StartControlPlane
 ) -> None:
     add_identity(repo, "first")
     add_identity(repo, "second")
     # both are estimated at ~230 MB (no plugin metrics for plain Python models): one fits
-    settings = make_settings(gateway={"port": 0},
-                             scheduler={"memory_budget_mb": 300, "interval_s": 60})
-    cp = ControlPlane(settings)
-    await cp.start(wait_pinned=True)
-    try:
-        assert cp.manager is not None and cp.scheduler is not None
-        transitions: list[tuple[str, ModelState]] = []
-        cp.manager.listeners.append(lambda m, s: transitions.append((m, s)))
-        await asyncio.to_thread(_infer, cp, "first")
-        await asyncio.to_thread(_infer, cp, "second")
-        assert cp.manager.state("first") is ModelState.COLD
-        assert cp.manager.state("second") is ModelState.READY
-        unload = cp.manager.store.events("first", limit=1)[0]
-        assert (unload.action, unload.trigger) == ("unload", "scheduler")
-        # the room was made while the second was loading, before Triton had it (warming)
-        order = [t for t in transitions if t[0] == "second" or t[1] is ModelState.COLD]
-        assert order.index(("first", ModelState.COLD)) < order.index(
-            ("second", ModelState.WARMING))
-        assert order.index(("second", ModelState.LOADING)) < order.index(
-            ("first", ModelState.COLD))
-        assert cp.scheduler.view().resident_mb() <= 300
-    finally:
-        await cp.stop()
+    cp = await start_cp(scheduler={"memory_budget_mb": 300, "interval_s": 60})
+    assert cp.manager is not None and cp.scheduler is not None
+    transitions: list[tuple[str, ModelState]] = []
+    cp.manager.listeners.append(lambda m, s: transitions.append((m, s)))
+    await asyncio.to_thread(_infer, cp, "first")
+    await asyncio.to_thread(_infer, cp, "second")
+    assert cp.manager.state("first") is ModelState.COLD
+    assert cp.manager.state("second") is ModelState.READY
+    unload = cp.manager.store.events("first", limit=1)[0]
+    assert (unload.action, unload.trigger) == ("unload", "scheduler")
+    # the room was made while the second was loading, before Triton had it (warming)
+    order = [t for t in transitions if t[0] == "second" or t[1] is ModelState.COLD]
+    assert order.index(("first", ModelState.COLD)) < order.index(
+        ("second", ModelState.WARMING))
+    assert order.index(("second", ModelState.LOADING)) < order.index(
+        ("first", ModelState.COLD))
+    assert cp.scheduler.view().resident_mb() <= 300
 
 
 async def test_a_model_never_requested_waits_for_its_first_request(
-    repo: Path, make_settings: Callable[..., Settings]
+    repo: Path, start_cp: StartControlPlane
 ) -> None:
     add_identity(repo, "never")
     # the default knob: the policy's prior (about one request an hour) alone would preload it
-    settings = make_settings(gateway={"port": 0}, scheduler={"interval_s": 0.5})
-    cp = ControlPlane(settings)
-    await cp.start(wait_pinned=True)
-    try:
-        assert cp.manager is not None and cp.jobs is not None
-        await asyncio.sleep(3)  # several planning passes
-        assert cp.manager.state("never") is ModelState.COLD
-        assert not cp.manager.store.events("never", limit=1)
-        assert not any(i.endswith("preload:never") for i, _ in cp.jobs.jobs())
-        async with httpx.AsyncClient(base_url=cp.admin_url) as http:
-            [line] = [m for m in (await http.get("/plan")).json()["models"]
-                      if m["model"] == "never"]
-        # the policy's own lazy reason is "no requests seen yet"; this one is the driver's
-        assert line["decision"] == "lazy" and "first request" in line["why"]
+    cp = await start_cp(scheduler={"interval_s": 0.5})
+    assert cp.manager is not None and cp.jobs is not None
+    await asyncio.sleep(3)  # several planning passes
+    assert cp.manager.state("never") is ModelState.COLD
+    assert not cp.manager.store.events("never", limit=1)
+    assert not any(i.endswith("preload:never") for i, _ in cp.jobs.jobs())
+    async with httpx.AsyncClient(base_url=cp.admin_url) as http:
+        [line] = [m for m in (await http.get("/plan")).json()["models"]
+                  if m["model"] == "never"]
+    # the policy's own lazy reason is "no requests seen yet"; this one is the driver's
+    assert line["decision"] == "lazy" and "first request" in line["why"]
 
-        await asyncio.to_thread(_infer, cp, "never")  # its first request loads it
-        assert cp.manager.state("never") is ModelState.READY
-    finally:
-        await cp.stop()
+    await asyncio.to_thread(_infer, cp, "never")  # its first request loads it
+    assert cp.manager.state("never") is ModelState.READY
