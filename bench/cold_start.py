@@ -1,6 +1,6 @@
 """Cold-start baseline: what a load and the first request cost with no warm-up configured.
 
-    python bench/cold_start.py [--repeats 3] [--steady 200] [--models a,b]
+    python bench/cold_start.py [--repeats 3] [--steady 200] [--models a,b] [--device gpu]
 
 Prints JSON: per example model, the load-to-ready time and the plugin's breakdown of it, the
 first request's latency right after load, and the steady p50/p99 after --steady requests,
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (
     EXAMPLE_MODELS,
     embedded_stack,
+    example_repository,
     machine,
     median,
     percentile,
@@ -34,10 +35,10 @@ from bench.common import (
 
 
 async def measure(model: str, repeats: int, steady: int, state_dir: Path,
-                  auto_complete: bool) -> dict[str, Any]:
+                  auto_complete: bool, repository: Path) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     triton = {"disable_auto_complete_config": not auto_complete}
-    async with embedded_stack(state_dir, triton=triton) as manager:
+    async with embedded_stack(state_dir, repository=repository, triton=triton) as manager:
         assert manager.instance.process is not None
         url = manager.instance.process.grpc_url
         spec = manager.repository.spec(model)
@@ -88,13 +89,16 @@ async def main() -> None:
     parser.add_argument("--auto-complete", action="store_true",
                         help="leave Triton's config auto-complete on (Triton's default; "
                              "warmctl turns it off)")
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="gpu: the example configs say KIND_GPU, as a GPU user's would")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        repository = example_repository(args.device, Path(tmp))
         for model in args.models.split(","):
             results[model] = await measure(model, args.repeats, args.steady, Path(tmp) / model,
-                                           args.auto_complete)
-    print(json.dumps({"bench": "cold_start", "warmup": "none",
+                                           args.auto_complete, repository)
+    print(json.dumps({"bench": "cold_start", "warmup": "none", "device": args.device,
                       "triton_auto_complete": args.auto_complete, "machine": machine(),
                       "models": results}, indent=2))
 

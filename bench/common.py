@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -76,15 +77,45 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def bench_settings(state_dir: Path, **overrides: Any) -> Settings:
-    return load_settings(data_dir=state_dir, model_repository=ROOT / "model_repository",
+def example_repository(device: str, scratch: Path) -> Path:
+    """The example models as a user on ``device`` (cpu or gpu) would configure them.
+
+    ``cpu``: the repository as shipped. ``gpu``: a copy in ``scratch`` whose configs say
+    KIND_GPU (weights hard-linked), which is how a GPU user writes them; warmctl keeps a
+    model's own kind unless the GPU budget forces a move.
+    """
+    source = ROOT / "model_repository"
+    if device == "cpu":
+        return source
+    if device != "gpu":
+        raise ValueError(f"device must be cpu or gpu, not {device!r}")
+    target = scratch / "model_repository_gpu"
+    for model in EXAMPLE_MODELS:
+        (target / model / "1").mkdir(parents=True, exist_ok=True)
+        config = (source / model / "config.pbtxt").read_text()
+        (target / model / "config.pbtxt").write_text(config.replace("KIND_CPU", "KIND_GPU"))
+        weights = source / model / "1" / "model.pt"
+        link = target / model / "1" / "model.pt"
+        if not link.exists():
+            try:
+                os.link(weights, link)
+            except OSError:
+                shutil.copy(weights, link)
+    return target
+
+
+def bench_settings(state_dir: Path, *, repository: Path | None = None,
+                   **overrides: Any) -> Settings:
+    return load_settings(data_dir=state_dir,
+                         model_repository=repository or ROOT / "model_repository",
                          backends_dir=ROOT / "triton_backends", **overrides)
 
 
 @contextlib.asynccontextmanager
-async def embedded_stack(state_dir: Path, **overrides: Any) -> AsyncIterator[ModelManager]:
+async def embedded_stack(state_dir: Path, *, repository: Path | None = None,
+                         **overrides: Any) -> AsyncIterator[ModelManager]:
     """Embedded Triton + lifecycle manager on a fresh SQLite file (no admin API, no gateway)."""
-    settings = bench_settings(state_dir, **overrides)
+    settings = bench_settings(state_dir, repository=repository, **overrides)
     database = Database(settings.db_url)
     database.migrate()
     instance = await TritonInstance.from_settings(settings)

@@ -1,6 +1,6 @@
 """First requests after load: no warm-up vs a static one-shape warm-up vs ours.
 
-    python bench/first_request.py [--rounds 3] [--models a,b] [--record 400]
+    python bench/first_request.py [--rounds 3] [--models a,b] [--record 400] [--device gpu]
 
 For each example model: record a traffic mix through the gateway (shapes drawn, seeded, from
 the mix below), then, each round and variant on a fresh load, send the first 100 requests
@@ -13,6 +13,16 @@ Variants: (a) no warm-up, no probes; (b) a hand-written static warm-up at one fi
 (batch 1, typical dims, zero data, count 3), no probes; (c) warmctl: generated from the
 recorded traffic, then probed until latency settles. Reference "warm": the same request
 sequences replayed on the fully warm model, i.e. the spread this machine shows anyway.
+
+Before any traffic is recorded, the same first-100 measurement compares how a model's first
+loads behave: ``first_load.probe_only`` is warmctl now (a plain load, then probes; a probe
+that succeeded may become a warm-up sample for later loads) and ``first_load.synthetic``
+the synthetic warm-up warmctl generated from the config alone up to commit 92beddd (batch 1
+and the largest batch the dynamic batcher forms, variable dims at 16, zero data), which could
+fail the load of a model it did not fit.
+
+``--device gpu`` runs the example models with KIND_GPU configs (scheduler on, defaults as a
+user would run them).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from tritonclient.utils import InferenceServerException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, machine, percentile
+from bench.common import ROOT, example_repository, machine, percentile
 from controlplane.app import ControlPlane
 from controlplane.config import load_settings
 from controlplane.lifecycle.states import LoadPlan
@@ -121,6 +131,65 @@ class StaticPreparer:
                         details={"variant": "static"})
 
 
+class SyntheticPreparer:
+    """The config-only warm-up warmctl generated before any traffic up to commit 92beddd."""
+
+    async def prepare(self, spec: ModelSpec) -> LoadPlan:
+        top = spec.max_batch_size
+        if spec.preferred_batch_sizes:
+            top = min(max(spec.preferred_batch_sizes), spec.max_batch_size)
+        batches = sorted({1, top}) if spec.max_batch_size > 0 and spec.dynamic_batching else [1]
+        inputs = {t.name: {"data_type": t.data_type, "dims": [str(16 if d == -1 else d)
+                                                              for d in t.dims],
+                           "zero_data": True} for t in spec.inputs}
+        warmup = [{"name": f"default_b{b}", "batch_size": b, "inputs": inputs, "count": 3}
+                  for b in batches]
+        return LoadPlan(config={**spec.config, "model_warmup": warmup},
+                        details={"variant": "synthetic"})
+
+
+async def first_loads(cp: ControlPlane, model: str, rounds: int,
+                      variants: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each round and variant: a fresh load of a model with no recorded traffic, then the
+    first 100 requests straight to Triton (raw latencies; ratios are taken later)."""
+    assert cp.manager is not None and cp.instance is not None
+    manager, url = cp.manager, cp.instance.grpc_url
+    spec = manager.repository.spec(model)
+    ours = (manager.preparer, manager.probe)
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for r in range(rounds):
+        order = list(variants)[r % 2:] + list(variants)[:r % 2]
+        for name in order:
+            await manager.unload(model, trigger="bench", force=True)
+            manager.preparer, manager.probe = variants[name]
+            await manager.load(model, trigger="bench")
+            event = manager.store.events(model, limit=1)[0]
+            shapes = request_shapes(spec, 100, 2000 + r)
+            latencies = await asyncio.to_thread(timed, url, spec, shapes, r)
+            results[name].append({"load_to_ready_s": event.duration_s, "shapes": shapes,
+                                  "latencies": latencies})
+    manager.preparer, manager.probe = ours
+    await manager.unload(model, trigger="bench", force=True)
+    return results
+
+
+def summarize(runs: list[dict[str, Any]], steady: dict[str, float]) -> dict[str, Any]:
+    raw = [x for run in runs for x in run["latencies"]]
+    ratios = [x / steady[key(s)] for run in runs
+              for x, s in zip(run["latencies"], run["shapes"], strict=True)]
+    firsts = [run["latencies"][0] / steady[key(run["shapes"][0])] for run in runs]
+    return {
+        "load_to_ready_s": round(statistics.median(r["load_to_ready_s"] for r in runs), 3),
+        "first100_p50_ms": round(percentile(raw, 50) * 1e3, 3),
+        "first100_p99_ms": round(percentile(raw, 99) * 1e3, 3),
+        "first100_max_ms": round(max(raw) * 1e3, 3),
+        "ratio_p50": round(percentile(ratios, 50), 3),
+        "ratio_p99": round(percentile(ratios, 99), 3),
+        "ratio_max": round(max(ratios), 3),
+        "first_request_ratio": round(statistics.median(firsts), 2),
+    }
+
+
 async def bench_model(cp: ControlPlane, model: str, rounds: int, record: int) -> dict[str, Any]:
     assert cp.manager is not None and cp.instance is not None and cp.gateway_url
     manager, url = cp.manager, cp.instance.grpc_url
@@ -128,10 +197,18 @@ async def bench_model(cp: ControlPlane, model: str, rounds: int, record: int) ->
     ours = (manager.preparer, manager.probe)
     variants = {"none": (None, None), "static": (StaticPreparer(), None), "generated": ours}
 
+    # a model nobody has sent traffic to yet: its first loads
+    before_traffic = await first_loads(cp, model, rounds, {
+        "probe_only": ours, "synthetic": (SyntheticPreparer(), None)})
+
     # record the traffic mix through the gateway (it lazily loads the model with its default)
     await asyncio.to_thread(timed, cp.gateway_url, spec, request_shapes(spec, record, 1), 1)
     assert cp.recorder is not None
     await cp.recorder.flush()
+    # one load that proves the traffic-shaped samples by probes (warmctl applies a sample in
+    # model_warmup only once the model served it); the measured loads below apply them
+    await manager.unload(model, trigger="bench", force=True)
+    await manager.load(model, trigger="bench")
 
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(rounds):
@@ -163,20 +240,9 @@ async def bench_model(cp: ControlPlane, model: str, rounds: int, record: int) ->
 
     report: dict[str, Any] = {"steady_p50_ms": round(percentile(steady_mix, 50) * 1e3, 3)}
     for name, runs in results.items():
-        raw = [x for run in runs for x in run["latencies"]]
-        ratios = [x / steady[key(s)] for run in runs
-                  for x, s in zip(run["latencies"], run["shapes"], strict=True)]
-        firsts = [run["latencies"][0] / steady[key(run["shapes"][0])] for run in runs]
-        report[name] = {
-            "load_to_ready_s": round(statistics.median(r["load_to_ready_s"] for r in runs), 3),
-            "first100_p50_ms": round(percentile(raw, 50) * 1e3, 3),
-            "first100_p99_ms": round(percentile(raw, 99) * 1e3, 3),
-            "first100_max_ms": round(max(raw) * 1e3, 3),
-            "ratio_p50": round(percentile(ratios, 50), 3),
-            "ratio_p99": round(percentile(ratios, 99), 3),
-            "ratio_max": round(max(ratios), 3),
-            "first_request_ratio": round(statistics.median(firsts), 2),
-        }
+        report[name] = summarize(runs, steady)
+    report["first_load"] = {name: summarize(runs, steady)
+                            for name, runs in before_traffic.items()}
     g, n, w = report["generated"], report["none"], report["warm"]
     report["targets"] = {
         "generated_p50_le_1.2x_steady": g["ratio_p50"] <= 1.2,
@@ -196,12 +262,15 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--record", type=int, default=400)
     parser.add_argument("--models", default=",".join(MIXES))
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="gpu: the example configs say KIND_GPU, as a GPU user's would")
     args = parser.parse_args()
-    out: dict[str, Any] = {"bench": "first_request", "machine": machine(), "models": {}}
+    out: dict[str, Any] = {"bench": "first_request", "device": args.device,
+                           "machine": machine(), "models": {}}
     for model in args.models.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             settings = load_settings(
-                data_dir=Path(tmp), model_repository=ROOT / "model_repository",
+                data_dir=Path(tmp), model_repository=example_repository(args.device, Path(tmp)),
                 backends_dir=ROOT / "triton_backends", admin={"port": 0}, gateway={"port": 0},
                 warmup={"min_requests": 50})
             cp = ControlPlane(settings)

@@ -6,24 +6,36 @@ import asyncio
 import contextlib
 import logging
 import socket
-from dataclasses import dataclass, field
 
 import uvicorn
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 
+from controlplane.admin.auth import gateway_guard
+from controlplane.compile_cache.cold_start import ColdStarts
+from controlplane.compile_cache.store import CompileCacheStore
 from controlplane.config import Settings
 from controlplane.errors import ConfigError, ControlPlaneError
 from controlplane.gateway.server import Gateway
+from controlplane.lifecycle.backoff import BackoffPolicy
 from controlplane.lifecycle.manager import LoadPreparer, ModelManager
+from controlplane.lifecycle.recovery import signals_lost
+from controlplane.loops import Loops
+from controlplane.readiness import Readiness
 from controlplane.scheduler.driver import LiveScheduler
+from controlplane.scheduler.gpus import detect_gpus, resolve_gpu_budget
 from controlplane.scheduler.jobs import JobRunner
 from controlplane.scheduler.levels import Level
 from controlplane.scheduler.placing import PlacingPreparer
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
+from controlplane.traffic.admission import DeclaredInputs
+from controlplane.traffic.ranges import RangeSampler
 from controlplane.traffic.recorder import PayloadSampler, TrafficRecorder
 from controlplane.traffic.store import Retention, TrafficStore
+from controlplane.triton.distribution import missing_backends
 from controlplane.triton.instance import TritonInstance
 from controlplane.triton.repository import ModelRepository
+from controlplane.triton.supervisor import TritonSupervisor
 from controlplane.types import ModelName
 from controlplane.warmup.batch_stats import BatchStatsTracker
 from controlplane.warmup.configs import WarmupStore
@@ -34,28 +46,23 @@ from controlplane.warmup.probe import WarmupProbe
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Readiness:
-    """Whether the control plane may take traffic: pinned models loaded, Triton live."""
-
-    pinned_done: bool = False
-    pinned_failures: dict[ModelName, str] = field(default_factory=dict)
-
-    @property
-    def ready(self) -> bool:
-        return self.pinned_done and not self.pinned_failures
-
-
 class ControlPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.database = Database(settings.db_url)
         self.repository = ModelRepository(settings.model_repository)
         self.readiness = Readiness()
+        #: last run and last error of every background loop (``/healthz``)
+        self.loops = Loops()
+        self.supervisor: TritonSupervisor | None = None
         self.instance: TritonInstance | None = None
         self.manager: ModelManager | None = None
         self.traffic: TrafficStore | None = None
         self.warmups = WarmupStore(self.database)
+        #: torch.compile artifacts kept between loads; None when switched off
+        self.compile_cache = CompileCacheStore.from_settings(settings)
+        self.cold_starts = (ColdStarts(self.compile_cache, settings.model_repository)
+                            if self.compile_cache else None)
         self.preparer: WarmupPreparer | None = None
         self.probe: WarmupProbe | None = None
         self.drift: DriftWatcher | None = None
@@ -75,13 +82,16 @@ class ControlPlane:
         if unknown:
             log.warning("configured models not in %s: %s", s.model_repository, ", ".join(unknown))
         await self.database.run(self.database.migrate)
+        if self.compile_cache is not None:
+            await asyncio.to_thread(self.compile_cache.prune)
         self.instance = await TritonInstance.from_settings(s)
         try:
             self.traffic = TrafficStore(self.database, self.instance.name)
             batch_stats = BatchStatsTracker(self.instance.client, self.warmups)
             if s.warmup.enabled:
                 self.preparer = WarmupPreparer(repository=self.repository, warmups=self.warmups,
-                                               traffic=self.traffic, options=s.warmup)
+                                               traffic=self.traffic, options=s.warmup,
+                                               models=s.models)
                 self.probe = WarmupProbe(preparer=self.preparer, client=self.instance.client,
                                          options=s.warmup.probe, batch_stats=batch_stats)
             preparer: LoadPreparer | None = self.preparer
@@ -94,18 +104,36 @@ class ControlPlane:
                 pinned=[m for m in s.pinned_models() if m in self.repository],
                 preparer=preparer,
                 probe=self.probe,
-                retry_failed_after_s=s.gateway.retry_failed_load_after_s,
+                backoff=BackoffPolicy(initial_s=s.lifecycle.retry_initial_s,
+                                      multiplier=s.lifecycle.retry_multiplier,
+                                      max_s=s.lifecycle.retry_max_s),
+                disabled={**self._missing_backends(),
+                          **{name: "[models] disabled = true in the settings"
+                             for name, m in s.models.items() if m.disabled}},
             )
             self.manager.before_unload.append(batch_stats.collect)
+            if self.preparer is not None:
+                # Triton refused a load carrying our warm-up: never apply that version again
+                self.manager.additions_rejected.append(self.preparer.rejected)
+            if self.cold_starts is not None:
+                self.manager.after_load.append(self.cold_starts.observe)
             await self.manager.start()
-            self._tasks.append(asyncio.create_task(
-                self.manager.keep_reconciling(s.triton.reconcile_interval_s), name="reconcile"))
+            self.supervisor = self.instance.supervise(s.triton.supervision, self.loops)
+            self.supervisor.listeners.append(self.manager)
+            self.supervisor.start()
+            self.readiness.manager, self.readiness.supervisor = self.manager, self.supervisor
+            self._tasks.append(asyncio.create_task(self.loops.every(
+                "reconcile", s.triton.reconcile_interval_s, self.manager.reconcile),
+                name="reconcile"))
             if self.preparer is not None:
                 self.drift = DriftWatcher(manager=self.manager, preparer=self.preparer,
                                           batch_stats=batch_stats, options=s.warmup)
-                self._tasks.append(asyncio.create_task(self.drift.run(), name="warmup-drift"))
+                self._tasks.append(asyncio.create_task(self.loops.every(
+                    "warmup-drift", s.warmup.drift_check_interval_s, self.drift.check),
+                    name="warmup-drift"))
             if s.traffic.enabled:
                 self.recorder = self._make_recorder(self.traffic)
+                self.recorder.on_pass = self._flush_pass
                 await self.recorder.start()
             if s.gateway.enabled:
                 self.gateway = Gateway(
@@ -116,6 +144,11 @@ class ControlPlane:
                     call_timeout_s=s.triton.call_timeout_s,
                     allow_repository_control=s.gateway.allow_repository_control,
                     ready=lambda: self.readiness.ready,
+                    triton_down=self.supervisor.down_reason,
+                    upstream_error=self._upstream_error,
+                    max_request_bytes=s.gateway.max_request_bytes,
+                    expose_tracebacks=s.gateway.expose_tracebacks,
+                    guard=gateway_guard(s),
                 )
                 port = await self.gateway.start(s.gateway.host, s.gateway.port)
                 log.info("inference gateway on %s:%d", s.gateway.host, port)
@@ -130,20 +163,58 @@ class ControlPlane:
         if wait_pinned:
             await warm
 
-    def _device(self, model: ModelName) -> Level:
-        return self.scheduler.device(model) if self.scheduler else Level.CPU
+    def _missing_backends(self) -> dict[ModelName, str]:
+        """Models the embedded Triton has no backend for (an external one's are unknown)."""
+        assert self.instance is not None
+        process = self.instance.process
+        return {} if process is None else missing_backends(self.repository, process.backend_dir)
+
+    def _device(self, model: ModelName) -> Level | None:
+        return self.scheduler.device(model) if self.scheduler else None
 
     async def _start_scheduler(self) -> None:
         assert self.manager is not None and self.traffic is not None
+        assert self.instance is not None
         s = self.settings
-        self.scheduler = LiveScheduler(manager=self.manager, traffic=self.traffic,
-                                       options=s.scheduler)
+        # The GPU budget is what the GPUs have unless configured; refused without GPUs.
+        gpus = await detect_gpus(self.instance.metrics)
+        gpu_budget = resolve_gpu_budget(s.scheduler.gpu_memory_budget_mb, gpus,
+                                        s.scheduler.gpu_memory_reserve_mb)
+        if gpus:
+            log.info("GPUs seen by Triton: %d; GPU budget %.0f MB", len(gpus), gpu_budget)
+        self.scheduler = LiveScheduler(
+            manager=self.manager, traffic=self.traffic,
+            options=s.scheduler.model_copy(update={"gpu_memory_budget_mb": gpu_budget}))
+        if self.cold_starts is not None:  # before start(): its first profiles use it
+            self.scheduler.book.cold_start = self.cold_starts.expected_load_s
         await self.scheduler.start()
         if self.recorder is not None:
             self.recorder.listeners.append(self.scheduler.observe)
         self.jobs = JobRunner(self.scheduler, engine=self.database.engine,
                               instance=s.instance_name, rules=s.scheduler.rules)
         await self.jobs.start()
+        self.jobs.aps.add_listener(self._job_ran, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+
+    def _job_ran(self, event: JobExecutionEvent) -> None:
+        """The scheduler's jobs report to ``/healthz`` as the loop ``scheduler``."""
+        if event.exception is not None:
+            self.loops.failed("scheduler", f"job {event.job_id}: {event.exception}")
+        else:
+            self.loops.ok("scheduler")
+
+    def _upstream_error(self, model: ModelName, status: str, message: str) -> None:
+        """Triton failed a request the gateway forwarded (``status``: gRPC status name):
+        Triton itself may be gone (probe it now), or it lost the model (check, reload)."""
+        if self.supervisor is not None and status == "UNAVAILABLE":
+            self.supervisor.poke()
+        if self.manager is not None and signals_lost(status, message):
+            self.manager.model_lost(model, message)
+
+    def _flush_pass(self, error: BaseException | None) -> None:
+        if error is None:
+            self.loops.ok("traffic-flush")
+        else:
+            self.loops.failed("traffic-flush", error)
 
     def _make_recorder(self, store: TrafficStore) -> TrafficRecorder:
         t = self.settings.traffic
@@ -161,6 +232,11 @@ class ControlPlane:
                 shapes_s=t.shape_retention_days * 86400,
                 samples_s=t.sample_retention_days * 86400),
             sampler=sampler,
+            ranges=RangeSampler(t.range_sample_every),
+            # known models and their declared inputs only (traffic/admission.py)
+            declared=DeclaredInputs(
+                self.repository.names,
+                lambda model: (i.name for i in self.repository.spec(model).inputs)),
         )
 
     @property
@@ -180,8 +256,9 @@ class ControlPlane:
     async def _start_admin(self) -> None:
         from controlplane.admin.app import create_admin_app
 
+        # log_config=None: uvicorn's records go through warmctl's handler ([log] format)
         config = uvicorn.Config(create_admin_app(self), log_level="warning", lifespan="off",
-                                access_log=False)
+                                access_log=False, log_config=None)
         self._admin = uvicorn.Server(config)
         # Bound here rather than by uvicorn, so port 0 works and the real port is known.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -208,6 +285,8 @@ class ControlPlane:
 
         The gateway drains in-flight requests first, then everything recorded is flushed.
         """
+        if self.supervisor is not None:  # no restart or restore while we stop
+            await self.supervisor.close()
         if self.jobs is not None:
             await self.jobs.stop()
         if self.gateway is not None:

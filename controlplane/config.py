@@ -6,11 +6,20 @@ then a TOML file named by ``WARMCTL_CONFIG_FILE`` or passed to :func:`load_setti
 
 from __future__ import annotations
 
+import difflib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,11 +30,45 @@ from pydantic_settings import (
 from controlplane.errors import ConfigError
 
 ENV_PREFIX = "WARMCTL_"
+#: ``triton_backends/`` of the source tree or editable install this package belongs to
+PACKAGE_BACKENDS = Path(__file__).resolve().parents[1] / "triton_backends"
 
 _config_file: ContextVar[Path | None] = ContextVar("warmctl_config_file", default=None)
 
 
-class TritonSettings(BaseModel):
+class Section(BaseModel):
+    """Base of every settings section: an unknown key is an error, not silently ignored.
+
+    A misspelt key (``[scheduler] memory_budget = 8000`` for ``memory_budget_mb``) would
+    otherwise leave the default in force without a word.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SupervisionSettings(Section):
+    """How Triton is watched after start-up (``[triton.supervision]``)."""
+
+    #: liveness probe: every ``probe_interval_s``, each answer awaited ``probe_timeout_s``
+    probe_interval_s: float = Field(default=1.0, gt=0)
+    probe_timeout_s: float = Field(default=1.0, gt=0)
+    #: probes missed in a row before Triton counts as unresponsive (not ready, models cold)
+    probe_misses: int = Field(default=3, ge=1)
+    #: an embedded Triton unresponsive this long is killed and restarted (0: never). Much
+    #: longer than the not-ready threshold: a merely stopped or swapping server comes back
+    #: by itself, with every model still loaded
+    hang_restart_after_s: float = Field(default=60.0, ge=0)
+    #: restart an embedded Triton that died; first delay, doubled per restart in the window
+    restart: bool = True
+    restart_delay_s: float = Field(default=1.0, ge=0)
+    restart_delay_max_s: float = Field(default=30.0, ge=0)
+    #: at most this many restarts within ``restart_window_s``; then it stays down (and says
+    #: so) until the operator restarts it (``POST /triton/restart``)
+    max_restarts: int = Field(default=5, ge=1)
+    restart_window_s: float = Field(default=600.0, gt=0)
+
+
+class TritonSettings(Section):
     """Where Triton is, and how long we wait for it."""
 
     #: gRPC address (host:port) of an external Triton; unset: start the embedded tritonserver.
@@ -55,9 +98,10 @@ class TritonSettings(BaseModel):
     #: whose config.pbtxt relies on auto-completion.
     disable_auto_complete_config: bool = True
     extra_args: list[str] = Field(default_factory=list)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(Section):
     """Operator settings for one model."""
 
     #: Loaded at start-up, before /readyz turns ready, and never unloaded by the scheduler.
@@ -66,9 +110,14 @@ class ModelSettings(BaseModel):
     priority: int = 0
     #: Keep a few real request payloads per shape (bounded, see traffic.*) as warm-up data.
     sample_payloads: bool = False
+    #: Generated warm-up for this model: False loads it exactly as config.pbtxt says (its own
+    #: model_warmup kept) and sends it no probe requests.
+    warmup: bool = True
+    #: Never load this model (requests get UNAVAILABLE saying so; the scheduler skips it).
+    disabled: bool = False
 
 
-class GatewaySettings(BaseModel):
+class GatewaySettings(Section):
     """The KServe-v2 gRPC front door clients use instead of Triton's own port."""
 
     enabled: bool = True
@@ -76,15 +125,36 @@ class GatewaySettings(BaseModel):
     port: int = Field(default=8001, ge=0, le=65535)
     #: deadline of a request whose client set none (a lazy load counts against it)
     default_deadline_s: float = Field(default=120.0, gt=0)
-    #: after a failed load, requests fail at once with its reason for this long
-    retry_failed_load_after_s: float = Field(default=30.0, ge=0)
     #: RepositoryModelLoad/Unload on the gateway (routed through the control plane)
     allow_repository_control: bool = False
     #: seconds in-flight requests get to finish at shutdown
     grace_s: float = Field(default=5.0, ge=0)
+    #: largest request message accepted (bytes); a larger one gets RESOURCE_EXHAUSTED before
+    #: it is buffered. Also bounds what one client can make the gateway hold in memory.
+    max_request_bytes: int = Field(default=256 << 20, gt=0, le=(2 << 30) - 1)
+    #: send a model's Python traceback (Triton's error text after "At:"/"Traceback") to
+    #: clients; by default they get the error's first line (the root cause) only
+    expose_tracebacks: bool = False
+    #: server-wide RPCs, refused unless enabled here or called with the admin token in the
+    #: ``authorization: Bearer <token>`` metadata: system/CUDA shared-memory register and
+    #: unregister (Triton reads and writes any region it is told of) ...
+    allow_shared_memory: bool = False
+    #: ... and changes to Triton's log and trace settings (reading them is allowed)
+    allow_server_settings: bool = False
 
 
-class TrafficSettings(BaseModel):
+class LifecycleSettings(Section):
+    """Loads that failed: how long automatic retries (requests, scheduler, pins) wait."""
+
+    #: after the first failure in a row; requests meanwhile fail at once with its reason
+    retry_initial_s: float = Field(default=30.0, ge=0)
+    #: each further failure in a row multiplies the wait ...
+    retry_multiplier: float = Field(default=2.0, ge=1)
+    #: ... up to this
+    retry_max_s: float = Field(default=1800.0, ge=0)
+
+
+class TrafficSettings(Section):
     """Recording of what clients send: raw requests, per-minute usage, shapes, samples."""
 
     enabled: bool = True
@@ -98,14 +168,47 @@ class TrafficSettings(BaseModel):
     sample_max_bytes: int = Field(default=1 << 20, gt=0)
     sample_max_model_bytes: int = Field(default=16 << 20, gt=0)
     sample_retention_days: float = Field(default=7.0, gt=0)
+    #: one served request in this many is read (at flush time, never stored) for the value
+    #: ranges of integer inputs that warm-up data stays inside; 0 turns it off
+    range_sample_every: int = Field(default=16, ge=0)
 
 
-class AdminSettings(BaseModel):
+class CompileCacheSettings(Section):
+    """Compiled code of ``torch_compile`` models, kept between loads (``[compile_cache]``).
+
+    The plugin in Triton reads and writes the directory (``WARMCTL_COMPILE_CACHE_DIR`` in
+    the embedded Triton's environment; set it yourself for an external Triton, on a volume
+    every Triton instance mounts); the control plane bounds it and shows it.
+    """
+
+    enabled: bool = True
+    #: default ``<data_dir>/compile_cache``
+    dir: Path | None = None
+    #: all entries together; least recently used ones go first
+    max_mb: float = Field(default=2048.0, gt=0)
+    #: one model's artifacts; larger ones are not cached
+    max_entry_mb: float = Field(default=256.0, gt=0)
+    #: entries kept per model (older keys: another torch, an older model file)
+    keep_per_model: int = Field(default=2, ge=1)
+
+
+class AdminSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    #: bearer tokens (``admin/auth.py``): ``read`` for GETs, the page and ``/metrics``;
+    #: ``admin`` for everything. With neither set, no token is asked for and the admin API
+    #: refuses to listen on anything but a loopback address. Never logged.
+    read_token: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    #: a file of ``read: <token>`` / ``admin: <token>`` lines (a mounted secret), read at start
+    token_file: Path | None = None
+    #: other origins (``https://ops.example.com``) whose pages may call mutating routes
+    allowed_origins: list[str] = Field(default_factory=list)
+    #: ``GET /metrics`` (Prometheus); off: 404, and nothing is collected
+    metrics: bool = True
 
 
-class ProbeOptions(BaseModel):
+class ProbeOptions(Section):
     """Requests sent after Triton reports a model ready, before it gets traffic."""
 
     #: probes end when the last ``window`` latencies of each probed shape lie within
@@ -119,7 +222,7 @@ class ProbeOptions(BaseModel):
     shapes: int = Field(default=3, ge=1)
 
 
-class WarmupOptions(BaseModel):
+class WarmupOptions(Section):
     """Warm-up generated from recorded traffic and applied at every load."""
 
     enabled: bool = True
@@ -142,10 +245,13 @@ class WarmupOptions(BaseModel):
     #: apply a regenerated config at once by a reload (the old instance serves meanwhile);
     #: otherwise it applies at the model's next load
     reload_on_drift: bool = False
+    #: warm-up data files make the load send the whole model directory as ``file:``
+    #: overrides; above this total, samples that need files are left out (zero-data ones stay)
+    max_file_override_bytes: int = Field(default=64 << 20, ge=0)
     probe: ProbeOptions = Field(default_factory=ProbeOptions)
 
 
-class KeepWarmRule(BaseModel):
+class KeepWarmRule(Section):
     """An operator rule: keep ``model`` loaded on ``days`` from ``start`` to ``end``."""
 
     model: str
@@ -157,7 +263,7 @@ class KeepWarmRule(BaseModel):
     timezone: str = "UTC"
 
 
-class SchedulerOptions(BaseModel):
+class SchedulerOptions(Section):
     """Preloading and unloading from usage forecasts, under memory budgets."""
 
     enabled: bool = True
@@ -167,8 +273,12 @@ class SchedulerOptions(BaseModel):
     param: float | None = None
     #: host memory the models of this Triton instance may hold (unset: no limit)
     memory_budget_mb: float | None = Field(default=None, gt=0)
-    #: GPU memory for models on the GPU (0: no GPU; models run on the CPU)
-    gpu_memory_budget_mb: float = Field(default=0.0, ge=0)
+    #: GPU memory models may hold, summed over the GPUs Triton sees. Unset: what the GPUs
+    #: have (Triton's ``nv_gpu_memory_total_bytes``) minus ``gpu_memory_reserve_mb`` per GPU;
+    #: 0 on a host without GPUs. A budget above 0 on a host without GPUs is refused at start.
+    gpu_memory_budget_mb: float | None = Field(default=None, ge=0)
+    #: left free on every GPU when the budget is derived (CUDA context, allocator slack)
+    gpu_memory_reserve_mb: float = Field(default=1024.0, ge=0)
     #: how often the plan is revisited (the policy may ask for earlier wake-ups)
     interval_s: float = Field(default=5.0, gt=0)
     #: recorded arrivals replayed into the forecast at start-up
@@ -183,6 +293,14 @@ class SchedulerOptions(BaseModel):
     rules: list[KeepWarmRule] = Field(default_factory=list)
 
 
+class LogSettings(Section):
+    """warmctl's own log (``observability/logs.py``); ``--verbose`` forces ``debug``."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    #: ``text``: one readable line per record; ``json``: one JSON object per line
+    format: Literal["text", "json"] = "text"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -193,18 +311,22 @@ class Settings(BaseSettings):
     #: State: the SQLite file, Triton's log, the assembled backend directory.
     data_dir: Path = Path(".warmctl")
     model_repository: Path = Path("model_repository")
-    #: Our Python-based Triton backends (one folder per backend).
-    backends_dir: Path = Path("triton_backends")
+    #: Our Python-based Triton backends (one folder per backend). The default is the one
+    #: beside this package, wherever warmctl runs from (not the working directory).
+    backends_dir: Path = PACKAGE_BACKENDS
     #: SQLAlchemy URL; default: ``sqlite:///<data_dir>/controlplane.db``.
     database_url: str | None = None
     instance_name: str = "default"
     triton: TritonSettings = Field(default_factory=TritonSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
     warmup: WarmupOptions = Field(default_factory=WarmupOptions)
     scheduler: SchedulerOptions = Field(default_factory=SchedulerOptions)
+    compile_cache: CompileCacheSettings = Field(default_factory=CompileCacheSettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("data_dir", "model_repository", "backends_dir")
     @classmethod
@@ -251,13 +373,41 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err["loc"], err["type"], err["msg"])
+                             for err in exc.errors())
         source = f" in {config_file}" if config_file else ""
         raise ConfigError(f"invalid configuration{source}: {problems}") from None
     except ValueError as exc:  # malformed TOML
         raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
     finally:
         _config_file.reset(token)
+
+
+def _problem(loc: tuple[int | str, ...], kind: str, message: str) -> str:
+    where = ".".join(str(p) for p in loc) or "<root>"
+    if kind != "extra_forbidden":
+        return f"{where}: {message}"
+    close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6)
+    return f"{where}: unknown key" + (f" (did you mean '{close[0]}'?)" if close else "")
+
+
+def _keys_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at ``loc`` accepts (``models.<name>`` is a ModelSettings)."""
+    current: Any = Settings
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+            # unwrap ``X | None``
+            args = [a for a in get_args(current) if a is not type(None)]
+            if get_origin(current) in (Union, UnionType) and len(args) == 1:
+                current = args[0]
+        elif get_origin(current) in (dict, list):
+            current = get_args(current)[-1]
+        else:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []

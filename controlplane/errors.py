@@ -7,6 +7,8 @@ The transports map the code to their own status in exactly one place each
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from enum import StrEnum
 
 
@@ -19,6 +21,8 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     PERMISSION_DENIED = "permission_denied"
+    #: the request is larger than allowed
+    RESOURCE_EXHAUSTED = "resource_exhausted"
     INTERNAL = "internal"
 
 
@@ -47,7 +51,7 @@ class ModelNotFound(ControlPlaneError):
     code = ErrorCode.NOT_FOUND
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"unknown model '{model}'")
+        super().__init__(f"unknown model '{echo_name(model)}'")
         self.model = model
 
 
@@ -67,7 +71,7 @@ class ModelLoadFailed(ControlPlaneError):
     code = ErrorCode.UNAVAILABLE
 
     def __init__(self, model: str, reason: str) -> None:
-        super().__init__(f"model '{model}' failed to load: {reason}")
+        super().__init__(f"model '{echo_name(model)}' failed to load: {reason}")
         self.model = model
         self.reason = reason
 
@@ -80,3 +84,73 @@ class TritonStartError(ControlPlaneError):
     """The embedded tritonserver did not come up; the message carries its log tail."""
 
     code = ErrorCode.UNAVAILABLE
+
+
+class ResourceExhausted(ControlPlaneError):
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+# -- error text that reaches clients ----------------------------------------------------------
+
+#: longest name (model, input) an error message repeats in full
+NAME_ECHO_LIMIT = 100
+
+
+def echo_name(name: str, limit: int = NAME_ECHO_LIMIT) -> str:
+    """``name`` as an error message may repeat it: whole when short and printable, else its
+    escaped start and its length, so a client's megabyte-long name does not come back."""
+    if not name.isprintable():
+        name = name.encode("unicode_escape").decode("ascii")
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit]}...({len(name)} characters)"
+
+
+# Triton's Python backend appends the stack as "\n\nAt:\n  <file>(<line>): <function>\n" per
+# frame; a model may also put a standard "Traceback (most recent call last):" in its message.
+_BACKEND_FRAMES = re.compile(r"\n*At:\n(?:  [^\n]*(?:\n|$))+")
+_PYTHON_FRAMES = re.compile(r"Traceback \(most recent call last\):\n(?:[ \t][^\n]*(?:\n|$))+")
+
+
+def strip_traceback(text: str) -> str:
+    """``text`` without Python stack frames, keeping the root cause line.
+
+    ``"...message: ValueError: bad id\n\nAt:\n  /models/m/1/model.py(8): execute\n"`` becomes
+    ``"...message: ValueError: bad id"``: the frames name files and code of the server, which a
+    client need not see.
+    """
+    return _PYTHON_FRAMES.sub("", _BACKEND_FRAMES.sub("", text)).rstrip("\n")
+
+
+def shorten(text: str, limit: int, *, cost: Callable[[str], int] | None = None) -> str:
+    """``text`` within ``limit`` units (characters, or ``cost`` per character): its start and
+    its end, where an error's root cause and its innermost frame are, with the middle cut and
+    the cut said. Looks at no more than ``limit`` characters from each end.
+    """
+    weigh = cost or (lambda _: 1)
+    spent = 0
+    for ch in text:
+        spent += weigh(ch)
+        if spent > limit:
+            break
+    else:
+        return text
+    marker = f" [...{len(text)} characters in all, middle cut...] "
+    budget = limit - sum(weigh(ch) for ch in marker)
+    if budget <= 0:
+        return _take(text, limit, weigh)
+    head_budget = budget * 2 // 3
+    tail_budget = budget - head_budget
+    head = _take(text, head_budget, weigh)
+    # every character costs at least 1: the tail lies within the last ``tail_budget`` ones
+    tail = _take(text[len(text) - tail_budget:][::-1], tail_budget, weigh)[::-1]
+    return head + marker + tail
+
+
+def _take(text: str, budget: int, weigh: Callable[[str], int]) -> str:
+    spent = 0
+    for i, ch in enumerate(text):
+        spent += weigh(ch)
+        if spent > budget:
+            return text[:i]
+    return text

@@ -15,5 +15,35 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".${extras}"
 
+# Tests only: promtool checks /metrics, headless chromium loads the status page (Debian
+# packages; Playwright drives this chromium and downloads no browser of its own).
+if [[ "${1:-}" == "--dev" ]] && ! { command -v promtool && command -v chromium; } >/dev/null; then
+    if [[ $(id -u) -eq 0 ]]; then sudo=(); elif command -v sudo >/dev/null; then sudo=(sudo)
+    else sudo=(false); fi
+    if command -v apt-get >/dev/null && "${sudo[@]}" true 2>/dev/null; then
+        { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+          "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+              --no-install-recommends prometheus chromium >/dev/null; } ||
+            echo "install.sh: apt-get could not install prometheus and chromium" >&2
+    else
+        echo "install.sh: install promtool (Debian: prometheus) and chromium yourself;" \
+             "their tests are skipped without them (and fail under CI=true)" >&2
+    fi
+fi
+
+# AOTInductor packages (built below) and torch.compile on CPU compile C++: a compiler is needed
+# here and wherever Triton serves torch_compile models. Without one the AOTInductor example is
+# skipped (saying so) and its tests fail.
+if ! command -v g++ >/dev/null && ! command -v c++ >/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends g++ >/dev/null; } \
+            || echo "install.sh: could not install g++" >&2
+    else
+        echo "install.sh: no C++ compiler (g++): install one for AOTInductor and" \
+             "torch.compile models" >&2
+    fi
+fi
+
 # Example weights are generated with a fixed seed, never downloaded or committed.
 .venv/bin/python model_repository/build_models.py --quiet

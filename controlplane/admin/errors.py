@@ -6,27 +6,33 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from controlplane.errors import ControlPlaneError, ErrorCode
+from controlplane.errors import ControlPlaneError, ErrorCode, echo_name, shorten
 
 HTTP_STATUS = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.PERMISSION_DENIED: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.RESOURCE_EXHAUSTED: 413,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.DEADLINE_EXCEEDED: 504,
 }
 
 
+#: characters of an error message in a response: operators get Triton's whole reason,
+#: tracebacks included, up to this (start and end kept, the middle cut)
+MESSAGE_LIMIT = 64 << 10
+
+
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
-    return {"error": {"code": code, "message": message, **extra}}
+    return {"error": {"code": code, "message": shorten(message, MESSAGE_LIMIT), **extra}}
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def control_plane_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ControlPlaneError)
-        extra = {"model": exc.model} if hasattr(exc, "model") else {}
+        extra = {"model": echo_name(str(exc.model))} if hasattr(exc, "model") else {}
         return JSONResponse(error_body(exc.code.value, exc.message, **extra),
                             status_code=HTTP_STATUS[exc.code])
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter
 
 from controlplane.admin.deps import ControlPlaneDep
 from controlplane.admin.schemas import ActionView, ModelPlanView, PlanView
-from controlplane.errors import Conflict
+from controlplane.errors import Conflict, ControlPlaneError
+from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
-from controlplane.scheduler.levels import Level
+from controlplane.scheduler.levels import Level, own_level
 from controlplane.store.models import LoadEvent
 
 if TYPE_CHECKING:
@@ -40,6 +41,16 @@ def load_times_by_level(events: list[LoadEvent]) -> dict[str, float]:
     return {level: round(statistics.median(times), 3) for level, times in groups.items()}
 
 
+def _own_level(manager: ModelManager, model: str, gpus: bool) -> Level:
+    """Where a model the plan did not move runs: its config's kind (KIND_AUTO: the GPU where
+    there is one, as Triton does)."""
+    try:
+        kind = manager.repository.spec(model).instance_kind
+    except ControlPlaneError:
+        kind = ""
+    return own_level(kind) or (Level.GPU if gpus else Level.CPU)
+
+
 def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
     assert cp.scheduler is not None and cp.manager is not None
     sched, manager = cp.scheduler, cp.manager
@@ -50,7 +61,8 @@ def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
         measured_memory, measured_load = sched.book.measured.get(status.name, (False, False))
         events = manager.store.events(status.name, limit=50)
         if status.state in (ModelState.READY, ModelState.WARMING, ModelState.LOADING):
-            level = sched.device(status.name)
+            level = sched.device(status.name) or _own_level(manager, status.name,
+                                                            sched.gpu_budget_mb > 0)
         elif status.name in sched.state.staged:
             level = Level.STAGED
         else:
@@ -62,7 +74,7 @@ def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
     return PlanView(
         policy=sched.options.policy, param=sched.options.param,
         budget_mb=sched.options.memory_budget_mb,
-        gpu_budget_mb=sched.options.gpu_memory_budget_mb,
+        gpu_budget_mb=sched.gpu_budget_mb,
         resident_mb=round(view.resident_mb(), 1), at=view.now,
         next_wakeup=sched.next_wakeup(), last_tick=sched.state.last_tick,
         models=models,

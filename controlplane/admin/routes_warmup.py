@@ -46,9 +46,10 @@ async def warmup_config(
     """The latest (or ``version``) generated config; ``format=pbtxt`` as config.pbtxt reads."""
     manager.state(name)
     stored = _pick(await cp.warmups.db.run(_versions, cp, name), version, name)
+    states = stored.sample_states(await cp.warmups.db.run(cp.warmups.proofs, name))
     if format == "pbtxt":
-        return PlainTextResponse(stored.pbtxt())
-    return WarmupConfigView.of(stored)
+        return PlainTextResponse(stored.pbtxt(states))
+    return WarmupConfigView.of(stored, states)
 
 
 @router.get("/{name}/warmup-config/versions", response_model=list[WarmupConfigView])

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from controlplane.compile_cache.store import CacheEntry
 from controlplane.lifecycle.states import ModelState, ModelStatus
 from controlplane.store.models import LoadEvent, ShapeStat, UsageMinute
 from controlplane.triton.repository import ModelSpec, TensorSpec
@@ -23,10 +24,22 @@ class ModelView(BaseModel):
     memory_bytes: int | None
     load_s: float | None
     busy: bool
+    #: the operator unloaded it: automatic loads leave it cold until the operator loads it
+    #: (``POST /models/{name}/load``) or releases it (``POST /models/{name}/release``)
+    held: bool = False
+    #: why it is never loaded (``[models.<name>] disabled``, a name Triton cannot serve)
+    disabled: str | None = None
+    #: failed loads in a row
+    failures: int = 0
+    #: a failed model's next automatic retry (exponential back-off); None: none pending
+    retry_at: datetime | None = None
 
     @classmethod
     def of(cls, status: ModelStatus) -> ModelView:
-        return cls(**status.__dict__)
+        values = dict(status.__dict__)
+        if status.retry_at is not None:
+            values["retry_at"] = datetime.fromtimestamp(status.retry_at, UTC)
+        return cls(**values)
 
 
 class TensorView(BaseModel):
@@ -62,6 +75,22 @@ class EventView(BaseModel):
         return cls.model_validate(event, from_attributes=True)
 
 
+class CompileCacheView(BaseModel):
+    """One entry of the compile cache (``torch_compile`` models; ``compile_cache/store.py``)."""
+
+    key: str
+    bytes: int
+    created: datetime
+    last_used: datetime
+    #: what the key is made of: torch, triton, device, gpu, cpu_isa, model_sha256, options
+    fields: dict[str, Any]
+
+    @classmethod
+    def of(cls, entry: CacheEntry) -> CompileCacheView:
+        return cls(key=entry.key, bytes=entry.bytes, created=entry.created,
+                   last_used=entry.last_used, fields=entry.fields)
+
+
 class ModelDetail(ModelView):
     #: None when config.pbtxt cannot be parsed; ``config_error`` says why
     backend: str | None
@@ -71,10 +100,12 @@ class ModelDetail(ModelView):
     config_error: str | None
     #: newest first
     events: list[EventView]
+    #: torch.compile artifacts kept for later loads, most recently used first
+    compile_cache: list[CompileCacheView] = []
 
     @classmethod
     def build(cls, status: ModelStatus, spec: ModelSpec | str,
-              events: list[LoadEvent]) -> ModelDetail:
+              events: list[LoadEvent], cache: list[CacheEntry] | None = None) -> ModelDetail:
         """``spec`` is the parsed config, or the reason it could not be parsed."""
         parsed = spec if isinstance(spec, ModelSpec) else None
         return cls(
@@ -85,6 +116,7 @@ class ModelDetail(ModelView):
             outputs=[TensorView.of(t) for t in parsed.outputs] if parsed else [],
             config_error=None if parsed else str(spec),
             events=[EventView.of(e) for e in events],
+            compile_cache=[CompileCacheView.of(e) for e in cache or []],
         )
 
 
@@ -160,14 +192,23 @@ class WarmupConfigView(BaseModel):
     covered: list[str]
     notes: list[str]
     pbtxt: str
+    #: Triton refused a load with this version: it is never applied again
+    rejected: bool = False
+    rejected_at: datetime | None = None
+    rejected_reason: str | None = None
+    #: sample name -> proven, pending, failed or rejected (only proven ones are applied)
+    sample_states: dict[str, str] | None = None
 
     @classmethod
-    def of(cls, stored: StoredWarmup) -> WarmupConfigView:
+    def of(cls, stored: StoredWarmup,
+           states: dict[str, str] | None = None) -> WarmupConfigView:
         return cls(
             model=stored.model, version=stored.version, created_at=stored.created_at,
             reason=stored.reason, default=stored.default, coverage=stored.coverage,
             samples=stored.samples, files={p: len(d) for p, d in stored.files.items()},
-            covered=sorted(stored.covered), notes=stored.notes, pbtxt=stored.pbtxt())
+            covered=sorted(stored.covered), notes=stored.notes, pbtxt=stored.pbtxt(states),
+            rejected=stored.rejected_at is not None, rejected_at=stored.rejected_at,
+            rejected_reason=stored.rejected_reason, sample_states=states)
 
 
 class ActionView(BaseModel):

@@ -8,21 +8,25 @@ Triton over one shared channel. Answers from Triton come back as they are, error
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from tritonclient.grpc import service_pb2
 
 from controlplane.errors import (
+    ConfigError,
     ControlPlaneError,
     DeadlineExceeded,
     InvalidArgument,
     ModelNotFound,
+    TritonUnavailable,
 )
 from controlplane.gateway.describe import config_response, metadata_response
-from controlplane.gateway.status import abort, grpc_status
+from controlplane.gateway.guard import GUARDED, Guard
+from controlplane.gateway.status import abort, abort_upstream, grpc_status
 from controlplane.gateway.streams import forwarded_metadata, proxy_stream
 from controlplane.gateway.wire import RequestHeader, parse_request_header
 from controlplane.lifecycle.manager import ModelManager
@@ -33,7 +37,14 @@ from controlplane.traffic.recorder import TrafficRecorder
 SERVICE = "inference.GRPCInferenceService"
 #: grpc.aio.ServicerContext; grpcio ships no type information
 Context: TypeAlias = Any
-_UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+_UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
+              # after Triton restarts, reconnect within a second (gRPC's default back-off
+              # grows to minutes while it is down)
+              ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+#: Triton's error text can be longer than gRPC's default 8/16 KiB of metadata (a traceback, a
+#: long input name echoed): take it whole from Triton, then bound it for the client (status.py)
+_UPSTREAM = [*_UNLIMITED, ("grpc.max_metadata_size", 8 << 20),
+             ("grpc.absolute_max_metadata_size", 8 << 20)]
 #: answer DEADLINE_EXCEEDED ourselves slightly before the client's deadline fires
 _DEADLINE_MARGIN_S = 0.005
 _FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "SystemSharedMemoryStatus",
@@ -53,6 +64,11 @@ class Gateway:
         call_timeout_s: float = 10.0,
         allow_repository_control: bool = False,
         ready: Callable[[], bool] = lambda: True,
+        triton_down: Callable[[], str | None] = lambda: None,
+        upstream_error: Callable[[str, str, str], None] | None = None,
+        max_request_bytes: int = 256 << 20,
+        expose_tracebacks: bool = False,
+        guard: Guard | None = None,
     ) -> None:
         self.manager = manager
         self.recorder = recorder
@@ -61,6 +77,18 @@ class Gateway:
         self.call_timeout_s = call_timeout_s
         self.allow_repository_control = allow_repository_control
         self.ready = ready
+        #: why Triton cannot serve now (None: it can): cold requests fail fast meanwhile
+        self.triton_down = triton_down
+        #: told (model, gRPC status name, message) of every error Triton answers a forwarded
+        #: request with: a lost model or a dead Triton is noticed on the first one
+        self.upstream_error = upstream_error
+        self.max_request_bytes = max_request_bytes
+        self.expose_tracebacks = expose_tracebacks
+        #: who may make the server-wide RPCs (``guard.py``)
+        self.guard = guard or Guard(allow_repository_control=allow_repository_control)
+        #: read by ``/metrics`` at scrape time (plain ints: no metrics work per request)
+        self.in_flight = 0
+        self.open_streams = 0
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -68,14 +96,14 @@ class Gateway:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> int:
-        self._channel = grpc.aio.insecure_channel(self.upstream_url, options=_UNLIMITED)
+        self._channel = grpc.aio.insecure_channel(self.upstream_url, options=_UPSTREAM)
         self._calls = {
             name: self._channel.unary_unary(f"/{SERVICE}/{name}")
             for name in ("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", *_FORWARDED)
         }
         self._stream = self._channel.stream_stream(f"/{SERVICE}/ModelStreamInfer")
         handlers: dict[str, grpc.RpcMethodHandler] = {
-            "ModelInfer": grpc.unary_unary_rpc_method_handler(self.model_infer),
+            "ModelInfer": grpc.unary_unary_rpc_method_handler(self._counted_infer),
             "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
             "ServerReady": grpc.unary_unary_rpc_method_handler(self.server_ready),
             "ModelReady": grpc.unary_unary_rpc_method_handler(self.model_ready),
@@ -89,14 +117,33 @@ class Gateway:
         }
         for name in _FORWARDED:
             handlers[name] = grpc.unary_unary_rpc_method_handler(self._forward(name))
-        self._server = grpc.aio.server(options=_UNLIMITED)
+        self._server = grpc.aio.server(options=[
+            # gRPC refuses a larger message itself (RESOURCE_EXHAUSTED "Received message larger
+            # than max") before it is buffered: the bound on what one request can make us hold
+            ("grpc.max_receive_message_length", self.max_request_bytes),
+            ("grpc.max_send_message_length", -1),
+            # grpcio sets SO_REUSEPORT by default: a second gateway on a busy port would start
+            # and silently take part of the traffic
+            ("grpc.so_reuseport", 0),
+        ])
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        try:
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:  # grpcio >= 1.5x raises where older ones returned 0
+            self.port = 0
         if self.port == 0:
-            raise ControlPlaneError(f"gateway cannot listen on {host}:{port}")
+            raise ConfigError(f"gateway cannot listen on {host}:{port}: {_bind_problem(host, port)}"
+                              " (gateway.port / WARMCTL_GATEWAY__PORT)")
         await self._server.start()
         return self.port
+
+    async def abort(self, context: Context,
+                    exc: ControlPlaneError | grpc.aio.AioRpcError) -> NoReturn:
+        """Answer with ``exc``'s status and a client-safe message (``gateway/status.py``)."""
+        if isinstance(exc, grpc.aio.AioRpcError):
+            await abort_upstream(context, exc, expose_tracebacks=self.expose_tracebacks)
+        await abort(context, exc, expose_tracebacks=self.expose_tracebacks)
 
     def open_stream(self, metadata: tuple[tuple[str, str], ...] | None) -> Any:
         """A new ModelStreamInfer call to Triton."""
@@ -110,12 +157,19 @@ class Gateway:
             await self._channel.close()
 
     # -- inference --------------------------------------------------------------------------
+    async def _counted_infer(self, request: bytes, context: Context) -> bytes:
+        self.in_flight += 1
+        try:
+            return await self.model_infer(request, context)
+        finally:
+            self.in_flight -= 1
+
     async def model_infer(self, request: bytes, context: Context) -> bytes:
         arrived = time.time()
         try:
             header = parse_request_header(request)
         except InvalidArgument as exc:
-            await abort(context, exc)
+            await self.abort(context, exc)
         model = header.model
         cold = not self.manager.ready_now(model)
         wait_s = None
@@ -123,10 +177,10 @@ class Gateway:
             try:
                 await self.wait_ready(model, context)
             except ControlPlaneError as exc:
-                if not isinstance(exc, ModelNotFound):
-                    self.record(header, arrived, time.time(), grpc_status(exc).name, True,
-                                time.time() - arrived, request)
-                await abort(context, exc)
+                # unknown names too: the recorder counts them and stores nothing
+                self.record(header, arrived, time.time(), grpc_status(exc).name, True,
+                            time.time() - arrived, request)
+                await self.abort(context, exc)
             wait_s = time.time() - arrived
         remaining = context.time_remaining()
         try:
@@ -135,11 +189,20 @@ class Gateway:
                 metadata=forwarded_metadata(context))
         except grpc.aio.AioRpcError as exc:
             self.record(header, arrived, time.time(), exc.code().name, cold, wait_s, request)
-            await context.abort(exc.code(), exc.details() or "")
+            self.upstream_failed(model, exc.code().name, exc.details() or "")
+            await self.abort(context, exc)
         self.record(header, arrived, time.time(), OK, cold, wait_s, request)
         return response
 
+    def upstream_failed(self, model: str, status: str, message: str) -> None:
+        if self.upstream_error is not None and status != "CANCELLED":
+            self.upstream_error(model, status, message)
+
     async def wait_ready(self, model: str, context: Context) -> None:
+        down = self.triton_down()
+        if down is not None:  # a load would only fail, or hang on a hung Triton
+            self.manager.state(model)  # an unknown name stays NOT_FOUND
+            raise TritonUnavailable(f"model '{model}' is unavailable: {down}; retry later")
         remaining = context.time_remaining()
         budget = self.default_deadline_s if remaining is None else remaining - _DEADLINE_MARGIN_S
         try:
@@ -156,16 +219,22 @@ class Gateway:
             return
         observation = Observation(header.model, header.version, header.inputs, arrived,
                                   finished - arrived, outcome, cold, wait_s)
-        if (request is not None and header.raw_spans and outcome == OK
-                and recorder.wants_payload(observation, len(request))):
-            observation = observation._replace(payload=(request, header.raw_spans))
+        if request is not None and header.raw_spans and outcome == OK:
+            if recorder.wants_payload(observation, len(request)):
+                observation = observation._replace(payload=(request, header.raw_spans))
+            elif recorder.wants_witness():  # no copy: the bytes are read at flush time
+                observation = observation._replace(witness=(request, header.raw_spans))
         recorder.record(observation)
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes],
                                  context: Context) -> AsyncIterator[bytes]:
         # grpc.aio wants an async generator function as a stream handler
-        async for response in proxy_stream(self, requests, context):
-            yield response
+        self.open_streams += 1
+        try:
+            async for response in proxy_stream(self, requests, context):
+                yield response
+        finally:
+            self.open_streams -= 1
 
     def record_unmatched(self, header: RequestHeader, arrived: float, cold: bool,
                          wait_s: float | None) -> None:
@@ -175,7 +244,8 @@ class Gateway:
 
     # -- health and description -------------------------------------------------------------
     async def server_ready(self, request: bytes, context: Context) -> bytes:
-        """Ready means the control plane is: Triton live and pinned models in.
+        """Ready means the control plane is: Triton serving and every pinned model ready
+        (``readiness.py``); false while Triton is down, hung or restarting.
 
         Triton's own answer turns false while any model loads (strict readiness), which a
         lazy load would make every client see.
@@ -184,13 +254,19 @@ class Gateway:
         return bytes(service_pb2.ServerReadyResponse(ready=ready).SerializeToString())
 
     async def model_ready(self, request: bytes, context: Context) -> bytes:
-        """True for every model the gateway will serve: a cold one loads on first request."""
+        """True for every model the gateway will serve: a cold one loads on first request.
+
+        False while Triton cannot serve, and for a model that failed, is disabled, or is held
+        cold by the operator (a request would be refused).
+        """
         name = service_pb2.ModelReadyRequest.FromString(request).name
         try:
-            state = self.manager.state(name)
+            status = self.manager.status(name)
         except ModelNotFound:
-            state = None
-        ready = state is not None and state is not ModelState.FAILED
+            status = None
+        ready = (status is not None and self.triton_down() is None
+                 and status.state is not ModelState.FAILED
+                 and not status.disabled and not status.held)
         return bytes(service_pb2.ModelReadyResponse(ready=ready).SerializeToString())
 
     async def server_metadata(self, request: bytes, context: Context) -> bytes:
@@ -208,12 +284,16 @@ class Gateway:
                 self.manager.state(name)
                 return from_repository(self.manager.repository, name)
             except ControlPlaneError as exc:
-                await abort(context, exc)
+                await self.abort(context, exc)
 
         return describe
 
     def _forward(self, method: str) -> Callable[[bytes, Context], Awaitable[bytes]]:
         async def forward(request: bytes, context: Context) -> bytes:
+            if method in GUARDED:
+                refused = self.guard.refusal(method, request, context.invocation_metadata())
+                if refused is not None:
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
             call = self._calls.get(method) or self._unary(method)
             remaining = context.time_remaining()
             try:
@@ -221,7 +301,7 @@ class Gateway:
                     request, timeout=self.call_timeout_s if remaining is None else remaining,
                     metadata=forwarded_metadata(context))
             except grpc.aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or "")
+                await self.abort(context, exc)
             return response
 
         return forward
@@ -237,12 +317,12 @@ class Gateway:
         message = service_pb2.RepositoryModelLoadRequest.FromString(request)
         await self._check_control(context, "load")
         if message.parameters:
-            await abort(context, InvalidArgument(
+            await self.abort(context, InvalidArgument(
                 "config and file overrides are not accepted through the gateway"))
         try:
             await self.manager.load(message.model_name, trigger="gateway")
         except ControlPlaneError as exc:
-            await abort(context, exc)
+            await self.abort(context, exc)
         return bytes(service_pb2.RepositoryModelLoadResponse().SerializeToString())
 
     async def repository_unload(self, request: bytes, context: Context) -> bytes:
@@ -251,13 +331,25 @@ class Gateway:
         try:
             await self.manager.unload(message.model_name, trigger="gateway")
         except ControlPlaneError as exc:
-            await abort(context, exc)
+            await self.abort(context, exc)
         return bytes(service_pb2.RepositoryModelUnloadResponse().SerializeToString())
 
     async def _check_control(self, context: Context, action: str) -> None:
-        if not self.allow_repository_control:
+        if not self.allow_repository_control and not self.guard.allow_repository_control \
+                and not self.guard.has_admin_token(context.invocation_metadata()):
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"repository control is disabled on the inference gateway; {action} models "
-                f"through the admin API (POST /models/<name>/{action}) or set "
-                "WARMCTL_GATEWAY__ALLOW_REPOSITORY_CONTROL=true")
+                f"through the admin API (POST /models/<name>/{action}), set "
+                "WARMCTL_GATEWAY__ALLOW_REPOSITORY_CONTROL=true, or call with the admin token "
+                "(metadata 'authorization: Bearer <admin token>')")
+
+
+def _bind_problem(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be bound (gRPC logs the reason but does not return it)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "the address is taken or unusable"

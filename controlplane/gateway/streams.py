@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from tritonclient.grpc import service_pb2
 
-from controlplane.errors import ControlPlaneError, InvalidArgument, ModelNotFound
-from controlplane.gateway.status import grpc_status
+from controlplane.errors import ControlPlaneError, InvalidArgument, echo_name
+from controlplane.gateway.status import client_message, grpc_status
 from controlplane.gateway.wire import RequestHeader, parse_request_header, stream_response_id
 from controlplane.traffic.observation import OK
 
@@ -35,10 +35,24 @@ def forwarded_metadata(context: Any) -> tuple[tuple[str, str], ...] | None:
     return kept or None
 
 
-def stream_error(message: str, model: str = "", request_id: str = "") -> bytes:
-    response = service_pb2.ModelStreamInferResponse(error_message=message)
-    response.infer_response.model_name = model
+def stream_error(message: str, model: str = "", request_id: str = "", *,
+                 expose_tracebacks: bool = False) -> bytes:
+    response = service_pb2.ModelStreamInferResponse(
+        error_message=client_message(message, expose_tracebacks=expose_tracebacks))
+    response.infer_response.model_name = echo_name(model)
     response.infer_response.id = request_id
+    return bytes(response.SerializeToString())
+
+
+#: first byte of a response that carries ``error_message`` (field 1, length-delimited):
+#: protobuf writes fields in number order, so only error responses start with it
+_ERROR_FIRST = b"\x0a"
+
+
+def _without_traceback(raw: bytes) -> bytes:
+    """An in-stream error response of Triton's, its message made client-safe."""
+    response = service_pb2.ModelStreamInferResponse.FromString(raw)
+    response.error_message = client_message(response.error_message)
     return bytes(response.SerializeToString())
 
 
@@ -58,15 +72,21 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
                     if matched is not None:
                         header, arrived, cold, wait_s = matched
                         gateway.record(header, arrived, time.time(), OK, cold, wait_s, None)
+                if raw[:1] == _ERROR_FIRST and b"Stub process" in raw:  # its stub died
+                    gateway.upstream_failed(model, "INTERNAL", service_pb2.ModelStreamInferResponse
+                                            .FromString(raw).error_message)
+                if raw[:1] == _ERROR_FIRST and not gateway.expose_tracebacks:
+                    raw = _without_traceback(raw)
                 await outbox.put(raw)
         except grpc.aio.AioRpcError as exc:
             # Triton ended this model's stream (restart, crash): say so in-stream; the model's
             # next request opens a new one.
             if upstreams.get(model) is call:
                 del upstreams[model]
+            gateway.upstream_failed(model, exc.code().name, exc.details() or "")
             await outbox.put(stream_error(
                 f"stream to Triton for '{model}' ended: {exc.code().name} {exc.details()}",
-                model))
+                model, expose_tracebacks=gateway.expose_tracebacks))
 
     async def forward(raw: bytes) -> None:
         arrived = time.time()
@@ -81,10 +101,11 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
             try:
                 await gateway.wait_ready(header.model, context)
             except ControlPlaneError as exc:
-                if not isinstance(exc, ModelNotFound):
-                    gateway.record(header, arrived, time.time(), grpc_status(exc).name, True,
-                                   time.time() - arrived, None)
-                await outbox.put(stream_error(exc.message, header.model, header.id))
+                # unknown names too: the recorder counts them and stores nothing
+                gateway.record(header, arrived, time.time(), grpc_status(exc).name, True,
+                               time.time() - arrived, None)
+                await outbox.put(stream_error(exc.message, header.model, header.id,
+                                              expose_tracebacks=gateway.expose_tracebacks))
                 return
             wait_s = time.time() - arrived
         call = upstreams.get(header.model)

@@ -13,14 +13,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from controlplane.errors import InvalidArgument
+from controlplane.tensors import TensorShape
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
-
-class InputHeader(NamedTuple):
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
+#: one input's name, datatype and shape: the shared tensor description
+InputHeader = TensorShape
 
 
 class RequestHeader(NamedTuple):

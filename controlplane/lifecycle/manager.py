@@ -11,9 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from controlplane.errors import (
@@ -22,7 +21,11 @@ from controlplane.errors import (
     DeadlineExceeded,
     ModelLoadFailed,
     ModelNotFound,
+    TritonUnavailable,
 )
+from controlplane.lifecycle.backoff import Backoff, BackoffPolicy
+from controlplane.lifecycle.reconcile import Reconciler
+from controlplane.lifecycle.recovery import Recovery, RecoveryState
 from controlplane.lifecycle.states import LoadPlan, ModelState, ModelStatus, state_from_index
 from controlplane.store.base import utcnow
 from controlplane.store.lifecycle import EventOutcome, LifecycleStore
@@ -31,6 +34,9 @@ from controlplane.triton.repository import ModelRepository, ModelSpec
 from controlplane.types import ModelName
 
 log = logging.getLogger(__name__)
+
+#: triggers that are an operator's explicit word: they override holds and back-off
+OPERATOR_TRIGGERS = frozenset({"api"})
 
 
 class LoadPreparer(Protocol):
@@ -46,7 +52,7 @@ class ReadinessProbe(Protocol):
 
 
 @dataclass(eq=False)
-class _Model:
+class ManagedModel:
     name: ModelName
     state: ModelState
     reason: str | None
@@ -54,8 +60,12 @@ class _Model:
     pinned: bool
     memory_bytes: int | None = None
     load_s: float | None = None
-    #: monotonic time of the last failed load (lazy loads back off from it)
-    failed_at: float = float("-inf")
+    #: failed loads in a row: automatic loads wait out the back-off
+    backoff: Backoff = field(default_factory=Backoff)
+    #: the operator unloaded it: only the operator loads it again (or releases the hold)
+    held: bool = False
+    #: why it must never be loaded (settings, a name Triton's Python backend cannot serve)
+    disabled: str | None = None
     #: the last load failed on our timeout, not in Triton: Triton's verdict is still to come
     timed_out: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -73,7 +83,8 @@ class ModelManager:
         preparer: LoadPreparer | None = None,
         probe: ReadinessProbe | None = None,
         load_timeout_s: float | None = None,
-        retry_failed_after_s: float = 30.0,
+        backoff: BackoffPolicy | None = None,
+        disabled: Mapping[ModelName, str] | None = None,
     ) -> None:
         self.instance = instance
         self.client = instance.client
@@ -83,9 +94,12 @@ class ModelManager:
         self.preparer = preparer
         self.probe = probe
         self.load_timeout_s = load_timeout_s or instance.client.load_timeout_s
-        self.retry_failed_after_s = retry_failed_after_s
-        self._models: dict[ModelName, _Model] = {}
-        self._followers: dict[ModelName, asyncio.Task[None]] = {}
+        self.backoff = backoff or BackoffPolicy()
+        #: model -> why it is never loaded
+        self.disabled = dict(disabled or {})
+        self._models: dict[ModelName, ManagedModel] = {}
+        self._recovery = Recovery(self)
+        self._reconciler = Reconciler(self)
         #: called with (model, new state) after every transition; keep it cheap
         self.listeners: list[Callable[[ModelName, ModelState], None]] = []
         #: awaited before a model is unloaded (e.g. to save Triton's statistics)
@@ -93,19 +107,31 @@ class ModelManager:
         #: awaited with (model, trigger) once a load has begun, before Triton is asked (e.g.
         #: to unload others and make room); the model is ``loading`` by then
         self.before_load: list[Callable[[ModelName, str], Awaitable[object]]] = []
+        #: awaited with (model, plan, Triton's reason) when a load carrying our additions to
+        #: the config (warm-up, placement) failed; the manager then loads the model plain
+        self.additions_rejected: list[Callable[[ModelName, LoadPlan, str], Awaitable[object]]] = []
+        #: awaited with (model, load-to-ready seconds, the load event's details) after every
+        #: successful load or reload (e.g. to keep cold starts per compile-cache state)
+        self.after_load: list[Callable[[ModelName, float, dict[str, Any]], Awaitable[object]]] = []
 
     # -- reading ----------------------------------------------------------------------------
-    def _model(self, name: ModelName) -> _Model:
+    def _model(self, name: ModelName) -> ManagedModel:
         model = self._models.get(name)
         if model is None:
             if name in self.repository:  # added to the repository since start-up
                 row = self.store.sync_models([name], self.pinned,
                                              initial_state=ModelState.COLD)[name]
-                model = _Model(name, ModelState.COLD, None, row.state_since, name in self.pinned)
+                model = self._new_model(name, ModelState.COLD, None, row.state_since)
                 self._models[name] = model
             else:
                 raise ModelNotFound(name)
         return model
+
+    def _new_model(self, name: ModelName, state: ModelState, reason: str | None, since: Any,
+                   memory_bytes: int | None = None, load_s: float | None = None) -> ManagedModel:
+        disabled = self.disabled.get(name) or self.repository.refusal(name)
+        return ManagedModel(name, state, reason, since, name in self.pinned, memory_bytes, load_s,
+                      backoff=Backoff(self.backoff), disabled=disabled)
 
     def ready_now(self, name: ModelName) -> bool:
         """The gateway's hot-path check: one dict lookup, no exceptions."""
@@ -118,8 +144,30 @@ class ModelManager:
     def status(self, name: ModelName) -> ModelStatus:
         m = self._model(name)
         busy = m.lock.locked() or m.load_task is not None
-        return ModelStatus(m.name, self.instance.name, m.state, m.reason, m.since, m.pinned,
-                           m.memory_bytes, m.load_s, busy)
+        retry_at = self.retry_at(name)
+        return ModelStatus(
+            m.name, self.instance.name, m.state, m.reason, m.since, m.pinned, m.memory_bytes,
+            m.load_s, busy, held=m.held, disabled=m.disabled, failures=m.backoff.failures,
+            retry_at=None if retry_at is None else time.time() + retry_at - time.monotonic())
+
+    def retry_at(self, name: ModelName) -> float | None:
+        """Monotonic time before which automatic loads of a failed model wait; None: no wait."""
+        m = self._model(name)
+        if m.state is not ModelState.FAILED or m.load_task is not None:
+            return None
+        at = m.backoff.retry_at()
+        return at if at is not None and at > time.monotonic() else None
+
+    def held(self, name: ModelName) -> bool:
+        """The operator unloaded it: automatic loads leave it cold."""
+        return self._model(name).held
+
+    def release(self, name: ModelName) -> ModelStatus:
+        """End an operator's hold (and the failure back-off): automatic loads may resume."""
+        m = self._model(name)
+        m.held = False
+        m.backoff.succeeded()
+        return self.status(name)
 
     def statuses(self) -> list[ModelStatus]:
         for name in self.repository.names(refresh=True) - self._models.keys():
@@ -138,85 +186,21 @@ class ModelManager:
             log.warning("closed %d load/unload records left open by a previous run", closed)
         for name in names:
             row = rows[name]
-            self._models[name] = _Model(name, ModelState(row.state), row.reason, row.state_since,
-                                        row.pinned, row.memory_bytes, row.load_s)
+            self._models[name] = model = self._new_model(
+                name, ModelState(row.state), row.reason, row.state_since, row.memory_bytes,
+                row.load_s)
+            if model.disabled:
+                log.warning("model %r is never loaded: %s", name, model.disabled)
         await self.reconcile()
 
     async def reconcile(self) -> dict[ModelName, tuple[ModelState, ModelState]]:
-        """Align idle models with Triton's index; returns {model: (was, now)} for changes."""
-        observed_at = utcnow()
-        by_model: dict[ModelName, list[Any]] = {}
-        for entry in await self.client.index():
-            by_model.setdefault(entry.name, []).append(entry)
-        changes = {}
-        for name, model in self._models.items():
-            seen, reason = state_from_index(by_model.get(name, []))
-            was = model.state
-            if await self._adopt(model, seen, reason or f"found {seen} in Triton at reconcile",
-                                 observed_at):
-                changes[name] = (was, seen)
-                if seen in (ModelState.LOADING, ModelState.UNLOADING):
-                    self._follow(name)
-        if changes:
-            log.info("reconciled with Triton: %s",
-                     ", ".join(f"{n} {a}->{b}" for n, (a, b) in changes.items()))
-        return changes
+        """Align idle models with Triton's index; returns {model: (was, now)} for changes
+        (see :mod:`controlplane.lifecycle.reconcile`)."""
+        return await self._reconciler.reconcile()
 
     async def keep_reconciling(self, interval_s: float) -> None:
-        """Reconcile every ``interval_s``: a load that outlived our timeout and finished in
-        Triton after all, models loaded or unloaded behind our back, a Triton that lost them."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.reconcile()
-            except ControlPlaneError as exc:
-                log.warning("reconcile with Triton failed: %s", exc)
-
-    async def _adopt(self, model: _Model, seen: ModelState, reason: str | None,
-                     observed_at: datetime) -> bool:
-        """Take Triton's view, observed at ``observed_at``, of a model we are not operating on.
-        Returns whether our state changed."""
-        if model.lock.locked() or model.load_task is not None or model.since > observed_at:
-            return False  # an operation of ours is in flight, or changed the state since
-        if seen == model.state:
-            if seen is ModelState.FAILED and model.timed_out and reason:
-                # the load we gave up on failed in Triton after all: its reason says why
-                await self._set(model, seen, f"{reason} (after our load timed out)")
-                return True
-            return False
-        if model.state is ModelState.FAILED and seen in (ModelState.COLD, ModelState.LOADING):
-            # Triton forgets failures it did not record in the index; and a load of ours that
-            # timed out goes on in Triton (LOADING): the failure, and the retry back-off of
-            # lazy loads, stand until Triton settles it
-            return False
-        await self._set(model, seen, reason)
-        return True
-
-    def _follow(self, name: ModelName) -> None:
-        """Watch a load or unload that Triton is doing without us (someone else started it, or
-        ours timed out and Triton went on) until Triton settles it. No deadline of its own: a
-        hung load is polled ever more slowly (at most every 5 s) for as long as Triton reports
-        it; while an operation of ours runs on the model, its outcome is the one that counts."""
-        if name in self._followers:
-            return
-
-        async def follow() -> None:
-            pause = 0.5
-            model = self._models[name]
-            while True:
-                await asyncio.sleep(pause)
-                pause = min(pause * 1.5, 5.0)
-                with contextlib.suppress(ControlPlaneError):
-                    observed_at = utcnow()
-                    seen, reason = state_from_index(await self.client.model_index(name))
-                    if seen not in (ModelState.LOADING, ModelState.UNLOADING):
-                        await self._adopt(model, seen, reason or f"{seen} in Triton after all",
-                                          observed_at)
-                        return
-
-        task = asyncio.create_task(follow(), name=f"follow-{name}")
-        self._followers[name] = task
-        task.add_done_callback(lambda _: self._followers.pop(name, None))
+        """Reconcile every ``interval_s``, forever (cancel to stop)."""
+        await self._reconciler.keep_reconciling(interval_s)
 
     async def warm_pinned(self) -> dict[ModelName, str]:
         """Load pinned models one by one, highest priority first. Returns failures."""
@@ -233,26 +217,41 @@ class ModelManager:
     async def ensure_ready(self, name: ModelName, *, trigger: str = "gateway") -> None:
         """Lazy load for a request: start or join the model's load and wait for it.
 
-        A model whose last load failed less than ``retry_failed_after_s`` ago fails at once
-        with that reason, so a broken model does not make every request wait for a doomed
-        load; the next request after that window tries again.
+        A model whose last load failed fails at once with that reason until its back-off
+        ends, so a broken model does not make every request wait for a doomed load.
+        Raises ModelLoadFailed (also for a disabled model) or Conflict (held by the operator).
         """
         model = self._model(name)
         if model.state is ModelState.READY:
             return
-        if (model.state is ModelState.FAILED and model.load_task is None
-                and time.monotonic() - model.failed_at < self.retry_failed_after_s):
-            raise ModelLoadFailed(name, model.reason or "unknown reason")
         await self.load(name, trigger=trigger)
 
     async def load(self, name: ModelName, *, trigger: str = "api") -> ModelStatus:
         """Load ``name`` (no-op when ready). Concurrent callers share one load.
 
         A caller that gives up (cancelled, deadline) does not cancel the load for the others.
+        Automatic triggers (anything but an operator's, see ``OPERATOR_TRIGGERS``) leave a
+        model held cold by the operator alone (Conflict) and wait out a failed model's
+        back-off (ModelLoadFailed, with the time of the next try); an operator's load ends
+        the hold and tries at once. A disabled model is never loaded (ModelLoadFailed).
         """
         model = self._model(name)
         if model.state == ModelState.READY and model.load_task is None:
             return self.status(name)
+        if model.disabled:
+            raise ModelLoadFailed(name, f"disabled: {model.disabled}")
+        if model.load_task is None:
+            self.check_triton()  # a load now would only fail (dead) or hang (hung)
+        if trigger in OPERATOR_TRIGGERS:
+            model.held = False
+        elif model.load_task is None:
+            if model.held:
+                raise Conflict(f"model '{name}' was unloaded by the operator and is held cold "
+                               "until the operator loads or releases it")
+            at = self.retry_at(name)
+            if at is not None:
+                raise ModelLoadFailed(name, f"{model.reason or 'load failed'}; next automatic "
+                                            f"retry in {at - time.monotonic():.0f}s")
         task = model.load_task
         if task is None:
             task = asyncio.create_task(self._load(model, trigger), name=f"load-{name}")
@@ -262,13 +261,13 @@ class ModelManager:
         return self.status(name)
 
     @staticmethod
-    def _load_done(model: _Model, task: asyncio.Task[None]) -> None:
+    def _load_done(model: ManagedModel, task: asyncio.Task[None]) -> None:
         if model.load_task is task:
             model.load_task = None
         if not task.cancelled():
             task.exception()  # retrieved here: every waiter may have given up already
 
-    async def _load(self, model: _Model, trigger: str) -> None:
+    async def _load(self, model: ManagedModel, trigger: str) -> None:
         async with model.lock:
             if model.state == ModelState.READY:
                 return  # loaded by whoever held the lock before us
@@ -290,15 +289,18 @@ class ModelManager:
                 await asyncio.shield(self._record_failure(
                     model, event_id, outcome, reason, details.get("triton_s"), details))
                 if outcome == "timeout":
-                    self._follow(model.name)  # Triton goes on loading: take its outcome
+                    self._reconciler.follow(model.name)  # Triton goes on loading: take its outcome
                 if isinstance(exc, ControlPlaneError):
                     raise ModelLoadFailed(model.name, reason) from exc
                 raise
             load_s = time.monotonic() - t0
             model.memory_bytes, model.load_s = memory or model.memory_bytes, load_s
+            model.backoff.succeeded()
             await self._set(model, ModelState.READY, None, memory_bytes=memory, load_s=load_s)
             await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
                 "ok", triton_s=triton_s, memory_bytes=memory, details=details), utcnow())
+            for after in self.after_load:
+                await after(model.name, load_s, details)
 
     async def reload(self, name: ModelName, *, trigger: str = "api") -> ModelStatus:
         """Load ``name`` again (a new warm-up config, say) while the loaded one serves.
@@ -310,6 +312,7 @@ class ModelManager:
         model = self._model(name)
         if model.state is not ModelState.READY:
             return await self.load(name, trigger=trigger)
+        self.check_triton()
         async with model.lock:
             t0 = time.monotonic()
             event_id = await self.store.db.run(
@@ -338,17 +341,18 @@ class ModelManager:
                             memory_bytes=memory, load_s=load_s)
             await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
                 "ok", triton_s=triton_s, memory_bytes=memory, details=details), utcnow())
+            for after in self.after_load:
+                await after(model.name, load_s, details)
         return self.status(name)
 
-    async def _bring_up(self, model: _Model, details: dict[str, Any],
+    async def _bring_up(self, model: ManagedModel, details: dict[str, Any],
                         *, mark_warming: bool) -> tuple[float, int | None]:
         """Prepare, load in Triton, probe, measure. Fills ``details`` as it goes."""
         spec = self.repository.spec(model.name)
         plan = await self.preparer.prepare(spec) if self.preparer else LoadPlan()
         details.update(plan.details or {})
         t_call = time.monotonic()
-        await self.client.load(model.name, config=plan.config, files=plan.files,
-                               timeout_s=self.load_timeout_s)
+        await self._load_in_triton(model.name, plan, details)
         triton_s = details["triton_s"] = time.monotonic() - t_call
         if self.probe is not None:
             if mark_warming:
@@ -358,15 +362,60 @@ class ModelManager:
         details.update(footprint)
         return triton_s, footprint.get("rss_bytes")
 
+    async def _load_in_triton(self, name: ModelName, plan: LoadPlan,
+                              details: dict[str, Any]) -> None:
+        """Load with ``plan``; if Triton refuses our additions, load the model plain.
+
+        The rule: what plain Triton serves, warmctl serves. A plan with a config or files
+        carries our additions (warm-up, placement); when Triton refuses it, the hooks mark
+        them rejected with Triton's reason and the model loads from its own config.pbtxt.
+        A Triton that died or timed out is not retried here: a timed-out load goes on in
+        Triton, and a dead Triton is restored by its supervisor (plain, once rejected).
+        """
+        try:
+            await self.client.load(name, config=plan.config, files=plan.files,
+                                   timeout_s=self.load_timeout_s)
+            return
+        except ModelLoadFailed as exc:
+            if plan.config is None and plan.files is None:
+                raise
+            reason = self._reason(name, exc)
+            failure: BaseException = exc
+        except TritonUnavailable as exc:
+            if plan.config is not None or plan.files is not None:
+                reason = f"Triton became unavailable during a load with our additions: {exc}"
+                await self._reject_additions(name, plan, reason, details)
+            raise
+        await self._reject_additions(name, plan, reason, details)
+        log.warning("load of %s with warmctl's additions failed (%s); loading it plain",
+                    name, reason)
+        try:
+            await self.client.load(name, timeout_s=self.load_timeout_s)
+        except ModelLoadFailed as plain:
+            raise ModelLoadFailed(name, f"{self._reason(name, plain)} (also with warmctl's "
+                                        f"additions: {reason})") from failure
+        details["loaded_plain"] = True
+
+    async def _reject_additions(self, name: ModelName, plan: LoadPlan, reason: str,
+                                details: dict[str, Any]) -> None:
+        details["additions_rejected"] = reason
+        for hook in self.additions_rejected:
+            try:
+                await hook(name, plan, reason)
+            except ControlPlaneError as exc:
+                log.warning("additions-rejected hook for %s: %s", name, exc)
+
     def _reason(self, name: ModelName, exc: BaseException) -> str:
         reason = _failure_reason(name, exc, self.load_timeout_s)
         detail = self.instance.failure_detail(name)
         return f"{reason} ({detail})" if detail and detail not in reason else reason
 
-    async def _record_failure(self, model: _Model, event_id: int, outcome: str, reason: str,
+    async def _record_failure(self, model: ManagedModel, event_id: int, outcome: str, reason: str,
                               triton_s: float | None, details: dict[str, Any]) -> None:
-        log.warning("load of %s %s: %s", model.name, outcome, reason)
-        model.failed_at = time.monotonic()
+        model.backoff.failed(time.monotonic())
+        log.warning("load of %s %s (failure %d in a row, automatic retry in %.0fs): %s",
+                    model.name, outcome, model.backoff.failures,
+                    self.backoff.delay(model.backoff.failures), reason)
         await self._set(model, ModelState.FAILED, reason)
         model.timed_out = outcome == "timeout"
         await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
@@ -378,8 +427,14 @@ class ModelManager:
         model = self._model(name)
         if model.pinned and not force:
             raise Conflict(f"model '{name}' is pinned; unloading it needs force")
+        if trigger in OPERATOR_TRIGGERS:
+            model.held = True  # before the lock: no automatic load may slip in meanwhile
         async with model.lock:
             if model.state == ModelState.COLD:
+                return self.status(name)
+            if model.state is ModelState.FAILED and model.timed_out:
+                # Triton is still running our timed-out load: an unload would queue behind
+                # it, and calling the model cold would let the next request start another
                 return self.status(name)
             event_id = await self.store.db.run(
                 self.store.begin_event, name, "unload", trigger, utcnow())
@@ -401,22 +456,24 @@ class ModelManager:
                 await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
                     outcome, error=str(exc), triton_s=time.monotonic() - t_call), utcnow())
                 raise
-            await self._set(model, ModelState.COLD, f"unloaded by {trigger}")
+            # the record first: whoever sees the model cold finds its unload finished
             await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
                 "ok", triton_s=time.monotonic() - t_call), utcnow())
+            await self._set(model, ModelState.COLD, f"unloaded by {trigger}")
         return self.status(name)
 
     async def close(self) -> None:
         """Stop watchers and wait for in-flight loads (their records must be finished)."""
-        for task in list(self._followers.values()):
+        followers = self._reconciler.followers
+        for task in list(followers.values()):
             task.cancel()
         loads = [m.load_task for m in self._models.values() if m.load_task is not None]
         for task in loads:
             task.cancel()
-        await asyncio.gather(*self._followers.values(), *loads, return_exceptions=True)
+        await asyncio.gather(*followers.values(), *loads, return_exceptions=True)
 
     # -- internals --------------------------------------------------------------------------
-    async def _set(self, model: _Model, state: ModelState, reason: str | None,
+    async def _set(self, model: ManagedModel, state: ModelState, reason: str | None,
                    *, memory_bytes: int | None = None, load_s: float | None = None) -> None:
         now = utcnow()
         model.state, model.reason, model.since = state, reason, now
@@ -442,8 +499,37 @@ class ModelManager:
             "rss_bytes": footprint.rss_bytes,
             "cuda_allocated_bytes": footprint.cuda_allocated_bytes,
             "load_phases": footprint.load_phases,
+            **({"compile_cache": footprint.compile_cache} if footprint.compile_cache else {}),
         }
 
+    # -- Triton supervision (the work is in lifecycle/recovery.py) ------------------------
+    @property
+    def recovery(self) -> RecoveryState:
+        """What is remembered while Triton is down or loses models."""
+        return self._recovery.state
+
+    @property
+    def triton_down_reason(self) -> str | None:
+        """Why Triton cannot serve now; None while it can."""
+        return self._recovery.state.down_reason
+
+    def check_triton(self) -> None:
+        """Raise TritonUnavailable at once while Triton is down (a load would only fail or
+        hang); loads call this first."""
+        self._recovery.check()
+
+    async def triton_down(self, reason: str) -> None:
+        """Triton's supervisor: Triton stopped serving (see :meth:`Recovery.down`)."""
+        await self._recovery.down(reason)
+
+    async def triton_up(self) -> dict[ModelName, str]:
+        """Triton's supervisor: Triton serves again (see :meth:`Recovery.up`)."""
+        return await self._recovery.up()
+
+    def model_lost(self, name: ModelName, reason: str) -> None:
+        """The gateway saw Triton fail a request for ``name`` believed ready (see
+        :meth:`Recovery.lost`)."""
+        self._recovery.lost(name, reason)
 
 def _failure_reason(model: ModelName, exc: BaseException, timeout_s: float) -> str:
     if isinstance(exc, ModelLoadFailed):

@@ -40,6 +40,14 @@ class ModelStatus:
     load_s: float | None
     #: a load or unload is in flight
     busy: bool
+    #: the operator unloaded it: automatic loads leave it cold until the operator loads it
+    held: bool = False
+    #: why it is never loaded (settings, or a name Triton cannot serve); None: it may be
+    disabled: str | None = None
+    #: failed loads in a row
+    failures: int = 0
+    #: wall-clock (epoch seconds) before which automatic loads wait; None: no back-off now
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True)

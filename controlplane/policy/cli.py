@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from controlplane.cli_format import progress
 from controlplane.policy.registry import POLICY_NAMES, POLICY_SPECS, make_policy
 from controlplane.policy.simulator import (
     DEFAULT_EPOCH_OFFSET_S,
@@ -63,14 +64,15 @@ def run_simulation(trace_path: Path | str, models_path: Path | str, budget_mb: f
     models = read_models(models_path)
     trace = read_trace(trace_path, known_models=models)
     results = []
-    for name in policies:
+    for number, name in enumerate(policies, 1):
         try:
             policy = make_policy(name, models, param, epoch_offset_s=epoch_offset_s,
                                  trace=trace if name == "oracle" else None)
         except ValueError as exc:
             raise SimulateInputError(f"{name}: {exc}") from None
-        result = simulate(trace, models, budget_mb, policy, plan_period_s=plan_period_s,
-                          param=param if param is not None else _default_param(name))
+        with progress(f"simulating {name} ({number}/{len(policies)})"):  # on a terminal
+            result = simulate(trace, models, budget_mb, policy, plan_period_s=plan_period_s,
+                              param=param if param is not None else _default_param(name))
         results.append(result)
         if events_out is not None:
             write_events(events_path_for(Path(events_out), name, len(policies) > 1),

@@ -118,7 +118,10 @@ class Metrics:
     budget_violations: int
 
 
-DecisionKind = Literal["pinned", "keep", "preload", "unload", "lazy"]
+#: the policy's decisions, plus what the live lifecycle imposes over them (``disabled``,
+#: ``held cold`` by an operator's unload, ``failed`` while a load backs off)
+DecisionKind = Literal["pinned", "keep", "preload", "unload", "lazy", "disabled", "held cold",
+                       "failed"]
 
 
 @dataclass(frozen=True)

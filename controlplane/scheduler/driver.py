@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from controlplane.config import SchedulerOptions
@@ -20,8 +21,15 @@ from controlplane.errors import ControlPlaneError
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
 from controlplane.policy.registry import make_policy
-from controlplane.policy.types import Action, ClusterView, ModelDecision, Policy, Residency
-from controlplane.scheduler.levels import Level, Placement, place, stage
+from controlplane.policy.types import (
+    Action,
+    ClusterView,
+    DecisionKind,
+    ModelDecision,
+    Policy,
+    Residency,
+)
+from controlplane.scheduler.levels import Level, Placement, own_level, place, stage
 from controlplane.scheduler.profiles import ProfileBook
 from controlplane.traffic.observation import Observation
 from controlplane.traffic.store import TrafficStore
@@ -79,6 +87,12 @@ class LiveScheduler:
     def budget_mb(self) -> float:
         return self.options.memory_budget_mb or UNLIMITED_MB
 
+    @property
+    def gpu_budget_mb(self) -> float:
+        """The GPU budget in force: configured, or derived from the GPUs at start-up (see
+        :mod:`controlplane.scheduler.gpus`); 0 without GPUs."""
+        return self.options.gpu_memory_budget_mb or 0.0
+
     async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))
@@ -128,7 +142,8 @@ class LiveScheduler:
             self.book.update(self.manager.statuses(), self.state.held)
             view = self.view()
             actions = [a for a in await self._call(self.policy.plan, view)
-                       if a.kind == "unload" or a.model in self.demanded]
+                       if a.kind == "unload" or (a.model in self.demanded
+                                                 and self._blocked(a.model) is None)]
             if not self.pins_settled:
                 actions = [a for a in actions if a.model not in self.manager.pinned]
             actions += self._held_loads(view)
@@ -138,8 +153,8 @@ class LiveScheduler:
                 ((d.model, self.book.profiles[d.model].memory_mb,
                   d.requests_per_day / max(self.book.profiles[d.model].memory_mb, 1.0))
                  for d in decisions if d.decision in ("pinned", "keep", "preload")
-                 and d.model in self.book.profiles),
-                self.options.gpu_memory_budget_mb)
+                 and d.model in self.book.profiles and self._wants_gpu(d.model)),
+                self.gpu_budget_mb)
             self._stage(decisions)
             if self.on_preload_plan is not None:
                 for d in decisions:
@@ -157,6 +172,9 @@ class LiveScheduler:
         view = self.view()
         if view.state(model) is not Residency.COLD:
             return
+        if (blocked := self._blocked(model)) is not None:
+            self._record(Action("load", model, "scheduled preload"), f"skipped: {blocked[1]}")
+            return
         profile = self.book.profiles[model]
         room = [a for a in await self._call(self.policy.on_demand, model, view)
                 if a.kind == "unload"] if self.policy else []
@@ -171,7 +189,7 @@ class LiveScheduler:
         return [Action("load", name, "held by a pin or an operator rule")
                 for name in sorted(self.state.held)
                 if name in self.book.profiles and view.state(name) is Residency.COLD
-                and self.manager.state(name) is not ModelState.FAILED
+                and self._blocked(name) is None
                 and (self.pins_settled or name not in self.manager.pinned)]
 
     async def apply(self, actions: list[Action]) -> None:
@@ -237,8 +255,17 @@ class LiveScheduler:
         return extra
 
     # -- levels -----------------------------------------------------------------------------
-    def device(self, model: ModelName) -> Level:
+    def device(self, model: ModelName) -> Level | None:
+        """Where the plan put ``model``; None: where its own config says."""
         return self.state.placement.device(model)
+
+    def _wants_gpu(self, model: ModelName) -> bool:
+        """Its config asks for the GPU (KIND_AUTO does too where GPUs exist, and the budget is
+        0 where none do, so AUTO counts)."""
+        try:
+            return own_level(self.manager.repository.spec(model).instance_kind) is not Level.CPU
+        except ControlPlaneError:
+            return False  # a config that cannot be read is the lifecycle's to report
 
     def _stage(self, decisions: list[ModelDecision]) -> None:
         """Read into the page cache the files of cold models expected within the horizon."""
@@ -260,11 +287,39 @@ class LiveScheduler:
         decisions: list[ModelDecision] = await self._call(explain, self.view())
         # The policy assumes a prior rate for models it has never seen requested; live, such a
         # model waits for its first request (every action and placement below reads these).
-        return [d if d.decision != "preload" or d.model in self.demanded else
-                replace(d, decision="lazy", preload_at=None,
-                        why="never requested: loaded on its first request; preloads start "
-                            "once it has recorded usage")
-                for d in decisions]
+        decisions = [d if d.decision != "preload" or d.model in self.demanded else
+                     replace(d, decision="lazy", preload_at=None,
+                             why="never requested: loaded on its first request; preloads "
+                                 "start once it has recorded usage")
+                     for d in decisions]
+        # What the lifecycle forbids outranks the policy's wish; a move off the GPU says so.
+        result = []
+        for d in decisions:
+            blocked = self._blocked(d.model)
+            if blocked is not None and d.decision in ("pinned", "keep", "preload", "lazy"):
+                d = replace(d, decision=blocked[0], preload_at=None, why=blocked[1])
+            elif moved := self.state.placement.why.get(d.model):
+                d = replace(d, why=f"{d.why}; {moved}" if d.why else moved)
+            result.append(d)
+        return result
+
+    def _blocked(self, model: ModelName) -> tuple[DecisionKind, str] | None:
+        """(decision, why) when the lifecycle forbids automatic loads of ``model`` now:
+        disabled, held cold by the operator, or a failed load backing off."""
+        try:
+            status = self.manager.status(model)
+        except ControlPlaneError:
+            return None
+        if status.disabled:
+            return "disabled", f"never loaded: {status.disabled}"
+        if status.held:
+            return "held cold", ("unloaded by the operator: stays cold until the operator "
+                                 "loads or releases it")
+        if status.retry_at is not None:
+            at = datetime.fromtimestamp(status.retry_at, UTC).isoformat(timespec="seconds")
+            return "failed", (f"failed {status.failures}x, retry at {at} "
+                              f"(exponential back-off): {status.reason}")
+        return None
 
     def next_wakeup(self) -> float | None:
         return self.policy.next_wakeup(self.clock()) if self.policy else None

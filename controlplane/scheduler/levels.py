@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -29,29 +29,49 @@ class Level(StrEnum):
 
 @dataclass(frozen=True)
 class Placement:
-    """The device each held model loads on."""
+    """Where the plan moved models away from their own ``instance_group`` kind, and why.
+
+    Placement is data: a model absent from ``devices`` loads on what its config says.
+    """
 
     devices: Mapping[ModelName, Level]
+    #: model -> why it was moved (shown in the plan)
+    why: Mapping[ModelName, str] = field(default_factory=dict)
 
-    def device(self, model: ModelName) -> Level:
-        return self.devices.get(model, Level.CPU)
+    def device(self, model: ModelName) -> Level | None:
+        """The level the plan chose for ``model``; None: as its config says."""
+        return self.devices.get(model)
 
 
 def place(held: Iterable[tuple[ModelName, float, float]], gpu_budget_mb: float) -> Placement:
-    """Put held models on the GPU by value density while the budget lasts, the rest on CPU.
+    """Keep GPU models on the GPU by value density while the budget lasts; move the rest to
+    the CPU (a cheaper warm tier), each with its reason.
 
-    ``held``: (model, memory MB, value density). Greedy by density, skipping models that do
-    not fit rather than stopping, so smaller valuable models still get the GPU.
+    ``held``: (model, memory MB, value density) of held models whose config asks for the GPU;
+    models that ask for the CPU are never moved. Greedy by density, skipping models that do
+    not fit rather than stopping, so smaller valuable models still get the GPU. A budget of 0
+    means no GPU is known: nothing is moved (Triton decides, as it would without warmctl).
     """
+    if gpu_budget_mb <= 0:
+        return Placement({})
     devices: dict[ModelName, Level] = {}
+    why: dict[ModelName, str] = {}
     left = gpu_budget_mb
     for name, memory, _ in sorted(held, key=lambda h: (-h[2], h[0])):
-        if 0 < memory <= left:
+        if memory <= left:
             devices[name] = Level.GPU
-            left -= memory
+            left -= max(memory, 0.0)
         else:
             devices[name] = Level.CPU
-    return Placement(devices)
+            why[name] = (f"moved to the CPU: needs {memory:.0f} MB of GPU memory, "
+                         f"{left:.0f} MB of the {gpu_budget_mb:.0f} MB GPU budget left")
+    return Placement(devices, why)
+
+
+def own_level(instance_kind: str) -> Level | None:
+    """The level a config asks for itself: GPU, CPU, or None (KIND_AUTO/KIND_MODEL: Triton's
+    choice)."""
+    return {"KIND_GPU": Level.GPU, "KIND_CPU": Level.CPU}.get(instance_kind)
 
 
 def with_device(config: ModelConfigJson, level: Level) -> ModelConfigJson:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from controlplane.lifecycle.manager import LoadPreparer
 from controlplane.lifecycle.states import LoadPlan
-from controlplane.scheduler.levels import Level, resident_fraction, with_device
+from controlplane.scheduler.levels import Level, own_level, resident_fraction, with_device
 from controlplane.triton.repository import ModelRepository, ModelSpec
 from controlplane.types import ModelName
 
@@ -16,20 +16,22 @@ class PlacingPreparer:
     """Wraps another preparer (warm-up): same plan, on the chosen device."""
 
     def __init__(self, inner: LoadPreparer | None, repository: ModelRepository,
-                 device_of: Callable[[ModelName], Level]) -> None:
+                 device_of: Callable[[ModelName], Level | None]) -> None:
         self.inner = inner
         self.repository = repository
         self.device_of = device_of
 
     async def prepare(self, spec: ModelSpec) -> LoadPlan:
         plan = await self.inner.prepare(spec) if self.inner else LoadPlan()
+        # only a move the plan chose (off the GPU, to stay within the GPU budget) changes the
+        # device; a model loads where its own config says otherwise
         device = self.device_of(spec.name)
-        kind = "KIND_GPU" if device is Level.GPU else "KIND_CPU"
         config = plan.config
-        if config is not None or spec.instance_kind != kind:
+        if device is Level.CPU and own_level(spec.instance_kind) is not Level.CPU:
             config = with_device(config or spec.config, device)
         files = [p for p in self.repository.model_dir(spec.name).rglob("*") if p.is_file()]
         cached = await asyncio.to_thread(resident_fraction, files)
-        details = {**(plan.details or {}), "device": device.value,
+        details = {**(plan.details or {}),
+                   "device": (device or own_level(spec.instance_kind) or "auto"),
                    "page_cache": round(cached, 3)}
         return LoadPlan(config=config, files=plan.files, details=details)

@@ -7,6 +7,8 @@ disk plus the runtime a model instance carries, and a default load time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from controlplane.config import SchedulerOptions
 from controlplane.lifecycle.states import ModelStatus
 from controlplane.policy.types import ModelProfile
@@ -25,6 +27,9 @@ class ProfileBook:
         self.profiles: dict[ModelName, ModelProfile] = {}
         #: which figures are measured rather than estimated, for explanations
         self.measured: dict[ModelName, tuple[bool, bool]] = {}
+        #: (model, last load-to-ready) -> the load-to-ready to expect next, where it depends
+        #: on more than the last load (a torch.compile model's cache: compile_cache/cold_start)
+        self.cold_start: Callable[[ModelName, float | None], float | None] | None = None
 
     def update(self, statuses: list[ModelStatus], held: set[ModelName]) -> None:
         """Refresh from the lifecycle's statuses; ``held`` (pins, operator rules) never unload."""
@@ -33,10 +38,13 @@ class ProfileBook:
             memory = status.memory_bytes / MIB if status.memory_bytes else None
             if memory is None:
                 memory = self._estimate_mb(name)
-            load_s = status.load_s or self.options.default_load_s
+            measured_s = status.load_s
+            if self.cold_start is not None:
+                measured_s = self.cold_start(name, measured_s)
+            load_s = measured_s or self.options.default_load_s
             self.profiles[name] = ModelProfile(
                 name, memory, load_s, pinned=status.pinned or name in held)
-            self.measured[name] = (status.memory_bytes is not None, status.load_s is not None)
+            self.measured[name] = (status.memory_bytes is not None, measured_s is not None)
 
     def _estimate_mb(self, name: ModelName) -> float:
         try:

@@ -139,6 +139,24 @@ class ShapeStat(Base):
     last_seen: Mapped[float]
 
 
+class ValueRange(Base):
+    """The values an integer input really carried, from a sample of served requests: what
+    warm-up data may use when the config names no ``warmctl.input_range`` (0 is not a valid
+    id for every model). One row per declared input: bounded by the repository."""
+
+    __tablename__ = "value_ranges"
+
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    input: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: smallest value seen
+    lo: Mapped[int]
+    #: largest value seen (inclusive)
+    hi: Mapped[int]
+    #: requests the range was read from
+    witnesses: Mapped[int]
+    updated_at: Mapped[float]
+
+
 class PayloadSample(Base):
     """A real request payload kept (opt-in, bounded) as warm-up data for its shape."""
 
@@ -176,6 +194,10 @@ class WarmupConfig(Base):
     #: recorded request signatures it counts as covered (drift compares against these)
     covered: Mapped[list[str]] = mapped_column(JSON)
     notes: Mapped[list[str]] = mapped_column(JSON)
+    #: set when Triton refused a load that applied this version: it is never applied again
+    rejected_at: Mapped[datetime | None]
+    #: Triton's reason for refusing it
+    rejected_reason: Mapped[str | None] = mapped_column(Text)
 
     files: Mapped[list[WarmupFile]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, lazy="selectin")
@@ -190,6 +212,25 @@ class WarmupFile(Base):
         ForeignKey("warmup_configs.id", ondelete="CASCADE"), primary_key=True)
     path: Mapped[str] = mapped_column(String(255), primary_key=True)
     data: Mapped[bytes]
+
+
+class WarmupProof(Base):
+    """What a model did with one warm-up sample sent as a probe request (or applied).
+
+    A generated sample enters ``model_warmup`` only with state ``ok``: the same request
+    (batch size, dims, data) was served by the model after a load without it.
+    """
+
+    __tablename__ = "warmup_proofs"
+
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: content hash of the sample (batch size, datatypes, dims, data); see warmup.proofs
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: ok (served), failed (the probe failed), rejected (Triton refused the load applying it)
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+    #: the error, for failed and rejected
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class BatchStat(Base):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from controlplane.gateway.wire import InputHeader
+from controlplane.tensors import TensorShape as InputHeader
+from controlplane.tensors import signature_of as signature_text
 
 OK = "OK"
 
@@ -26,6 +27,9 @@ class Observation(NamedTuple):
     wait_s: float | None
     #: (raw request bytes, spans of the raw inputs) when the sampler asked for this payload
     payload: tuple[bytes, tuple[tuple[int, int], ...]] | None = None
+    #: the same, for one request in ``traffic.range_sample_every``: read at flush time for the
+    #: value ranges of integer inputs, then dropped (never stored)
+    witness: tuple[bytes, tuple[tuple[int, int], ...]] | None = None
 
 
 class Signature(NamedTuple):
@@ -39,7 +43,7 @@ class Signature(NamedTuple):
 def signature_of(inputs: tuple[InputHeader, ...]) -> Signature:
     """Inputs sorted by name as ``name:DATATYPE:d0xd1``; clients may order inputs freely."""
     ordered = sorted(inputs, key=lambda i: i.name)
-    text = ",".join(f"{i.name}:{i.datatype}:{'x'.join(map(str, i.shape))}" for i in ordered)
+    text = signature_text(ordered)
     firsts = {i.shape[0] if i.shape else None for i in ordered}
     batch = firsts.pop() if len(firsts) == 1 else None
     return Signature(

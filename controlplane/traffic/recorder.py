@@ -12,7 +12,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from controlplane.traffic.admission import admit
 from controlplane.traffic.observation import Observation, signature_of
+from controlplane.traffic.ranges import RangeSampler
 from controlplane.traffic.store import Retention, TrafficStore
 
 log = logging.getLogger(__name__)
@@ -61,28 +63,44 @@ class TrafficRecorder:
         retention: Retention | None = None,
         prune_interval_s: float = 300.0,
         sampler: PayloadSampler | None = None,
+        ranges: RangeSampler | None = None,
+        declared: Callable[[str], frozenset[str] | None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``declared``: a model's declared input names, None for a model not in the
+        repository (see ``admission.py``); unset, every observation is kept as it is."""
         self.store = store
         self.flush_interval_s = flush_interval_s
         self.max_buffer = max_buffer
         self.retention = retention or Retention()
         self.prune_interval_s = prune_interval_s
         self.sampler = sampler
+        self.ranges = ranges
+        self.declared = declared
         self.clock = clock
         self.enabled = True
         #: observations dropped because the buffer was full (the database fell behind)
         self.dropped = 0
+        #: requests for model names the repository does not have: counted, never stored
+        self.unknown_models = 0
         self.written = 0
         self._buffer: list[Observation] = []
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         #: called with every flushed batch, after it is stored (the forecast feed)
         self.listeners: list[Callable[[list[Observation]], None]] = []
+        #: told after each pass of the flush loop: None, or the exception it ended on (health)
+        self.on_pass: Callable[[BaseException | None], None] | None = None
 
     def record(self, observation: Observation) -> None:
         if not self.enabled:
             return
+        if self.declared is not None:
+            declared = self.declared(observation.model)
+            if declared is None:
+                self.unknown_models += 1
+                return
+            observation = admit(observation, declared)
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1
             return
@@ -91,6 +109,11 @@ class TrafficRecorder:
     def wants_payload(self, observation: Observation, size: int) -> bool:
         return self.sampler is not None and self.sampler.wants(observation, size)
 
+    def wants_witness(self) -> bool:
+        """Whether the gateway should hand this served request's bytes over for value ranges
+        (read at flush time, never stored)."""
+        return self.ranges is not None and self.ranges.wants()
+
     async def start(self) -> None:
         if self.sampler is not None:
             self.sampler.load(await self.store.db.run(self.store.sample_totals))
@@ -98,6 +121,7 @@ class TrafficRecorder:
 
     async def _run(self) -> None:
         next_prune = self.clock()
+        unknown_logged = 0
         while True:
             await asyncio.sleep(self.flush_interval_s)
             try:
@@ -108,8 +132,17 @@ class TrafficRecorder:
                     next_prune = self.clock() + self.prune_interval_s
                     if any(removed.values()):
                         log.info("traffic retention removed %s", removed)
-            except Exception:  # a bad flush must not end recording
+                    if self.unknown_models > unknown_logged:  # once per prune interval at most
+                        log.info("%d requests for model names not in the repository so far "
+                                 "(counted, not recorded)", self.unknown_models)
+                        unknown_logged = self.unknown_models
+            except Exception as exc:  # a bad flush must not end recording
                 log.exception("traffic flush failed")
+                if self.on_pass is not None:
+                    self.on_pass(exc)
+            else:
+                if self.on_pass is not None:
+                    self.on_pass(None)
 
     async def flush(self) -> int:
         """Write what is buffered now; returns how many observations were written."""

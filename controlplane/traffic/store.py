@@ -10,8 +10,15 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from controlplane.store.database import Database
-from controlplane.store.models import PayloadSample, RequestRecord, ShapeStat, UsageMinute
+from controlplane.store.models import (
+    PayloadSample,
+    RequestRecord,
+    ShapeStat,
+    UsageMinute,
+    ValueRange,
+)
 from controlplane.traffic.observation import OK, Observation, signature_of
+from controlplane.traffic.ranges import observed_ranges
 from controlplane.types import ModelName
 
 
@@ -29,7 +36,8 @@ class TrafficStore:
         self.instance = instance
 
     def write(self, observations: Sequence[Observation]) -> None:
-        """One transaction: raw rows, per-minute usage, shape histogram, payload samples."""
+        """One transaction: raw rows, per-minute usage, shape histogram, payload samples,
+        value ranges of integer inputs (from witnesses and payloads)."""
         if not observations:
             return
         rows: list[tuple[Any, ...]] = []
@@ -96,6 +104,19 @@ class TrafficStore:
                     list(shapes.values()))
             if samples:
                 session.execute(insert(PayloadSample), samples)
+            if ranges := observed_ranges(observations):
+                now = max(o.arrived_at for o in observations)
+                range_stmt = sqlite_insert(ValueRange)
+                ex = range_stmt.excluded
+                session.execute(
+                    range_stmt.on_conflict_do_update(
+                        index_elements=["model", "input"],
+                        set_={"lo": func.min(ValueRange.lo, ex.lo),
+                              "hi": func.max(ValueRange.hi, ex.hi),
+                              "witnesses": ValueRange.witnesses + ex.witnesses,
+                              "updated_at": ex.updated_at}),
+                    [{"model": m, "input": i, "lo": lo, "hi": hi, "witnesses": n,
+                      "updated_at": now} for (m, i), (lo, hi, n) in ranges.items()])
 
     def prune(self, now: float, retention: Retention) -> dict[str, int]:
         """Delete what is older than its retention; returns rows removed per table."""
@@ -160,6 +181,13 @@ class TrafficStore:
             query = query.where(PayloadSample.signature == signature)
         with self.db.session() as session:
             return list(session.scalars(query.order_by(PayloadSample.captured_at)))
+
+    def value_ranges(self, model: ModelName) -> dict[str, tuple[int, int]]:
+        """Input -> half-open [lo, hi + 1) of the values its served requests carried."""
+        with self.db.session() as session:
+            return {name: (int(lo), int(hi) + 1) for name, lo, hi in session.execute(
+                select(ValueRange.input, ValueRange.lo, ValueRange.hi)
+                .where(ValueRange.model == model))}
 
     def sample_totals(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(model, signature) -> (samples, bytes) kept now."""

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlplane.errors import TritonStartError
+from controlplane.errors import ControlPlaneError, TritonStartError
+from controlplane.triton.repository import ModelRepository
+from controlplane.types import ModelName
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,57 @@ class TritonDistribution:
                     shutil.copytree(plugin, target / plugin.name,
                                     ignore=shutil.ignore_patterns("__pycache__"))
         return target
+
+
+#: platforms served by Triton's core itself, with no backend library
+CORE_PLATFORMS = frozenset({"ensemble"})
+#: the backend each legacy ``platform`` value needs (Triton core, model_config_utils.cc)
+PLATFORM_BACKENDS = {
+    "tensorrt_plan": "tensorrt",
+    "tensorflow_graphdef": "tensorflow",
+    "tensorflow_savedmodel": "tensorflow",
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+}
+
+
+def backend_names(backend_dir: Path) -> frozenset[str]:
+    """The backends an assembled ``--backend-directory`` offers (one folder each)."""
+    if not backend_dir.is_dir():
+        return frozenset()
+    return frozenset(p.name for p in backend_dir.iterdir() if p.is_dir())
+
+
+def backend_problem(backend: str, available: frozenset[str]) -> str | None:
+    """Why a model whose config names ``backend`` (its ``backend``, else its ``platform``)
+    cannot load with these backends; None when it can, or when the config names none (Triton
+    then decides from the model's files)."""
+    if not backend or backend in CORE_PLATFORMS:
+        return None
+    needed = PLATFORM_BACKENDS.get(backend, backend)
+    if needed in available:
+        return None
+    where = f"platform '{backend}' needs backend '{needed}'" if needed != backend else (
+        f"its config names backend '{backend}'")
+    return (f"{where}, which this Triton does not have (it has: "
+            f"{', '.join(sorted(available)) or 'none'}; backends_dir adds Python-based ones)")
+
+
+def missing_backends(repository: ModelRepository, backend_dir: Path) -> dict[ModelName, str]:
+    """Models of ``repository`` whose backend ``backend_dir`` lacks, each with the reason
+    (logged as a warning: it is found at start-up, not at the model's first request)."""
+    available = backend_names(backend_dir)
+    missing: dict[ModelName, str] = {}
+    for name in sorted(repository.names()):
+        try:
+            backend = repository.spec(name).backend
+        except ControlPlaneError:
+            continue  # a malformed config is reported when the model loads
+        problem = backend_problem(backend, available)
+        if problem is not None:
+            log.warning("model '%s' will not load: %s", name, problem)
+            missing[name] = problem
+    return missing
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

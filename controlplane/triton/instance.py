@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from controlplane.config import Settings
-from controlplane.errors import TritonUnavailable
+from controlplane.compile_cache.store import CompileCacheStore
+from controlplane.config import Settings, SupervisionSettings
+from controlplane.errors import ControlPlaneError, TritonUnavailable
+from controlplane.loops import Loops
 from controlplane.triton.client import TritonClient
 from controlplane.triton.distribution import TritonDistribution
 from controlplane.triton.metrics import PluginMetrics
 from controlplane.triton.process import TritonProcess
+from controlplane.triton.supervisor import Probe, TritonSupervisor
 from controlplane.types import InstanceName
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,9 @@ class TritonInstance:
     metrics: PluginMetrics | None
     #: None when the server is external (docker compose, production)
     process: TritonProcess | None = None
+    #: watches it after start-up (see ``supervise``)
+    supervisor: TritonSupervisor | None = None
+    _probe_clients: list[TritonClient] = field(default_factory=list)
 
     @property
     def grpc_url(self) -> str:
@@ -41,6 +47,7 @@ class TritonInstance:
             url, metrics_url = t.url, t.metrics_url
         else:
             distribution = TritonDistribution.locate(t.binary)
+            compile_cache = CompileCacheStore.from_settings(settings)
             backend_dir = distribution.assemble_backend_dir(
                 settings.backends_dir, settings.data_dir / "backends")
             process = TritonProcess(
@@ -56,6 +63,7 @@ class TritonInstance:
                 stop_timeout_s=t.stop_timeout_s,
                 disable_auto_complete_config=t.disable_auto_complete_config,
                 extra_args=t.extra_args,
+                env=compile_cache.environment() if compile_cache else {},
             )
             await process.launch()
             url, metrics_url = process.grpc_url, process.metrics_url
@@ -94,7 +102,48 @@ class TritonInstance:
         raise TritonUnavailable(f"Triton at {self.grpc_url} not live after {timeout_s:g}s: "
                                 f"{problem}")
 
+    def liveness_probe(self, timeout_s: float) -> Probe:
+        """A liveness check answering within ``timeout_s``, on a channel of its own so that
+        it never queues behind large requests on the shared one."""
+        client = TritonClient(self.grpc_url, call_timeout_s=timeout_s)
+        self._probe_clients.append(client)
+        return client.is_live
+
+    def supervise(self, options: SupervisionSettings, loops: Loops) -> TritonSupervisor:
+        """Watch this Triton from now on (call ``start`` on the result once its listeners
+        are in place)."""
+        self.supervisor = TritonSupervisor(
+            options=options, probe=self.liveness_probe(options.probe_timeout_s),
+            process=self.process, loops=loops)
+        self.supervisor.on_restart.append(self.reconnect)
+        return self.supervisor
+
+    async def reconnect(self, timeout_s: float = 30.0) -> None:
+        """After a restart: new channels, and wait until ours reaches the new server.
+
+        gRPC shares one connection per address among channels with the same arguments; the
+        one that failed while Triton was down waits out its reconnect back-off (seconds,
+        growing) and fails calls meanwhile -- a restore must not fail on that.
+        """
+        for client in (self.client, *self._probe_clients):
+            await client.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            try:
+                if await self.client.is_live():
+                    return
+            except ControlPlaneError:
+                pass
+            await asyncio.sleep(0.1)
+        log.warning("Triton at %s restarted but not reachable after %gs", self.grpc_url,
+                    timeout_s)
+
     async def close(self) -> None:
+        if self.supervisor is not None:  # first: the stop below is no crash
+            await self.supervisor.close()
+        for probe in self._probe_clients:
+            await probe.close()
         await self.client.close()
         if self.process is not None:
             code = await asyncio.to_thread(self.process.stop)

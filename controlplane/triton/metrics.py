@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.errors import TritonUnavailable
 from controlplane.types import ModelName
-
-_SAMPLE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)')
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass(frozen=True)
@@ -23,16 +20,14 @@ class Sample:
 
 
 def parse_prometheus(text: str, prefix: str = "") -> list[Sample]:
-    samples = []
-    for line in text.splitlines():
-        if not line or line.startswith("#") or not line.startswith(prefix):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        labels = dict(_LABEL.findall(match["labels"] or ""))
-        samples.append(Sample(match["name"], labels, float(match["value"])))
-    return samples
+    """The samples whose name starts with ``prefix``, read by prometheus-client's parser.
+    TritonUnavailable when ``text`` is not Prometheus exposition text."""
+    try:
+        return [Sample(s.name, dict(s.labels), float(s.value))
+                for family in text_string_to_metric_families(text)
+                for s in family.samples if s.name.startswith(prefix)]
+    except ValueError as exc:
+        raise TritonUnavailable(f"Triton's metrics are not Prometheus text: {exc}") from None
 
 
 @dataclass
@@ -48,6 +43,9 @@ class ModelFootprint:
     load_phases: dict[str, float] = field(default_factory=dict)
     #: shape signature -> requests seen by the plugin since load
     shapes: dict[str, int] = field(default_factory=dict)
+    #: torch.compile models: ``state`` at load (hit, miss, invalid, disabled, compile_failed),
+    #: ``key`` and ``bytes`` of the cache entry (the largest instance's); empty otherwise
+    compile_cache: dict[str, str | int] = field(default_factory=dict)
 
 
 def footprints(samples: list[Sample]) -> dict[ModelName, ModelFootprint]:
@@ -70,6 +68,10 @@ def footprints(samples: list[Sample]) -> dict[ModelName, ModelFootprint]:
         elif s.name == "warmctl_load_phase_seconds":
             phase = s.labels.get("phase", "")
             fp.load_phases[phase] = max(fp.load_phases.get(phase, 0.0), s.value)
+        elif s.name == "warmctl_compile_cache_bytes":
+            if int(s.value) >= int(fp.compile_cache.get("bytes", -1)):
+                fp.compile_cache = {"state": s.labels.get("state", ""),
+                                    "key": s.labels.get("key", ""), "bytes": int(s.value)}
         elif s.name == "warmctl_request_shapes_total":
             shape = s.labels.get("shape", "")
             fp.shapes[shape] = fp.shapes.get(shape, 0) + int(s.value)
@@ -85,11 +87,24 @@ class PluginMetrics:
         self.url = url
         self.timeout_s = timeout_s
 
-    async def footprints(self) -> dict[ModelName, ModelFootprint]:
+    async def _scrape(self) -> str:
         try:
             async with httpx.AsyncClient(timeout=self.timeout_s) as http:
                 response = await http.get(self.url)
                 response.raise_for_status()
         except httpx.HTTPError as exc:
             raise TritonUnavailable(f"cannot read Triton metrics at {self.url}: {exc}") from None
-        return footprints(parse_prometheus(response.text, prefix="warmctl_"))
+        return response.text
+
+    async def footprints(self) -> dict[ModelName, ModelFootprint]:
+        return footprints(parse_prometheus(await self._scrape(), prefix="warmctl_"))
+
+    async def gpu_memory_total_bytes(self) -> dict[str, int]:
+        """Total memory of each GPU Triton sees, by ``gpu_uuid``; empty without GPUs.
+
+        Source: Triton's own GPU metrics (``nv_gpu_memory_total_bytes``, server
+        docs/user_guide/metrics.md), present only when Triton found GPUs through DCGM/NVML.
+        """
+        samples = parse_prometheus(await self._scrape(), prefix="nv_gpu_memory_total_bytes")
+        return {s.labels.get("gpu_uuid", str(i)): int(s.value) for i, s in enumerate(samples)
+                if s.name == "nv_gpu_memory_total_bytes"}

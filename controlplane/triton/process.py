@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import httpx
 
 from controlplane.errors import TritonStartError
 from controlplane.triton.distribution import TritonDistribution
+from controlplane.triton.leftovers import reap_shm, reap_stubs, wait_gone
 
 log = logging.getLogger(__name__)
 
@@ -30,29 +32,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
-
-
-def reap_stubs(backend_dir: Path) -> list[int]:
-    """Kill Python backend stubs started from ``backend_dir`` by a server that is gone.
-
-    A control plane killed outright takes its Triton down (PR_SET_PDEATHSIG), but the
-    stubs, one process per model instance, live on holding their memory. They are ours when
-    their executable is our backend directory's stub.
-    """
-    stub = str(backend_dir / "python" / "triton_python_backend_stub")
-    killed = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv0 = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode()
-            if argv0 != stub:
-                continue
-            os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, UnicodeDecodeError):
-            continue
-        killed.append(int(proc.name))
-    return killed
 
 
 def _die_with_parent() -> None:
@@ -76,6 +55,8 @@ class TritonProcess:
     stop_timeout_s: float = 15.0
     disable_auto_complete_config: bool = True
     extra_args: list[str] = field(default_factory=list)
+    #: added to the server's environment (which the Python backend stubs inherit)
+    env: dict[str, str] = field(default_factory=dict)
     _popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     #: exit code of a start-up that ended on its own (not stopped by us for taking too long)
     _startup_exit: int | None = field(default=None, init=False, repr=False)
@@ -99,6 +80,70 @@ class TritonProcess:
     @property
     def returncode(self) -> int | None:
         return self._popen.poll() if self._popen else None
+
+    @property
+    def shm_prefix(self) -> str | None:
+        """The Python backend's region prefix if ``extra_args`` set one (None: its default
+        names, see ``leftovers.is_region``)."""
+        for arg in self.extra_args:
+            if "shm-region-prefix-name=" in arg:
+                return arg.rsplit("shm-region-prefix-name=", 1)[1]
+        return None
+
+    def exit_future(self) -> asyncio.Future[int]:
+        """A future that resolves with the exit code when the running server exits.
+
+        A daemon thread blocks in ``waitpid`` (Popen.wait), so the exit is seen at once and
+        the process is reaped (no zombie); a stopped (SIGSTOP) server does not resolve it.
+        Resolves at once when no server is running (``-1`` if none was ever started).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        popen = self._popen
+        if popen is None:
+            future.set_result(-1)
+            return future
+
+        def wait() -> None:
+            code = popen.wait()
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody listens
+                loop.call_soon_threadsafe(
+                    lambda: None if future.done() else future.set_result(code))
+
+        threading.Thread(target=wait, name=f"tritonserver-{popen.pid}-exit",
+                         daemon=True).start()
+        return future
+
+    def kill(self) -> int | None:
+        """SIGKILL the server and everything of its process group (stubs); reap; free the
+        shared memory it leaves. For a hung or dead server; ``stop`` is the clean way."""
+        popen = self._popen
+        if popen is None:
+            return None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            popen.kill()
+        popen.wait()
+        self.cleanup()
+        return popen.returncode
+
+    def cleanup(self) -> None:
+        """After the server is gone: end its stubs (they outlive a killed server, holding their
+        memory) and free the shared memory it leaves in /dev/shm."""
+        popen = self._popen
+        if popen is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+        stubs = reap_stubs(self.backend_dir)
+        if stubs:
+            log.warning("killed %d Python backend stub(s) of a dead tritonserver: %s",
+                        len(stubs), stubs)
+        wait_gone(stubs, timeout_s=2.0)  # a dying stub still maps its region
+        removed = reap_shm(self.shm_prefix)
+        if removed:
+            log.warning("removed %d shared-memory region(s) left by a dead tritonserver",
+                        len(removed))
 
     def command(self) -> list[str]:
         return [
@@ -127,6 +172,7 @@ class TritonProcess:
         # The stub embeds Python and takes its environment from the python3 on PATH: put ours
         # first so models import this environment's torch and numpy.
         env["PATH"] = os.pathsep.join((str(Path(sys.exec_prefix) / "bin"), env.get("PATH", "")))
+        env.update(self.env)
         return env
 
     async def launch(self, attempts: int = 3) -> None:
@@ -163,6 +209,10 @@ class TritonProcess:
         if reaped:
             log.warning("killed %d Python backend stub(s) left by a previous run: %s",
                         len(reaped), reaped)
+        removed = reap_shm(self.shm_prefix)
+        if removed:
+            log.warning("removed %d shared-memory region(s) of the Python backend left by a "
+                        "previous run in /dev/shm", len(removed))
         for attr in ("grpc_port", "http_port", "metrics_port"):
             if getattr(self, attr) == 0:
                 setattr(self, attr, free_port(self.host))

@@ -28,6 +28,8 @@ class TensorSpec:
     data_type: str
     #: dims without the batch dimension; -1 marks a variable dim
     dims: tuple[int, ...]
+    #: ``optional: true``: requests may leave the input out
+    optional: bool = False
 
     @property
     def datatype(self) -> str:
@@ -53,6 +55,21 @@ class ModelSpec:
     parameters: dict[str, str]
     #: the whole config in Triton's JSON form, for ``config`` overrides
     config: ModelConfigJson
+
+    @property
+    def is_ensemble(self) -> bool:
+        """``platform: "ensemble"``: Triton forbids ``model_warmup`` and ``instance_group``."""
+        return self.config.get("platform") == "ensemble"
+
+    @property
+    def sequence_batching(self) -> bool:
+        """Stateful: requests need sequence control (start, end, correlation id)."""
+        return "sequence_batching" in self.config
+
+    @property
+    def decoupled(self) -> bool:
+        """``model_transaction_policy { decoupled: true }``: answers only through a stream."""
+        return bool(self.config.get("model_transaction_policy", {}).get("decoupled", False))
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -86,6 +103,7 @@ def spec_from_config(name: ModelName, config: model_config_pb2.ModelConfig) -> M
                 name=t.name,
                 data_type=model_config_pb2.DataType.Name(t.data_type),
                 dims=tuple(int(d) for d in t.dims),
+                optional=bool(getattr(t, "optional", False)),
             )
             for t in items  # type: ignore[attr-defined]
         )
@@ -112,6 +130,32 @@ def spec_from_config(name: ModelName, config: model_config_pb2.ModelConfig) -> M
     )
 
 
+def name_refusal(model: ModelName) -> str | None:
+    """Why Triton's Python backend cannot serve a model of this name; None when it can.
+
+    Seen with the 2.51 stub: a name with a space leaves the load hanging until its timeout,
+    a non-ASCII one fails in the stub with UnicodeEncodeError (shared/notes/triton-facts.md).
+    """
+    if not model.isascii() or not model.isprintable():
+        return ("name has non-ASCII or control characters, which Triton's Python backend "
+                "stub cannot handle (it fails with UnicodeEncodeError)")
+    if any(ch.isspace() for ch in model):
+        return ("name contains whitespace, which Triton's Python backend stub cannot handle "
+                "(the load hangs until it times out)")
+    return None
+
+
+def spec_from_json(name: ModelName, config: ModelConfigJson) -> ModelSpec:
+    """A spec from a config in Triton's JSON form (what the ModelConfig RPC returns);
+    ConfigError when it does not parse as a ModelConfig."""
+    try:
+        message = json_format.ParseDict(config, model_config_pb2.ModelConfig(),
+                                        ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise ConfigError(f"{name}: config from Triton: {exc}") from None
+    return spec_from_config(name, message)
+
+
 class ModelRepository:
     """A local model repository: ``<root>/<model>/config.pbtxt`` plus version folders."""
 
@@ -134,8 +178,24 @@ class ModelRepository:
         return self._names
 
     def __contains__(self, model: object) -> bool:
-        return isinstance(model, str) and (
-            model in self.names() or model in self.names(refresh=True))
+        if not isinstance(model, str):
+            return False
+        if model in self.names():
+            return True
+        # A miss looks at that one folder rather than rescanning the repository: clients
+        # choose the names, and one stat per unknown name is all they may cost us.
+        if (not model or len(model) > 255 or "/" in model or "\0" in model
+                or model in (".", "..")):
+            return False
+        try:
+            added = (self.root / model / "config.pbtxt").is_file()
+        except OSError:
+            return False
+        return added and model in self.names(refresh=True)
+
+    def refusal(self, model: ModelName) -> str | None:
+        """Why this model is refused at discovery (see :func:`name_refusal`); None: it is not."""
+        return name_refusal(model)
 
     def model_dir(self, model: ModelName) -> Path:
         if model not in self:

@@ -3,6 +3,8 @@
 Warm-up that fails fails the load, so every value must be one the model accepts:
 
 * never ``random_data`` (raw ``rand()`` bytes: NaN floats, ids far outside any embedding);
+* integers only from a known valid range (configured, or observed in payload samples):
+  never zeros or random values when the range is unknown;
 * zeros wherever zeros are valid, because every ``input_data_file`` forces the whole model
   directory, weights included, to be re-sent with the load;
 * integer ids outside a range that excludes 0: a seeded file of ids drawn in range;
@@ -22,8 +24,9 @@ from typing import Any, Literal
 import numpy as np
 
 from controlplane.errors import ConfigError
+from controlplane.tensors import zeros
 from controlplane.triton.repository import ModelSpec, TensorSpec
-from controlplane.warmup.gen_shapes import ShapeKey, dims_fit
+from controlplane.warmup.gen_shapes import ShapeKey, dims_fit, key_text
 from controlplane.warmup.gen_tensors import (
     BYTES,
     FLOAT_TYPES,
@@ -134,10 +137,11 @@ class InputFiller:
         return [
             sample for sample in self.samples
             if all(
-                (shape := sample.inputs.get(t.name)) is not None
-                and t.name in sample.data and shape.datatype == t.datatype
-                and (len(shape.shape) > 0 or not batching)
-                and tuple(shape.shape[1:] if batching else shape.shape) == dims
+                t.name not in sample.inputs if dims is None else (
+                    (shape := sample.inputs.get(t.name)) is not None
+                    and t.name in sample.data and shape.datatype == t.datatype
+                    and (len(shape.shape) > 0 or not batching)
+                    and tuple(shape.shape[1:] if batching else shape.shape) == dims)
                 for t, dims in zip(self.spec.inputs, key, strict=True))
         ]
 
@@ -146,6 +150,8 @@ class InputFiller:
         """Batch element 0 of a recorded request, input by input, or why it would fail."""
         inputs: dict[str, InputFill] = {}
         for tensor, dims in zip(self.spec.inputs, key, strict=True):
+            if dims is None:
+                continue
             shape = sample.inputs[tensor.name].shape
             batch = shape[0] if self.spec.max_batch_size > 0 else 1
             try:
@@ -161,7 +167,13 @@ class InputFiller:
     def _synthetic(self, tensor: TensorSpec, dims: Sequence[int]) -> InputFill | str:
         if tensor.datatype in INTEGER_TYPES:
             valid = self.ranges[tensor.name]
-            if valid is None or valid[0] <= 0 < valid[1]:
+            if valid is None:
+                # zeros or random ids may be invalid (an embedding with 1-based ids): a
+                # warm-up that fails can fail the load and crash Triton
+                return (f"integer input '{tensor.name}' has no known valid range: set "
+                        f"warmctl.input_range.{tensor.name} in the config, or let the gateway "
+                        f"keep payload samples (models.<name>.sample_payloads)")
+            if valid[0] <= 0 < valid[1]:
                 return InputFill("zero")
             rng = np.random.default_rng([self.seed, zlib.crc32(tensor.name.encode()), *dims])
             # Drawn as 64-bit, then narrowed: exact, since the range was clamped to the type.
@@ -194,10 +206,12 @@ class InputFiller:
             rejected.append(real)
         notes: tuple[str, ...] = ()
         if rejected:
-            notes = (f"{len(rejected)} recorded payload(s) of shape {[list(d) for d in key]} "
+            notes = (f"{len(rejected)} recorded payload(s) of shape {key_text(key)} "
                      f"not used, e.g. {rejected[0]}",)
         inputs: dict[str, InputFill] = {}
         for tensor, dims in zip(self.spec.inputs, key, strict=True):
+            if dims is None:
+                continue
             fill = self._synthetic(tensor, dims)
             if isinstance(fill, str):
                 return fill
@@ -217,7 +231,8 @@ def validate_plan(plan: WarmupPlan, spec: ModelSpec) -> None:
         top = spec.max_batch_size if spec.max_batch_size > 0 else 1
         if not 1 <= sample.batch_size <= top:
             problems.append(f"{sample.name}: batch_size {sample.batch_size} outside 1..{top}")
-        if set(sample.inputs) != set(expected):
+        required = {n for n, t in expected.items() if not t.optional}
+        if not required <= set(sample.inputs) <= set(expected):
             problems.append(f"{sample.name}: inputs {sorted(sample.inputs)} differ from the "
                             f"config's {sorted(expected)}")
             continue
@@ -262,7 +277,7 @@ def probe_inputs(plan: WarmupPlan, spec: ModelSpec) -> list[dict[str, np.ndarray
                 one = tensor_from_bytes(data.datatype, data.dims,
                                         plan.files[f"{WARMUP_DIR}/{data.file}"])
             elif data.datatype in NUMPY_DTYPES and data.datatype != BYTES:
-                one = np.zeros(data.dims, dtype=NUMPY_DTYPES[data.datatype])
+                one = zeros(data.datatype, data.dims)
             else:
                 raise ValueError(f"{sample.name}.{name}: no probe data for {data.datatype}")
             if spec.max_batch_size > 0:

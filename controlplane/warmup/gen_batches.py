@@ -1,4 +1,4 @@
-"""Batch sizes to warm, and the config-only defaults used before any traffic is recorded."""
+"""Batch sizes to warm, and the config-only dims of the probe sent before any traffic."""
 
 from __future__ import annotations
 
@@ -46,38 +46,22 @@ def batches_from_stats(
     return chosen, notes
 
 
-def default_batch_sizes(spec: ModelSpec) -> tuple[list[int], str]:
-    """Batch sizes warmed before any traffic is known, and why.
-
-    Batch 1 always: the request that wakes a lazily loaded model comes alone, and light
-    traffic stays at 1. With dynamic batching, also the largest size the batcher aims for (the
-    largest preferred batch size, else max_batch_size): a burst forms such batches at once, and
-    the largest one sets the allocator's high-water mark, so smaller batches find memory
-    already reserved. Without dynamic batching the executed size is whatever clients send,
-    which nothing in the config predicts, so batch 1 alone.
-    """
-    if spec.max_batch_size <= 0:
-        return [1], "max_batch_size 0: no batch dim, one request per sample"
-    if not spec.dynamic_batching:
-        return [1], "no dynamic batching: batch 1 (client batch sizes unknown without traffic)"
-    if spec.preferred_batch_sizes:
-        top = min(max(spec.preferred_batch_sizes), spec.max_batch_size)
-        why = f"batch 1 and the largest preferred batch size {top}"
-    else:
-        top = spec.max_batch_size
-        why = f"batch 1 and max_batch_size {top} (what the dynamic batcher forms under load)"
-    return sorted({1, top}), why
-
-
 def default_key(spec: ModelSpec, default_length: int) -> tuple[ShapeKey, list[str]]:
     """Concrete dims per input from the config alone.
 
     Variable dims take ``warmctl.default_dims.<input>`` when set (all dims, or just the
-    variable ones, separated by ``x`` or ``,``), else ``default_length``.
+    variable ones, separated by ``x`` or ``,``), else ``default_length``. Optional inputs
+    are left out (None).
     """
-    dims: list[tuple[int, ...]] = []
+    dims: list[tuple[int, ...] | None] = []
     notes = []
     for tensor in spec.inputs:
+        if tensor.optional:
+            # the smallest valid request: without it (once traffic is recorded, samples
+            # follow what clients send)
+            dims.append(None)
+            notes.append(f"{tensor.name}: optional, left out")
+            continue
         variable = [i for i, d in enumerate(tensor.dims) if d == -1]
         text = spec.parameters.get(f"default_dims.{tensor.name}")
         if text is None:

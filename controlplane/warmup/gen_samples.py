@@ -24,10 +24,11 @@ class Candidate:
     group: ShapeGroup | None
 
     def elements(self, count: int) -> int:
-        return self.batch_size * count * sum(numel(d) for d in self.key)
+        return self.batch_size * count * sum(numel(d) for d in self.key if d is not None)
 
     def describe(self, spec: ModelSpec) -> str:
-        dims = " ".join(f"{t.name}{list(d)}" for t, d in zip(spec.inputs, self.key, strict=True))
+        dims = " ".join(f"{t.name}{list(d)}" for t, d in zip(spec.inputs, self.key, strict=True)
+                        if d is not None)
         return f"batch {self.batch_size} x {dims} ({self.share:.1%})"
 
 
@@ -101,6 +102,8 @@ def assemble_samples(
         fill = fills[candidate.key]
         inputs = {}
         for j, (tensor, dims) in enumerate(zip(spec.inputs, candidate.key, strict=True)):
+            if dims is None:
+                continue  # an optional input the requests left out
             source = fill.inputs[tensor.name]
             file = None
             if source.source == "file":

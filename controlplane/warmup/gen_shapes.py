@@ -11,22 +11,24 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+# the one signature format, re-exported for the generator's callers
+from controlplane.tensors import signature_of as signature_of
 from controlplane.triton.repository import ModelSpec
-from controlplane.warmup.types import ShapeCount, TensorShape
+from controlplane.warmup.types import ShapeCount
 
 Dims = tuple[int, ...]
-#: non-batch dims per input, in the config's input order
-ShapeKey = tuple[Dims, ...]
+#: non-batch dims per input, in the config's input order; None: an optional input the
+#: requests left out (samples follow what traffic sends)
+ShapeKey = tuple[Dims | None, ...]
 
 
-def signature_of(inputs: Sequence[TensorShape]) -> str:
-    """``name:DATATYPE:d0xd1`` per input, sorted by name, joined by ``,`` (batch dim included).
+def key_order(key: ShapeKey) -> tuple[Dims, ...]:
+    """``key`` in a form that sorts (absent inputs first)."""
+    return tuple(() if d is None else (0, *d) for d in key)
 
-    The same text as ``controlplane.traffic.observation.signature_of``; not imported from
-    there so that warm-up generation stays free of the gateway's modules.
-    """
-    ordered = sorted(inputs, key=lambda i: i.name)
-    return ",".join(f"{i.name}:{i.datatype}:{'x'.join(map(str, i.shape))}" for i in ordered)
+
+def key_text(key: ShapeKey) -> str:
+    return str(["absent" if d is None else list(d) for d in key])
 
 
 def reaches(part: int, total: int, share: float) -> bool:
@@ -55,13 +57,18 @@ def parse_row(spec: ModelSpec, row: ShapeCount) -> RecordedShape | str:
     signature = signature_of(row.inputs)
     by_name = {t.name: t for t in row.inputs}
     expected = [t.name for t in spec.inputs]
-    if sorted(by_name) != sorted(expected) or len(by_name) != len(row.inputs):
+    required = {t.name for t in spec.inputs if not t.optional}
+    if (len(by_name) != len(row.inputs) or not set(by_name) <= set(expected)
+            or not required <= set(by_name)):
         return f"inputs {sorted(by_name)} differ from the config's {sorted(expected)}"
     batching = spec.max_batch_size > 0
     batch_sizes: set[int] = set()
-    dims: list[Dims] = []
+    dims: list[Dims | None] = []
     for tensor_spec in spec.inputs:
-        tensor = by_name[tensor_spec.name]
+        tensor = by_name.get(tensor_spec.name)
+        if tensor is None:
+            dims.append(None)  # an optional input this request left out
+            continue
         if tensor.datatype != tensor_spec.datatype:
             return f"{tensor.name} is {tensor.datatype}, the config says {tensor_spec.datatype}"
         shape = tensor.shape
@@ -145,7 +152,11 @@ def plan_variable_dims(
         name = spec.inputs[i].name
         weights: Counter[int] = Counter()
         for row in recorded:
-            weights[row.key[i][axis]] += row.count
+            present = row.key[i]
+            if present is not None:
+                weights[present[axis]] += row.count
+        if not weights:
+            continue  # an optional input no request sent
         total = sum(weights.values())
         needed, running = 0, 0
         for _, count in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -185,21 +196,24 @@ def group_shapes(
     groups: dict[ShapeKey, ShapeGroup] = {}
     beyond = 0
     for row in recorded:
-        dims = [list(d) for d in row.key]
+        dims = [None if d is None else list(d) for d in row.key]
         for var in variable:
-            value = var.representative(dims[var.input_index][var.axis])
+            this = dims[var.input_index]
+            if this is None:
+                continue
+            value = var.representative(this[var.axis])
             if value is None:
                 break
-            dims[var.input_index][var.axis] = value
+            this[var.axis] = value
         else:
-            key = tuple(tuple(d) for d in dims)
+            key = tuple(None if d is None else tuple(d) for d in dims)
             group = groups.setdefault(key, ShapeGroup(key))
             group.count += row.count
             group.signatures.add(row.signature)
             group.batches[row.batch_size] += row.count
             continue
         beyond += row.count
-    return sorted(groups.values(), key=lambda g: (-g.count, g.key)), beyond
+    return sorted(groups.values(), key=lambda g: (-g.count, key_order(g.key))), beyond
 
 
 def select_groups(
@@ -209,7 +223,7 @@ def select_groups(
     for a threshold on a sum); all of them when even that falls short."""
     chosen: list[ShapeGroup] = []
     running = 0
-    for group in sorted(groups, key=lambda g: (-g.count, g.key)):
+    for group in sorted(groups, key=lambda g: (-g.count, key_order(g.key))):
         if reaches(running, total, coverage):
             break
         chosen.append(group)

@@ -1,4 +1,4 @@
-"""Tensor bytes as Triton reads them: element sizes, numpy dtypes, the BYTES wire format.
+"""Tensor bytes as Triton reads them for warm-up, on top of :mod:`controlplane.tensors`.
 
 Warm-up data files and the gateway's payload samples both hold raw row-major, little-endian
 bytes; BYTES (``TYPE_STRING``) tensors hold each element as a 4-byte little-endian length
@@ -7,42 +7,31 @@ followed by its bytes.
 
 from __future__ import annotations
 
-import math
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from controlplane.tensors import (
+    DATATYPES,
+    array_from_bytes,
+    decode_bytes_elements,
+    encode_bytes_elements,
+    numel,
+)
+
+__all__ = ["BYTES", "ELEMENT_BYTES", "FLOAT_TYPES", "INTEGER_TYPES", "NUMPY_DTYPES",
+           "decode_bytes_elements", "encode_bytes_elements", "first_element", "integer_bounds",
+           "is_supported", "numel", "size_problem", "tensor_from_bytes"]
+
 #: KServe datatype -> bytes per element (BYTES has none: its elements are length-prefixed)
-ELEMENT_BYTES: dict[str, int] = {
-    "BOOL": 1, "UINT8": 1, "INT8": 1,
-    "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2,
-    "UINT32": 4, "INT32": 4, "FP32": 4,
-    "UINT64": 8, "INT64": 8, "FP64": 8,
-}
-INTEGER_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64",
-                           "INT8", "INT16", "INT32", "INT64"})
-FLOAT_TYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
+ELEMENT_BYTES: dict[str, int] = {n: d.size for n, d in DATATYPES.items() if d.size is not None}
+INTEGER_TYPES = frozenset(n for n, d in DATATYPES.items() if d.is_integer)
+FLOAT_TYPES = frozenset(n for n, d in DATATYPES.items() if d.kind == "float")
 BYTES = "BYTES"
 
-# Explicit little-endian: Triton's wire format, whatever machine builds the files.
-# BF16 is missing on purpose: numpy has no such type.
-NUMPY_DTYPES: dict[str, np.dtype[np.generic]] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"), "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
-    "BYTES": np.dtype(object),
-}
-
-_LENGTH = struct.Struct("<I")
-
-
-def numel(dims: Sequence[int]) -> int:
-    return math.prod(dims)
+#: storage dtype of the raw bytes (BF16: its uint16 bit patterns)
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {n: d.storage for n, d in DATATYPES.items()}
 
 
 def integer_bounds(datatype: str) -> tuple[int, int]:
@@ -54,28 +43,7 @@ def integer_bounds(datatype: str) -> tuple[int, int]:
 
 
 def is_supported(datatype: str) -> bool:
-    return datatype in ELEMENT_BYTES or datatype == BYTES
-
-
-def encode_bytes_elements(elements: Sequence[bytes]) -> bytes:
-    return b"".join(_LENGTH.pack(len(e)) + e for e in elements)
-
-
-def decode_bytes_elements(data: bytes) -> list[bytes]:
-    """The elements of a length-prefixed BYTES buffer; ValueError when it is malformed."""
-    elements = []
-    pos = 0
-    while pos < len(data):
-        if pos + _LENGTH.size > len(data):
-            raise ValueError(f"truncated length prefix at byte {pos}")
-        (length,) = _LENGTH.unpack_from(data, pos)
-        pos += _LENGTH.size
-        if pos + length > len(data):
-            raise ValueError(f"element at byte {pos} claims {length} bytes, "
-                             f"{len(data) - pos} remain")
-        elements.append(data[pos:pos + length])
-        pos += length
-    return elements
+    return datatype in DATATYPES
 
 
 def size_problem(datatype: str, dims: Sequence[int], data: bytes) -> str | None:
@@ -110,12 +78,6 @@ def first_element(datatype: str, batch: int, dims: Sequence[int], data: bytes) -
 
 
 def tensor_from_bytes(datatype: str, dims: Sequence[int], data: bytes) -> np.ndarray[Any, Any]:
-    """One tensor of ``dims`` decoded from its raw bytes (a writable copy)."""
-    if datatype == BYTES:
-        elements = decode_bytes_elements(data)
-        array = np.empty(len(elements), dtype=object)
-        array[:] = elements
-        return array.reshape(tuple(dims))
-    if datatype not in NUMPY_DTYPES:
-        raise ValueError(f"no numpy dtype for {datatype}")
-    return np.frombuffer(data, dtype=NUMPY_DTYPES[datatype]).reshape(tuple(dims)).copy()
+    """One tensor of ``dims`` decoded from its raw bytes (a writable copy), as tritonclient
+    takes it: BYTES an object array of bytes, BF16 float32. ValueError for an unknown type."""
+    return array_from_bytes(datatype, dims, data)

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 
 from controlplane.triton.repository import ModelSpec
 from controlplane.warmup.data import InputFiller, ShapeFill, validate_plan
-from controlplane.warmup.gen_batches import batches_from_stats, default_batch_sizes, default_key
+from controlplane.warmup.gen_batches import batches_from_stats, default_key
 from controlplane.warmup.gen_samples import (
     EXAMPLES_IN_NOTES,
     Candidate,
@@ -40,6 +40,7 @@ from controlplane.warmup.gen_shapes import (
     ShapeGroup,
     ShapeKey,
     group_shapes,
+    key_text,
     parse_row,
     plan_variable_dims,
     select_groups,
@@ -47,7 +48,7 @@ from controlplane.warmup.gen_shapes import (
 )
 from controlplane.warmup.types import PayloadSampleData, ShapeCount, WarmupPlan, WarmupSettings
 
-__all__ = ["generate_warmup", "signature_of", "uncovered_share"]
+__all__ = ["default_probe", "generate_warmup", "signature_of", "uncovered_share"]
 
 
 def uncovered_share(covered: frozenset[str], shapes: Sequence[ShapeCount]) -> float:
@@ -66,19 +67,38 @@ def _check(settings: WarmupSettings) -> None:
         raise ValueError(f"invalid warm-up settings: {settings}")
 
 
-def _default_plan(spec: ModelSpec, settings: WarmupSettings, filler: InputFiller,
-                  notes: list[str]) -> WarmupPlan:
-    key, key_notes = default_key(spec, settings.default_variable_length)
-    batches, why = default_batch_sizes(spec)
-    notes = [*notes, f"no traffic recorded: defaults from the config: {why}", *key_notes]
+def _no_traffic_plan(notes: list[str]) -> WarmupPlan:
+    """No recorded request fits: no sample, since a warm-up sample at a shape or batch size
+    traffic never sent can fail the load (and crash Triton 2.51) where plain Triton serves.
+    The model loads plain and is warmed by probes (:func:`default_probe`)."""
+    return WarmupPlan((), {}, 0.0, True, (
+        *notes, "no traffic recorded yet: no generated model_warmup (the model loads as "
+                "config.pbtxt says and is warmed by probes after the load)"))
+
+
+def default_probe(
+    spec: ModelSpec,
+    *,
+    value_ranges: Mapping[str, tuple[int, int]] | None = None,
+    samples: Sequence[PayloadSampleData] = (),
+    settings: WarmupSettings = WarmupSettings(),  # noqa: B008 (frozen: safe to share)
+) -> WarmupPlan | str:
+    """One batch-1 request at the config's default dims, for probing a model that no traffic
+    reached yet; or why none is safe (an integer input of unknown range, BYTES without
+    examples). Never part of ``model_warmup``: only a probe after the load, whose failure is
+    harmless. Raises ConfigError for malformed ``warmctl.*`` parameters."""
+    _check(settings)
+    if not spec.inputs:
+        return "the config names no inputs"
+    filler = InputFiller(spec, value_ranges=value_ranges or {}, samples=samples,
+                         seed=settings.seed)
+    key, notes = default_key(spec, settings.default_variable_length)
     fill = filler.fill(key)
     if isinstance(fill, str):
-        plan = WarmupPlan((), {}, 0.0, True, (*notes, f"no warm-up possible: {fill}"))
-        return plan
-    candidates = [Candidate(key, b, 0.0, None) for b in batches]
-    accepted, cap_notes = apply_caps(candidates, settings, spec)
-    samples, files, data_notes = assemble_samples(accepted, {key: fill}, spec, settings.count)
-    plan = WarmupPlan(tuple(samples), files, 0.0, True, (*notes, *cap_notes, *data_notes))
+        return fill
+    candidate = Candidate(key, 1, 0.0, None)
+    built, files, data_notes = assemble_samples([candidate], {key: fill}, spec, 1)
+    plan = WarmupPlan(tuple(built), files, 0.0, True, (*notes, *data_notes))
     validate_plan(plan, spec)
     return plan
 
@@ -120,7 +140,7 @@ def _fill_groups(groups: Sequence[ShapeGroup], filler: InputFiller,
     notes = []
     if failed:
         share = sum(g.count for g, _ in failed) / total
-        examples = "; ".join(f"{[list(d) for d in g.key]}: {why}"
+        examples = "; ".join(f"{key_text(g.key)}: {why}"
                              for g, why in failed[:EXAMPLES_IN_NOTES])
         notes.append(f"{len(failed)} shapes ({share:.1%} of requests) cannot be warmed, "
                      f"e.g. {examples}")
@@ -149,7 +169,7 @@ def generate_warmup(
     total = sum(row.count for row in shapes if row.count > 0)
     recorded, notes = _fit_rows(spec, shapes, total)
     if not recorded:
-        return _default_plan(spec, settings, filler, notes)
+        return _no_traffic_plan(notes)
 
     variable, bucket_notes = plan_variable_dims(
         spec, recorded, settings.coverage, settings.max_buckets_per_dim)

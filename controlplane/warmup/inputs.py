@@ -7,22 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from controlplane.store.models import PayloadSample
+from controlplane.tensors import DATATYPES, parse_signature
 from controlplane.traffic.store import TrafficStore
 from controlplane.types import ModelName
 from controlplane.warmup.types import PayloadSampleData, ShapeCount, TensorShape
-
-_INTEGER = {"INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-            "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64}
-
-
-def parse_signature(text: str) -> tuple[TensorShape, ...]:
-    """Inverse of the traffic signature: ``name:DATATYPE:d0xd1,...``."""
-    shapes = []
-    for part in text.split(","):
-        name, datatype, dims = part.rsplit(":", 2)
-        shape = tuple(int(d) for d in dims.split("x")) if dims else ()
-        shapes.append(TensorShape(name, datatype, shape))
-    return tuple(shapes)
 
 
 @dataclass(frozen=True)
@@ -31,7 +19,8 @@ class TrafficView:
 
     shapes: list[ShapeCount]
     samples: list[PayloadSampleData]
-    #: observed [min, max + 1) of integer inputs in the payload samples
+    #: observed [min, max + 1) of integer inputs: served requests sampled by the gateway
+    #: (``traffic.range_sample_every``) and the payload samples
     value_ranges: dict[str, tuple[int, int]]
     #: requests behind ``shapes``
     requests: int
@@ -53,7 +42,11 @@ def read_traffic(traffic: TrafficStore, model: ModelName, *, since: float,
                              for i in row.inputs), row.count, row.last_seen)
             for row in traffic.shapes(model)]
     samples = [_sample_data(s) for s in traffic.samples(model)]
-    return TrafficView(shapes, samples, _value_ranges(samples), sum(s.count for s in shapes))
+    ranges = _value_ranges(samples)
+    for name, (lo, hi) in traffic.value_ranges(model).items():
+        old = ranges.get(name)
+        ranges[name] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
+    return TrafficView(shapes, samples, ranges, sum(s.count for s in shapes))
 
 
 def _sample_data(row: PayloadSample) -> PayloadSampleData:
@@ -68,10 +61,13 @@ def _value_ranges(samples: list[PayloadSampleData]) -> dict[str, tuple[int, int]
     ranges: dict[str, tuple[int, int]] = {}
     for sample in samples:
         for name, shape in sample.inputs.items():
-            dtype = _INTEGER.get(shape.datatype)
-            if dtype is None or not sample.data[name]:
+            info = DATATYPES.get(shape.datatype)
+            if info is None or not info.is_integer or not sample.data[name]:
                 continue
-            values = np.frombuffer(sample.data[name], dtype=dtype)
+            try:
+                values = np.frombuffer(sample.data[name], dtype=info.storage)
+            except ValueError:
+                continue  # a payload whose size does not fit its type: not a range witness
             lo, hi = int(values.min()), int(values.max()) + 1
             old = ranges.get(name)
             ranges[name] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)

@@ -6,14 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from controlplane.tensors import TensorShape, config_name
 
-@dataclass(frozen=True)
-class TensorShape:
-    name: str
-    #: KServe wire datatype: FP32, INT64, BYTES, ...
-    datatype: str
-    #: as the client sent it: batch dimension first when the model batches
-    shape: tuple[int, ...]
+__all__ = ["InputData", "PayloadSampleData", "ShapeCount", "TensorShape", "WarmupPlan",
+           "WarmupSample", "WarmupSettings"]
 
 
 @dataclass(frozen=True)
@@ -95,8 +91,7 @@ class WarmupPlan:
             inputs = {}
             for name, data in sample.inputs.items():
                 entry: dict[str, Any] = {
-                    "data_type": "TYPE_STRING" if data.datatype == "BYTES"
-                    else f"TYPE_{data.datatype}",
+                    "data_type": config_name(data.datatype),
                     "dims": [str(d) for d in data.dims],
                 }
                 if data.source == "zero":

@@ -11,9 +11,15 @@ import pytest
 
 from controlplane.app import ControlPlane
 from controlplane.config import Settings, load_settings
+from controlplane.lifecycle.manager import ModelManager
+from controlplane.store.database import Database
+from controlplane.store.lifecycle import LifecycleStore
 from controlplane.triton.client import TritonClient
 from controlplane.triton.distribution import TritonDistribution
+from controlplane.triton.instance import TritonInstance
+from controlplane.triton.metrics import PluginMetrics
 from controlplane.triton.process import TritonProcess
+from controlplane.triton.repository import ModelRepository
 from tests.conftest import ROOT
 
 
@@ -95,3 +101,29 @@ async def start_cp(make_settings: Callable[..., Settings]) -> AsyncIterator[Star
     yield start
     for cp in started:
         await cp.stop()
+
+
+MakeManager = Callable[..., ModelManager]
+
+
+@pytest.fixture
+async def make_manager(
+    repo: Path, triton: TritonProcess, database: Database
+) -> AsyncIterator[MakeManager]:
+    made: list[ModelManager] = []
+
+    def make(*, pinned: list[str] | None = None, load_timeout_s: float = 60,
+             **options: Any) -> ModelManager:
+        """A manager of the test's Triton (``options``: further ModelManager arguments)."""
+        client = TritonClient(triton.grpc_url, call_timeout_s=5, load_timeout_s=load_timeout_s)
+        instance = TritonInstance("default", client, PluginMetrics(triton.metrics_url), triton)
+        manager = ModelManager(instance=instance, repository=ModelRepository(repo),
+                               store=LifecycleStore(database, "default"), pinned=pinned,
+                               **options)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.close()
+        await manager.client.close()

@@ -95,7 +95,7 @@ async def test_file_override_replaces_the_model_directory(
     [
         # Triton answers only this; the manager adds the reason from Triton's log
         (add_triton_rejected, "failed to poll from model repository"),
-        (add_missing_weights, "TorchScript file not found"),
+        (add_missing_weights, "no model file"),
         (lambda repo, name: add_identity(repo, name, init_fail="exploded on purpose"),
          "exploded on purpose"),
     ],

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from controlplane.errors import Conflict, ModelLoadFailed, ModelNotFound
-from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
-from controlplane.store.database import Database
-from controlplane.store.lifecycle import LifecycleStore
 from controlplane.triton.client import TritonClient
-from controlplane.triton.instance import TritonInstance
-from controlplane.triton.metrics import PluginMetrics
 from controlplane.triton.process import TritonProcess
-from controlplane.triton.repository import ModelRepository
+from tests.integration.conftest import MakeManager
 from tests.support.repository import (
     add_example,
     add_identity,
@@ -26,28 +21,6 @@ from tests.support.repository import (
     add_triton_rejected,
 )
 from tests.support.waiting import until
-
-MakeManager = Callable[..., ModelManager]
-
-
-@pytest.fixture
-async def make_manager(
-    repo: Path, triton: TritonProcess, database: Database
-) -> AsyncIterator[MakeManager]:
-    made: list[ModelManager] = []
-
-    def make(*, pinned: list[str] | None = None, load_timeout_s: float = 60) -> ModelManager:
-        client = TritonClient(triton.grpc_url, call_timeout_s=5, load_timeout_s=load_timeout_s)
-        instance = TritonInstance("default", client, PluginMetrics(triton.metrics_url), triton)
-        manager = ModelManager(instance=instance, repository=ModelRepository(repo),
-                               store=LifecycleStore(database, "default"), pinned=pinned)
-        made.append(manager)
-        return manager
-
-    yield make
-    for manager in made:
-        await manager.close()
-        await manager.client.close()
 
 
 async def test_load_records_state_event_memory_and_breakdown(
@@ -109,7 +82,7 @@ async def test_a_caller_giving_up_does_not_cancel_the_shared_load(
     ("build", "reason"),
     [
         (add_triton_rejected, "preferred size must be <= max batch size"),
-        (add_missing_weights, "TorchScript file not found"),
+        (add_missing_weights, "no model file"),
         (lambda r, n: add_identity(r, n, init_fail="exploded on purpose"), "exploded on purpose"),
     ],
 )

@@ -181,3 +181,33 @@ async def test_a_model_never_requested_waits_for_its_first_request(
 
     await asyncio.to_thread(_infer, cp, "never")  # its first request loads it
     assert cp.manager.state("never") is ModelState.READY
+
+
+async def test_a_model_that_cannot_load_is_not_retried_every_tick(
+    repo: Path, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    inits = tmp_path / "inits.log"
+    add_identity(repo, "broken", init_fail="No module named 'missing'", init_log=str(inits))
+    add_identity(repo, "fine")
+    # demand that makes the policy want the broken model loaded now and at every tick
+    settings = make_settings(gateway={"port": 0}, scheduler={"interval_s": 0.3},
+                             models={"broken": {"pinned": True}})
+    _history(settings, [("broken", time.time() - k * 5.0) for k in range(40, 0, -1)])
+    cp = ControlPlane(settings)
+    await cp.start(wait_pinned=True)
+    try:
+        assert cp.manager is not None and cp.scheduler is not None
+        assert cp.manager.state("broken") is ModelState.FAILED
+        for _ in range(10):  # three seconds of ticks
+            await cp.scheduler.tick()
+            await asyncio.sleep(0.3)
+        # one Python stub for the start-up attempt, none for the ticks (back-off is 30 s)
+        assert len(inits.read_text().splitlines()) == 1
+        async with httpx.AsyncClient(base_url=cp.admin_url) as http:
+            plan = {m["model"]: m for m in (await http.get("/plan")).json()["models"]}
+            model = (await http.get("/models/broken")).json()
+        assert plan["broken"]["decision"] == "failed"
+        assert "retry at" in plan["broken"]["why"] and "missing" in plan["broken"]["why"]
+        assert model["failures"] == 1 and model["retry_at"] is not None
+    finally:
+        await cp.stop()

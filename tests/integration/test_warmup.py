@@ -55,20 +55,27 @@ async def test_load_applies_generated_warmup_and_records_the_figures(
     config_on_disk = (repo / "ident" / "config.pbtxt").read_text()
     cp = await start_cp()
     assert cp.manager is not None and cp.instance is not None
-    await cp.manager.load("ident")  # no traffic yet: the documented default
+    await cp.manager.load("ident")  # no traffic yet: no sample, a batch-1 probe
     first = cp.warmups.latest("ident")
-    assert first is not None and first.default and first.version == 1
-    assert all(int(d) > 0 for s in first.samples for i in s["inputs"].values() for d in i["dims"])
+    assert first is not None and first.default and first.version == 1 and not first.samples
+    event = cp.manager.store.events("ident", limit=1)[0]
+    assert event.probe_count is not None and event.probe_count >= 5
 
     await _traffic(cp, "ident", [4] * 30 + [9] * 10)  # traffic now recorded
     await cp.manager.unload("ident")
-    await cp.manager.load("ident")
+    await cp.manager.load("ident")  # loads plain; probes prove the traffic-shaped samples
     second = cp.warmups.latest("ident")
     assert second is not None and not second.default and second.version == 2
     assert second.coverage >= 0.95
     warmed = {tuple(int(d) for d in i["dims"]) for s in second.samples
               for i in s["inputs"].values()}
     assert {(4,), (9,)} <= warmed
+    assert "model_warmup" not in await cp.instance.client.model_config("ident")
+    proving = cp.manager.store.events("ident", limit=1)[0].details
+    assert proving is not None and proving["probe_proven"] == len(second.samples)
+
+    await cp.manager.unload("ident")
+    await cp.manager.load("ident")
     # Triton runs exactly the generated samples; the repository file is untouched
     live = await cp.instance.client.model_config("ident")
     assert [s["name"] for s in live["model_warmup"]] == [s["name"] for s in second.samples]
@@ -84,8 +91,8 @@ async def test_load_applies_generated_warmup_and_records_the_figures(
 
 
 async def test_not_routed_until_probes_converge(repo: Path, start_cp: StartControlPlane) -> None:
-    # first executions take 200 ms, 120 ms, 72 ms, ...: the default warm-up (one sample, count
-    # 3; no dynamic batching) absorbs three, the probes must see the rest fade before traffic
+    # first executions take 200 ms, 120 ms, 72 ms, ...: no traffic yet, so no warm-up sample;
+    # the probes (batch 1 at the default length) must see them fade before traffic
     add_identity(repo, "settling", slow_executions="30", slow_ms="200", slow_decay="0.6")
     cp = await start_cp(warmup={"probe": {"window": 4, "tolerance": 0.1, "max_s": 10}})
     assert cp.manager is not None
@@ -98,8 +105,8 @@ async def test_not_routed_until_probes_converge(repo: Path, start_cp: StartContr
     assert [s for s, _ in states] == [ModelState.LOADING, ModelState.WARMING, ModelState.READY]
     assert sent < ready_at <= answered  # the request waited for the probes, not just Triton
     event = cp.manager.store.events("settling", limit=1)[0]
-    assert event.details is not None and event.details["warmup_executions"] == 3
-    assert event.first_probe_ms is not None and event.first_probe_ms > 30  # 200 * 0.6**3 ms
+    assert event.details is not None and event.details["warmup_executions"] == 0
+    assert event.first_probe_ms is not None and event.first_probe_ms > 150  # 200 ms
     assert event.probe_count is not None and event.probe_count >= 6
     assert event.probe_latency_ms is not None and event.probe_latency_ms < event.first_probe_ms / 3
     assert event.details["probe_converged"] is True
@@ -183,8 +190,9 @@ async def test_example_model_with_payload_samples_and_file_override(
     await asyncio.to_thread(send)
     assert cp.recorder is not None
     await cp.recorder.flush()
-    await cp.manager.unload("shortform_ranker")
-    await cp.manager.load("shortform_ranker")
+    for _ in range(2):  # the first load proves the samples by probes, the next applies them
+        await cp.manager.unload("shortform_ranker")
+        await cp.manager.load("shortform_ranker")
     stored = cp.warmups.latest("shortform_ranker")
     assert stored is not None and stored.files  # real data travelled as warm-up files
     assert ids.tobytes() in stored.files.values()

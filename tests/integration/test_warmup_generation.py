@@ -18,7 +18,7 @@ from controlplane.triton.distribution import TritonDistribution
 from controlplane.triton.process import TritonProcess
 from controlplane.triton.repository import ModelRepository, ModelSpec
 from controlplane.warmup.data import probe_inputs
-from controlplane.warmup.generate import generate_warmup
+from controlplane.warmup.generate import default_probe, generate_warmup
 from controlplane.warmup.types import PayloadSampleData, ShapeCount, TensorShape, WarmupPlan
 from tests.conftest import ROOT
 from tests.support.repository import add_example
@@ -101,13 +101,13 @@ async def test_generated_warmup_loads_and_runs_as_planned(
     add_example(repo, model)
     spec = ModelRepository(repo).spec(model)
     traffic = generate_warmup(spec, synthetic_histogram(spec))
-    default = generate_warmup(spec, [])
+    default = default_probe(spec)  # before traffic: a probe request, never a warm-up sample
     assert traffic.coverage >= 0.95 and traffic.samples and not traffic.files
-    assert default.default and default.samples and not default.files
-    for plan in (traffic, default):
-        await load_plan(client, repo, spec, plan)  # a reload starts the statistics afresh
-        await assert_warmup_ran(client, spec, plan)
-        await asyncio.to_thread(infer_probes, triton.grpc_url, spec, plan)
+    assert not isinstance(default, str) and len(default.samples) == 1 and not default.files
+    await load_plan(client, repo, spec, traffic)
+    await assert_warmup_ran(client, spec, traffic)
+    await asyncio.to_thread(infer_probes, triton.grpc_url, spec, traffic)
+    await asyncio.to_thread(infer_probes, triton.grpc_url, spec, default)
 
 
 async def test_random_data_fails_the_load_where_ours_loads(

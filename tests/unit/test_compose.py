@@ -6,6 +6,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -86,8 +87,18 @@ def test_controlplane_command_env_ports_and_health(
     health = " ".join(cp["healthcheck"]["test"])
     path = re.search(r"127\.0\.0\.1:(\d+)(/\w+)", health)
     assert path is not None and int(path.group(1)) == settings.admin.port
-    paths = create_admin_app(None).openapi()["paths"]  # type: ignore[arg-type]
+    # no control plane: the routes are all the app needs for its OpenAPI document
+    bare = SimpleNamespace(settings=settings.model_copy(update={
+        "admin": settings.admin.model_copy(update={"metrics": False})}))
+    paths = create_admin_app(bare).openapi()["paths"]  # type: ignore[arg-type]
     assert path.group(2) in paths
+
+
+def test_compose_requires_an_admin_token(compose: dict[str, Any]) -> None:
+    """The admin API is published on 0.0.0.0: compose refuses to start without a token
+    (``${VAR:?}``), and warmctl itself would refuse to listen there without one."""
+    env = compose["services"]["controlplane"]["environment"]
+    assert env["WARMCTL_ADMIN__ADMIN_TOKEN"].startswith("${WARMCTL_ADMIN_TOKEN:?")
 
 
 def test_gpu_overlay_reserves_a_gpu_for_triton_only() -> None:

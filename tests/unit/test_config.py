@@ -6,6 +6,7 @@ import pytest
 
 from controlplane.config import load_settings
 from controlplane.errors import ConfigError
+from tests.conftest import ROOT
 
 
 def test_defaults_pick_embedded_triton_on_free_ports(tmp_path: Path) -> None:
@@ -60,3 +61,47 @@ def test_bad_config_names_the_problem(tmp_path: Path, text: str, expected: str) 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[scheduler]\nmemory_budget = 8000\n",
+         "scheduler.memory_budget: unknown key (did you mean 'memory_budget_mb'?)"),
+        ("[models.ranker]\npined = true\n",
+         "models.ranker.pined: unknown key (did you mean 'pinned'?)"),
+        ("[warmup.probe]\nwindw = 3\n", "warmup.probe.windw: unknown key (did you mean 'window'?)"),
+        ("[[scheduler.rules]]\nmodel = 'm'\nstart = '08:00'\nend = '09:00'\nday = 'sat'\n",
+         "scheduler.rules.0.day: unknown key (did you mean 'days'?)"),
+        ("[gateway]\nfrobnicate = 1\n", "gateway.frobnicate: unknown key"),
+    ],
+)
+def test_unknown_keys_in_any_section_are_refused_by_name(
+        tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert str(refused.value) == f"invalid configuration in {config}: {expected}"
+
+
+def test_unknown_nested_key_from_the_environment_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WARMCTL_SCHEDULER__MEMORY_BUDGET", "8000")
+    with pytest.raises(ConfigError, match=r"scheduler\.memory_budget: unknown key"):
+        load_settings()
+
+
+def test_our_backends_are_found_from_any_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.backends_dir == ROOT / "triton_backends"
+    assert (settings.backends_dir / "torchscript" / "model.py").is_file()
+
+
+def test_gateway_bounds_default_to_256_mib_and_no_tracebacks() -> None:
+    gateway = load_settings().gateway
+    assert (gateway.max_request_bytes, gateway.expose_tracebacks) == (256 << 20, False)
+    with pytest.raises(ConfigError, match=r"gateway\.max_request_bytes"):
+        load_settings(gateway={"max_request_bytes": 0})

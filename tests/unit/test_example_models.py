@@ -45,7 +45,8 @@ def test_configs_match_the_modules(builder: ModuleType, tmp_path: Path) -> None:
     repo = ModelRepository(ROOT / "model_repository")
     assert repo.names() == set(builder.MODELS)
     sizes = {}
-    for name in sorted(builder.MODELS):
+    # the exported ones are checked against their configs as they are built (build_models)
+    for name in sorted(n for n, e in builder.MODELS.items() if e.format == "torchscript"):
         spec = repo.spec(name)
         module = torch.jit.load(str(builder.build(tmp_path, name)))
         args = []

@@ -16,7 +16,8 @@ def test_example_models_parse_into_specs() -> None:
     repo = ModelRepository(EXAMPLES)
     assert repo.names() == {
         "shortform_ranker", "longform_ranker", "premium_ranker", "query_encoder",
-        "thumbnail_scorer"}
+        "thumbnail_scorer", "history_ranker_export", "history_ranker_aoti",
+        "history_ranker_compiled"}
     spec = repo.spec("longform_ranker")
     assert spec.backend == "torchscript"
     assert spec.max_batch_size == 32

@@ -1,8 +1,13 @@
-"""Triton Python-based backend ``torchscript``: serves ``<version>/model.pt`` TorchScript modules.
+"""Triton Python-based backend ``torchscript``: serves PyTorch models in every format torch saves.
 
-A model selects it with ``backend: "torchscript"`` and needs no model.py of its own. Inputs are
-passed to ``forward`` positionally in config order; outputs are taken in config order from a
-tensor or a tuple of tensors. The device follows ``instance_group`` (KIND_GPU -> cuda:<id>).
+A model selects it with ``backend: "torchscript"`` and needs no model.py of its own. The version
+folder's file decides the format (``warmctl_plugin/formats.py``): ``model.pt`` TorchScript,
+``model.pt2`` an ExportedProgram (``torch.export.save``) or an AOTInductor package; an
+ExportedProgram can be served under ``torch.compile`` with warmctl's compile cache
+(``warmctl_plugin/compiled.py``). The name stays ``torchscript`` so existing configs keep
+working. Inputs are passed to the model positionally in config order; outputs are taken in
+config order from a tensor or a tuple or list of tensors. The device follows
+``instance_group`` (KIND_GPU -> cuda:<id>).
 
 Two things here exist for the control plane:
 
@@ -12,12 +17,13 @@ Two things here exist for the control plane:
 * Custom metrics on Triton's /metrics, per instance: the load-time breakdown, resident memory,
   and a bounded count of request shapes (``warmctl_*`` families).
 
-Config parameters (all optional): ``model_file`` (default model.pt), ``torch_threads``
+Config parameters (all optional): ``model_file`` (default model.pt, else model.pt2),
+``model_format`` (torchscript, exported_program, aoti; default: from the file), ``torch_threads``
 (intra-op threads per instance, default 1). One thread is the default because instances of
 many models share few cores: with torch's default of one thread per core, any busy neighbour
 stalls a parallel op at its barrier for a scheduler time slice (a batch-32 forward of the
 short-form ranker took 24 ms instead of 0.15 ms on 2 shared cores). Raise it for a model
-that owns its cores.
+that owns its cores. torch.compile's parameters: see ``warmctl_plugin/compiled.py``.
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
-import warnings
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-_MAX_SHAPES = 32
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from warmctl_plugin import cache, compiled, formats
+from warmctl_plugin.metrics import Metrics
+
 _RSS_REFRESH_S = 1.0
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -45,50 +54,6 @@ _NUMPY_TYPES = {
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * _PAGE
-
-
-class _Metrics:
-    """The instance's warmctl_* metric series."""
-
-    def __init__(self, labels: dict[str, str]) -> None:
-        self.labels = labels
-        self._phase = pb_utils.MetricFamily(
-            name="warmctl_load_phase_seconds",
-            description="Model instance load time by phase (import, read_weights, to_device, "
-            "first_execute, initialize)",
-            kind=pb_utils.MetricFamily.GAUGE)
-        self._memory = pb_utils.MetricFamily(
-            name="warmctl_resident_bytes",
-            description="Model instance memory: process RSS, CUDA allocated and reserved",
-            kind=pb_utils.MetricFamily.GAUGE)
-        self._shapes = pb_utils.MetricFamily(
-            name="warmctl_request_shapes_total",
-            description=f"Requests per input shape signature (first {_MAX_SHAPES}, then other)",
-            kind=pb_utils.MetricFamily.COUNTER)
-        self._series: dict[tuple[str, str], object] = {}
-
-    def _get(self, family: object, key: str, value: str) -> object:
-        series = self._series.get((key, value))
-        if series is None:
-            series = family.Metric(labels={**self.labels, key: value})  # type: ignore[attr-defined]
-            self._series[(key, value)] = series
-        return series
-
-    def close(self) -> None:
-        self._series.clear()
-        del self._phase, self._memory, self._shapes
-
-    def phase(self, name: str, seconds: float) -> None:
-        self._get(self._phase, "phase", name).set(seconds)  # type: ignore[attr-defined]
-
-    def memory(self, kind: str, value: int) -> None:
-        self._get(self._memory, "kind", kind).set(value)  # type: ignore[attr-defined]
-
-    def shape(self, signature: str, count: int) -> None:
-        known = sum(1 for key, _ in self._series if key == "shape")
-        if ("shape", signature) not in self._series and known >= _MAX_SHAPES:
-            signature = "other"
-        self._get(self._shapes, "shape", signature).increment(count)  # type: ignore[attr-defined]
 
 
 class TritonPythonModel:
@@ -117,31 +82,49 @@ class TritonPythonModel:
                 raise pb_utils.TritonModelException(
                     f"input '{name}': {dtype} is not supported by the torchscript backend")
 
-        path = os.path.join(
-            args["model_repository"], args["model_version"], params.get("model_file", "model.pt"))
-        if not os.path.isfile(path):
-            raise pb_utils.TritonModelException(f"TorchScript file not found: {path}")
-        t1 = time.perf_counter()
-        with warnings.catch_warnings():
-            # torch 2.13 deprecates TorchScript in favour of torch.export; it still loads.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(path, map_location="cpu")
-        t2 = time.perf_counter()
-        module = module.to(self.device).eval()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t3 = time.perf_counter()
-        self.module = module
-
-        self.metrics = _Metrics({
+        self.metrics = Metrics({
             "model": args["model_name"],
             "version": args["model_version"],
             "instance": args["model_instance_name"],
         })
         self.metrics.phase("import", t_import)
+        try:
+            path, fmt = formats.locate(
+                os.path.join(args["model_repository"], args["model_version"]), params)
+            compile_opts = compiled.options(params)
+        except (formats.FormatError, ValueError) as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
+        if compile_opts is not None and fmt != "exported_program":
+            raise pb_utils.TritonModelException(
+                f"torch_compile needs an ExportedProgram (torch.export.save); {path} is {fmt}")
+        t1 = time.perf_counter()
+        try:
+            loaded = formats.load(path, fmt, torch, self.device)
+        except formats.FormatError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
+        t2 = time.perf_counter()
+        loaded.to(self.device, fmt)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t3 = time.perf_counter()
+        self.module = loaded.module
+        self.format = fmt
         self.metrics.phase("read_weights", t2 - t1)
         self.metrics.phase("to_device", t3 - t2)
-        self.metrics.phase("initialize", t3 - t0)
+        self.compiled: compiled.CompiledModule | None = None
+        if compile_opts is not None:
+            entry = cache.CompileCache(
+                os.environ.get(cache.ENV_DIR) or None, args["model_name"],
+                cache.key_fields(torch, self.device, path, compile_opts))
+            self.compiled = compiled.CompiledModule(
+                torch, loaded.module, compile_opts, entry, self.metrics)
+            try:
+                self.compiled.prepare(loaded.example_inputs)
+            except compiled.CompileError as exc:
+                self.compiled.close()
+                raise pb_utils.TritonModelException(str(exc)) from None
+            self.module = self.compiled
+        self.metrics.phase("initialize", time.perf_counter() - t0)
         self._first_execute = True
         self._rss_at = 0.0
         self._report_memory(force=True)
@@ -177,6 +160,8 @@ class TritonPythonModel:
         if self._first_execute:
             self._first_execute = False
             self.metrics.phase("first_execute", time.perf_counter() - t0)
+        if self.compiled is not None:
+            self.compiled.save()  # new graphs (warm-up, a new traffic shape) join the cache
         self._report_memory()
         return responses
 
@@ -217,7 +202,7 @@ class TritonPythonModel:
         tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
         out = self.module(*tensors)
         if isinstance(out, torch.Tensor):
-            out = (out,)
+            out = (out,)  # TorchScript and ExportedProgram return a tensor; AOTI returns a list
         if len(out) != len(self.outputs):
             raise ValueError(f"model returned {len(out)} outputs, config declares "
                              f"{len(self.outputs)}")
@@ -229,4 +214,6 @@ class TritonPythonModel:
         # Dropping the metric objects removes their series from /metrics; otherwise an unloaded
         # model's memory would still be counted by anyone scraping them.
         self.metrics.close()
-        self.module = None
+        if self.compiled is not None:
+            self.compiled.close()
+        self.module = self.compiled = None

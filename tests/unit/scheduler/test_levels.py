@@ -6,6 +6,7 @@ from pathlib import Path
 from controlplane.scheduler.levels import (
     Level,
     evict,
+    own_level,
     place,
     resident_fraction,
     stage,
@@ -19,8 +20,22 @@ def test_place_fills_the_gpu_by_value_density() -> None:
     # b (densest) and c fit 800 of 900; a does not fit anymore; d still does
     assert placement.devices == {"b": Level.GPU, "c": Level.GPU, "a": Level.CPU,
                                  "d": Level.GPU}
-    assert place([("a", 10, 1.0)], gpu_budget_mb=0).device("a") is Level.CPU
-    assert placement.device("unknown") is Level.CPU
+    # a move is explained; models kept where their config put them need no word
+    assert set(placement.why) == {"a"}
+    assert "600 MB" in placement.why["a"] and "100 MB" in placement.why["a"]
+
+
+def test_without_a_gpu_budget_nothing_moves_and_configs_decide() -> None:
+    # the default on a host without GPUs: a model's own instance_group kind stands
+    placement = place([("a", 10, 1.0)], gpu_budget_mb=0)
+    assert placement.device("a") is None and placement.devices == {}
+    assert place([("a", 10, 1.0)], gpu_budget_mb=100).device("unknown") is None
+
+
+def test_own_level_reads_the_config_kind() -> None:
+    assert own_level("KIND_GPU") is Level.GPU
+    assert own_level("KIND_CPU") is Level.CPU
+    assert own_level("KIND_AUTO") is None
 
 
 def test_with_device_keeps_counts_and_drops_gpu_ids_on_cpu() -> None:

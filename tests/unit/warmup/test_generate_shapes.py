@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.warmup.generate import generate_warmup, signature_of, uncovered_share
+from controlplane.triton.repository import parse_config, spec_from_config
+from controlplane.warmup.generate import (
+    default_probe,
+    generate_warmup,
+    signature_of,
+    uncovered_share,
+)
 from controlplane.warmup.types import ShapeCount, WarmupPlan, WarmupSettings
 from tests.unit.warmup.helpers import make_spec, row
 
-RANKER = make_spec([("ids", "INT64", [20]), ("ctx", "FP32", [32])], max_batch_size=64)
-ENCODER = make_spec([("tokens", "INT64", [-1])], max_batch_size=8)
+# integer inputs need a known valid range (zeros only where it holds 0)
+RANKER = make_spec([("ids", "INT64", [20]), ("ctx", "FP32", [32])], max_batch_size=64,
+                   parameters={"input_range.ids": "0:1000"})
+ENCODER = make_spec([("tokens", "INT64", [-1])], max_batch_size=8,
+                    parameters={"input_range.tokens": "0:30000"})
 
 
 def ranker_row(count: int, batch: int) -> ShapeCount:
@@ -76,7 +85,8 @@ def test_bucketing_a_long_tail_stays_bounded_and_counts_right() -> None:
 
 
 def test_two_variable_dims_share_the_tail_allowance() -> None:
-    spec = make_spec([("a", "INT64", [-1]), ("b", "FP32", [-1])])
+    spec = make_spec([("a", "INT64", [-1]), ("b", "FP32", [-1])],
+                     parameters={"input_range.a": "0:10"})
     shapes = [row(5, ("a", "INT64", (1, x)), ("b", "FP32", (1, y)))
               for x in range(1, 11) for y in range(1, 11)]
     plan = generate_warmup(spec, shapes, settings=WarmupSettings(max_samples=20))
@@ -142,8 +152,8 @@ def test_max_batch_size_zero_has_no_batch_dim() -> None:
     plan = generate_warmup(spec, shapes, batch_stats={4: 100})
     assert shapes_of(plan) == [(1, {"x": (7, 3)}), (1, {"x": (9, 3)})]
     assert plan.covered == {"x:FP32:7x3", "x:FP32:9x3"}
-    default = generate_warmup(spec, [])
-    assert shapes_of(default) == [(1, {"x": (16, 3)})]
+    probe = default_probe(spec)
+    assert not isinstance(probe, str) and shapes_of(probe) == [(1, {"x": (16, 3)})]
 
 
 def test_max_total_elements_drops_the_expensive_sample() -> None:
@@ -179,3 +189,22 @@ def test_uncovered_share() -> None:
     assert uncovered_share(frozenset({"tokens:INT64:1x8"}), shapes) == pytest.approx(0.4)
     assert uncovered_share(frozenset(), shapes) == 1.0
     assert uncovered_share(frozenset({"tokens:INT64:1x8"}), []) == 0.0
+
+
+def test_optional_inputs_follow_what_requests_sent() -> None:
+    spec = spec_from_config("m", parse_config('''
+        name: "m" backend: "python" max_batch_size: 4
+        input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] },
+                { name: "mask" data_type: TYPE_FP32 dims: [ -1 ] optional: true } ]
+        output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]'''))
+    shapes = [row(60, ("x", "FP32", (1, 4))),
+              row(40, ("x", "FP32", (1, 4)), ("mask", "FP32", (1, 7))),
+              row(5, ("mask", "FP32", (1, 7)))]  # the required input missing: unfit
+    plan = generate_warmup(spec, shapes)
+    assert [sorted(s.inputs) for s in plan.samples] == [["x"], ["mask", "x"]]
+    assert plan.samples[1].inputs["mask"].dims == (7,)
+    assert plan.covered == {"x:FP32:1x4", "mask:FP32:1x7,x:FP32:1x4"}
+    assert any("1 recorded shapes" in n and "differ from the config" in n for n in plan.notes)
+    # before traffic, the probe is the smallest valid request: required inputs only
+    probe = default_probe(spec)
+    assert not isinstance(probe, str) and sorted(probe.samples[0].inputs) == ["x"]

@@ -1,7 +1,14 @@
 from __future__ import annotations
 
 from controlplane.store.database import Database
-from controlplane.warmup.configs import WarmupStore, diff
+from controlplane.warmup.configs import (
+    FAILED,
+    PROVEN,
+    REJECTED,
+    WarmupStore,
+    diff,
+    sample_key,
+)
 from controlplane.warmup.types import InputData, WarmupPlan, WarmupSample
 
 
@@ -50,3 +57,40 @@ def test_batch_stats_accumulate(database: Database) -> None:
     store.add_batch_stats("m", {1: 3}, 200.0)
     assert store.batch_stats("m") == {1: 8, 4: 2}
     assert store.batch_stats("other") == {}
+
+
+def test_sample_keys_name_the_request_not_the_sample() -> None:
+    zero = {"name": "s0_b2", "batch_size": 2, "count": 3, "inputs": {
+        "x": {"data_type": "TYPE_FP32", "dims": ["4"], "zero_data": True}}}
+    renamed = {**zero, "name": "s7_b2", "count": 1}
+    from_file = {**zero, "inputs": {"x": {"data_type": "TYPE_FP32", "dims": ["4"],
+                                          "input_data_file": "x.bin"}}}
+    assert sample_key(zero, {}) == sample_key(renamed, {})
+    assert sample_key(zero, {}) != sample_key({**zero, "batch_size": 4}, {})
+    one, two = {"warmup/x.bin": b"\1" * 16}, {"warmup/x.bin": b"\2" * 16}
+    assert sample_key(from_file, one) != sample_key(from_file, two)
+    assert sample_key(from_file, one) != sample_key(zero, {})
+
+
+def test_proofs_and_rejection_are_kept(database: Database) -> None:
+    store = WarmupStore(database)
+    store.set_proofs("m", {"a": (PROVEN, None), "b": (REJECTED, "refused"),
+                           "c": (FAILED, "x" * 10_000)})
+    store.set_proofs("m", {"a": (FAILED, "later"), "b": (PROVEN, None)})
+    # a rejection by Triton is final; other states are replaced
+    assert store.proofs("m") == {"a": FAILED, "b": REJECTED, "c": FAILED}
+    assert store.proofs("other") == {}
+    v1 = store.save("m", plan(4), "first load")
+    store.reject("m", v1.version, "failed to run warmup sample 'x4'")
+    rejected = store.latest("m")
+    assert rejected is not None and rejected.rejected_reason == (
+        "failed to run warmup sample 'x4'")
+    assert rejected.pbtxt().splitlines()[1].startswith("# REJECTED by Triton at ")
+    v2 = store.save("m", plan(8), "drift")
+    assert v2.version == 2 and v2.rejected_at is None
+    # identical to the rejected one: that one comes back, still rejected
+    again = store.save("m", plan(4), "drift")
+    assert (again.version, again.rejected_at is not None) == (1, True)
+    assert again.sample_states({again.sample_key(again.samples[0]): REJECTED}) == {
+        "x4": "rejected"}
+    assert v2.sample_states({}) == {"x8": "pending"}

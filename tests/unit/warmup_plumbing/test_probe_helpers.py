@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
 import pytest
 
+from controlplane.tensors import bf16_bytes, encode_bytes_elements
 from controlplane.triton.client import TritonClient
 from controlplane.triton.repository import ModelSpec, TensorSpec
 from controlplane.warmup.batch_stats import (
@@ -14,8 +14,8 @@ from controlplane.warmup.batch_stats import (
     executions_by_batch,
     warmup_figures,
 )
-from controlplane.warmup.configs import StoredWarmup, WarmupStore
-from controlplane.warmup.probe import probe_inputs, settled
+from controlplane.warmup.configs import WarmupStore
+from controlplane.warmup.probe import expected_warmup_executions, sample_request, settled
 
 
 @pytest.mark.parametrize(
@@ -54,26 +54,48 @@ def _spec(max_batch: int) -> ModelSpec:
         preferred_batch_sizes=(), parameters={}, config={})
 
 
-def test_probe_inputs_follow_the_applied_samples() -> None:
+def test_probe_requests_follow_the_samples() -> None:
     ids = np.array([7, 8, 9], dtype=np.int64)
-    stored = StoredWarmup(
-        model="m", version=3, created_at=datetime.now(UTC), reason="r", default=False,
-        coverage=1.0, covered=frozenset(), notes=[],
-        files={"warmup/ids.bin": ids.tobytes()},
-        samples=[
-            {"name": "a", "batch_size": 4, "count": 3, "inputs": {
-                "ids": {"data_type": "TYPE_INT64", "dims": ["3"], "input_data_file": "ids.bin"},
-                "x": {"data_type": "TYPE_FP32", "dims": ["2"], "zero_data": True}}},
-            {"name": "b", "batch_size": 1, "count": 3, "inputs": {
-                "ids": {"data_type": "TYPE_INT64", "dims": ["5"], "zero_data": True},
-                "x": {"data_type": "TYPE_FP32", "dims": ["2"], "zero_data": True}}},
-        ])
-    [first] = probe_inputs(stored, _spec(8), limit=1)
+    files = {"warmup/ids.bin": ids.tobytes()}
+    sample = {"name": "a", "batch_size": 4, "count": 3, "inputs": {
+        "ids": {"data_type": "TYPE_INT64", "dims": ["3"], "input_data_file": "ids.bin"},
+        "x": {"data_type": "TYPE_FP32", "dims": ["2"], "zero_data": True}}}
+    first = sample_request(sample, files, _spec(8))
     assert [(t.name(), t.shape(), t.datatype()) for t in first] == [
         ("ids", [4, 3], "INT64"), ("x", [4, 2], "FP32")]
-    assert len(probe_inputs(stored, _spec(8), limit=5)) == 2
-    unbatched = probe_inputs(stored, _spec(0), limit=1)[0]
-    assert unbatched[0].shape() == [3]
+    # the file's one batch element, repeated per row: what the model really gets
+    raw = first[0]._get_content()
+    assert raw == ids.tobytes() * 4
+    unbatched = sample_request(sample, files, _spec(0))
+    assert [t.shape() for t in unbatched] == [[3], [2]]
+
+
+def test_probe_requests_for_bf16_fp16_and_bytes() -> None:
+    bf16 = np.array([1.5, -2.0], dtype=np.float32)
+    files = {"warmup/b.bin": bf16_bytes(bf16),
+             "warmup/s.bin": encode_bytes_elements([b"hello"])}
+    sample = {"name": "s", "batch_size": 2, "inputs": {
+        "b": {"data_type": "TYPE_BF16", "dims": ["2"], "input_data_file": "b.bin"},
+        "z": {"data_type": "TYPE_BF16", "dims": ["3"], "zero_data": True},
+        "h": {"data_type": "TYPE_FP16", "dims": ["1"], "zero_data": True},
+        "s": {"data_type": "TYPE_STRING", "dims": ["1"], "input_data_file": "s.bin"}}}
+    tensors = {t.name(): t for t in sample_request(sample, files, _spec(8))}
+    assert {n: (t.shape(), t.datatype()) for n, t in tensors.items()} == {
+        "b": ([2, 2], "BF16"), "z": ([2, 3], "BF16"), "h": ([2, 1], "FP16"),
+        "s": ([2, 1], "BYTES")}
+    assert tensors["b"]._get_content() == files["warmup/b.bin"] * 2  # exact BF16 bits
+    assert tensors["z"]._get_content() == b"\0" * 12
+    with pytest.raises(ValueError, match="BYTES input 'x' without data"):
+        sample_request({"batch_size": 1, "inputs": {
+            "x": {"data_type": "TYPE_STRING", "dims": ["1"], "zero_data": True}}}, {}, _spec(8))
+
+
+def test_expected_warmup_executions_count_every_instance_and_own_samples() -> None:
+    spec = _spec(8)
+    applied = [{"count": 3}, {"count": 0}]
+    assert expected_warmup_executions(applied, spec) == 4
+    assert expected_warmup_executions(applied, spec, own=[{"count": 2}]) == 6
+    assert expected_warmup_executions([], spec) == 0
 
 
 class _LaggingStatistics:

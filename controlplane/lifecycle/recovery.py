@@ -1,0 +1,244 @@
+"""When Triton stops serving or loses models: what the model manager marks, remembers and
+restores, and how a lost model is recognised in Triton's answers.
+
+Triton's supervisor calls :meth:`Recovery.down` and :meth:`Recovery.up` (through the
+manager); the gateway reports upstream errors for models believed ready to
+:meth:`Recovery.lost`. The manager owns the models and their transitions; this module only
+decides which to mark and what to load again, in which order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from controlplane.errors import ControlPlaneError, TritonUnavailable
+from controlplane.lifecycle.states import ModelState, state_from_index
+from controlplane.store.base import utcnow
+from controlplane.store.lifecycle import EventOutcome
+from controlplane.types import ModelName
+
+if TYPE_CHECKING:
+    from controlplane.lifecycle.manager import ManagedModel, ModelManager
+
+log = logging.getLogger(__name__)
+
+#: Triton's answer when a Python model's stub process died (python_be.cc); the model stays
+#: READY in the index, every request fails until it is loaded afresh
+STUB_DEATH = "Stub process"
+#: gRPC statuses that, for a model believed ready, mean Triton lost it (restart, unload
+#: behind our back) or is itself going away
+LOST_STATUSES = frozenset({"NOT_FOUND", "UNAVAILABLE"})
+#: a model lost this often within ``LOSS_WINDOW_S`` is not reloaded at once again: it backs
+#: off like a failed load (a stub that dies on every request must not spawn stubs forever)
+MAX_LOSSES = 3
+LOSS_WINDOW_S = 300.0
+#: a load that failed this close before Triton was seen down failed because it died
+DEATH_SLACK_S = 2.0
+
+
+def is_stub_death(message: str) -> bool:
+    return STUB_DEATH in message and "not healthy" in message
+
+
+def signals_lost(status: str, message: str) -> bool:
+    """Whether an upstream error for a model believed ready is worth a check (``status``: the
+    gRPC status name)."""
+    return status in LOST_STATUSES or is_stub_death(message)
+
+
+@dataclass
+class RecoveryState:
+    #: why Triton cannot serve now (None: it can); set by its supervisor
+    down_reason: str | None = None
+    #: monotonic time Triton was last seen going down
+    down_at: float = float("-inf")
+    #: models ready when Triton went down: restored once it is back
+    wanted: set[ModelName] = field(default_factory=set)
+    #: models whose load was in flight when Triton went down, and how many times: once is
+    #: restored (plain: the failed additions are marked rejected), twice is left failed
+    suspects: dict[ModelName, int] = field(default_factory=dict)
+    #: the lost-model check in flight per model (one at a time)
+    checking: dict[ModelName, asyncio.Task[None]] = field(default_factory=dict)
+    #: monotonic times each model was found lost
+    losses: dict[ModelName, deque[float]] = field(default_factory=dict)
+    #: the outcome of the last restore, per model
+    last_restore: dict[ModelName, str] = field(default_factory=dict)
+
+    def lost_again(self, name: ModelName, now: float) -> bool:
+        """Record a loss of ``name``; True when it was lost too often lately."""
+        times = self.losses.setdefault(name, deque())
+        times.append(now)
+        while times and times[0] < now - LOSS_WINDOW_S:
+            times.popleft()
+        return len(times) >= MAX_LOSSES
+
+
+class Recovery:
+    """The manager's side of Triton supervision, for one Triton instance."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.m = manager
+        self.state = RecoveryState()
+
+    def check(self) -> None:
+        """Raise TritonUnavailable at once while Triton is down."""
+        reason = self.state.down_reason
+        if reason is not None:
+            raise TritonUnavailable(f"{reason}; loads resume once it is back")
+
+    async def down(self, reason: str) -> None:
+        """Triton stopped serving (died, hangs, unreachable): every model it served is cold
+        with ``reason``, and remembered for :meth:`up`. A load in flight fails on its
+        own (a dead Triton drops the call); it is remembered as a suspect."""
+        r = self.state
+        r.down_reason, r.down_at = reason, time.monotonic()
+        for name, model in self.m._models.items():
+            busy = model.lock.locked() or model.load_task is not None
+            if model.state in (ModelState.READY, ModelState.WARMING):
+                r.wanted.add(name)
+            elif model.state is ModelState.LOADING and busy:
+                r.suspects[name] = r.suspects.get(name, 0) + 1
+            if model.state in (ModelState.READY, ModelState.WARMING) or (
+                    model.state in (ModelState.LOADING, ModelState.UNLOADING) and not busy):
+                await self.m._set(model, ModelState.COLD, f"Triton not serving: {reason}")
+
+    async def up(self) -> dict[ModelName, str]:
+        """Triton serves again: take its index (a resumed server still has its models), then
+        load what it lacks: pinned models by priority, then those ready before, then a load
+        that was in flight when it went down (once; twice is left failed). The scheduler's
+        plan goes on from there. Returns {model: outcome}."""
+        r = self.state
+        r.down_reason = None
+        with contextlib.suppress(ControlPlaneError):
+            await self.m.reconcile()
+        suspects = sorted(set(r.suspects) - r.wanted - set(self.m.pinned))
+        order = [*self.m.pinned, *sorted(r.wanted - set(self.m.pinned)), *suspects]
+        results = await self.restore(order, trigger="restore")
+        for name in suspects:
+            if r.suspects.get(name, 0) < 2:
+                continue
+            results[name] = "not restored: Triton went down twice while loading it"
+        r.wanted.clear()
+        r.last_restore = results
+        log.info("after Triton came back: %s",
+                 ", ".join(f"{n} {o}" for n, o in results.items()) or "nothing to restore")
+        return results
+
+    async def restore(self, order: list[ModelName], *, trigger: str) -> dict[ModelName, str]:
+        r = self.state
+        results: dict[ModelName, str] = {}
+        for name in dict.fromkeys(order):
+            model = self.m._models.get(name)
+            if model is None or model.held or model.disabled:
+                continue
+            if model.state is ModelState.READY:
+                results[name] = "ready"
+                continue
+            if r.suspects.get(name, 0) >= 2:
+                continue
+            if (model.state is ModelState.FAILED
+                    and model.backoff.failed_at >= r.down_at - DEATH_SLACK_S):
+                model.backoff.succeeded()  # it failed because Triton went down
+            for attempt in range(3):
+                try:
+                    await self.m.load(name, trigger=trigger)
+                    results[name] = "ok"
+                    r.suspects.pop(name, None)
+                    break
+                except ControlPlaneError as exc:
+                    results[name] = f"failed: {exc}"
+                    if (r.down_reason is not None or attempt == 2
+                            or not isinstance(exc.__cause__, TritonUnavailable)):
+                        break
+                    model.backoff.succeeded()  # the connection failed, not the model
+                    await asyncio.sleep(1.0)
+        return results
+
+    def lost(self, name: ModelName, reason: str) -> None:
+        """The gateway saw Triton fail a request for ``name`` while we believed it ready
+        (NOT_FOUND, UNAVAILABLE, or its stub process died). Checks Triton's index in the
+        background, one check per model at a time; does nothing while Triton is down."""
+        r = self.state
+        model = self.m._models.get(name)
+        if (r.down_reason is not None or name in r.checking or model is None
+                or model.state is not ModelState.READY):
+            return
+        task = asyncio.create_task(self._check_lost(name, reason), name=f"lost-{name}")
+        r.checking[name] = task
+        task.add_done_callback(lambda _: r.checking.pop(name, None))
+
+    async def _check_lost(self, name: ModelName, reason: str) -> None:
+        """Every model ready here but not in Triton's index is cold (an external Triton that
+        restarted forgets them all); a model whose stub died is failed. Then each is loaded
+        again, pinned first, unless it was lost too often lately (it backs off then)."""
+        r = self.state
+        stub_died = is_stub_death(reason)
+        try:
+            observed_at = utcnow()
+            entries = await self.m.client.index()
+        except ControlPlaneError:
+            return  # Triton itself does not answer: its supervisor's business
+        by_model: dict[ModelName, list[Any]] = {}
+        for entry in entries:
+            by_model.setdefault(entry.name, []).append(entry)
+        lost: dict[ModelName, str] = {}
+        for other, model in self.m._models.items():
+            if model.state is not ModelState.READY or model.since > observed_at:
+                continue
+            if other == name and stub_died:
+                lost[other] = f"its stub process died ({reason[:200]})"
+            elif state_from_index(by_model.get(other, []))[0] is not ModelState.READY:
+                lost[other] = "Triton no longer has it loaded (restarted, or unloaded it " \
+                              "behind our back)"
+        now = time.monotonic()
+        reload = []
+        for other, why in lost.items():
+            model = self.m._models[other]
+            log.warning("model %s lost: %s", other, why)
+            if r.lost_again(other, now):
+                model.backoff.failed(now)
+                await self.m._set(model, ModelState.FAILED, f"{why}; lost repeatedly: automatic "
+                                                          "reloads back off")
+                continue
+            await self.m._set(model, ModelState.FAILED if other == name and stub_died
+                            else ModelState.COLD, why)
+            reload.append(other)
+        if stub_died and name in reload:
+            reload.remove(name)
+            await self._restart_stub(self.m._models[name], lost[name])
+        order = [p for p in self.m.pinned if p in reload] + sorted(set(reload) - set(self.m.pinned))
+        if order:
+            r.last_restore = await self.restore(order, trigger="recovery")
+
+    async def _restart_stub(self, model: ManagedModel, why: str) -> None:
+        """Triton keeps a model whose stub died READY; a load with the same config does
+        nothing for it and an unload can hang. A load of its own config with one parameter
+        changed makes Triton start fresh instances (and run its warm-up) and swap them in."""
+        async with model.lock:
+            event_id = await self.m.store.db.run(
+                self.m.store.begin_event, model.name, "reload", "recovery", utcnow())
+            t0 = time.monotonic()
+            try:
+                config = await self.m.client.model_config(model.name)
+                parameters = dict(config.get("parameters") or {})
+                parameters["warmctl.stub_restart"] = {"string_value": f"{time.time():.3f}"}
+                await self.m.client.load(model.name, config={**config, "parameters": parameters},
+                                       timeout_s=self.m.load_timeout_s)
+            except ControlPlaneError as exc:
+                model.backoff.failed(time.monotonic())
+                reason = f"{why}; reload failed: {exc}"
+                await self.m._set(model, ModelState.FAILED, reason)
+                await self.m.store.db.run(self.m.store.finish_event, event_id, EventOutcome(
+                    "failed", error=reason, triton_s=time.monotonic() - t0), utcnow())
+                return
+            model.backoff.succeeded()
+            await self.m._set(model, ModelState.READY, f"reloaded after {why}")
+            await self.m.store.db.run(self.m.store.finish_event, event_id, EventOutcome(
+                "ok", triton_s=time.monotonic() - t0,
+                details={"recovered": why, "stub_restart": True}), utcnow())

@@ -1,0 +1,102 @@
+"""Background loops and their health: when each last ran, and its last error.
+
+Every periodic task of the control plane (reconcile, warm-up drift, the scheduler's plan,
+Triton's supervisor) reports here, so ``/healthz`` can say which one is failing and why
+instead of the reason living only in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controlplane.store.base import utcnow
+
+log = logging.getLogger(__name__)
+
+#: an error kept for /healthz is cut to this many characters (tracebacks can be long)
+MAX_ERROR_CHARS = 500
+
+
+@dataclass
+class LoopStatus:
+    name: str
+    runs: int = 0
+    errors: int = 0
+    last_run: datetime | None = None
+    last_ok: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    #: the loop's task ended on an unexpected exception: nothing runs it any more
+    dead: bool = False
+
+    @property
+    def failing(self) -> bool:
+        """Its most recent run failed."""
+        return self.last_error_at is not None and (
+            self.last_ok is None or self.last_error_at >= self.last_ok)
+
+    def as_dict(self) -> dict[str, Any]:
+        def iso(t: datetime | None) -> str | None:
+            return None if t is None else t.isoformat()
+
+        return {"runs": self.runs, "errors": self.errors, "last_run": iso(self.last_run),
+                "last_ok": iso(self.last_ok), "last_error": self.last_error,
+                "last_error_at": iso(self.last_error_at), "failing": self.failing,
+                "dead": self.dead}
+
+
+class Loops:
+    """The registry: ``ok``/``failed`` after each run, or ``every`` to run one."""
+
+    def __init__(self) -> None:
+        self._status: dict[str, LoopStatus] = {}
+
+    def status(self, name: str) -> LoopStatus:
+        return self._status.setdefault(name, LoopStatus(name))
+
+    def ok(self, name: str) -> None:
+        s = self.status(name)
+        s.runs += 1
+        s.last_run = s.last_ok = utcnow()
+
+    def failed(self, name: str, error: BaseException | str) -> None:
+        s = self.status(name)
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        s.runs += 1
+        s.errors += 1
+        s.last_run = s.last_error_at = utcnow()
+        s.last_error = text[:MAX_ERROR_CHARS]
+
+    async def every(self, name: str, interval_s: float,
+                    run: Callable[[], Awaitable[object]]) -> None:
+        """Run ``run`` every ``interval_s`` (first after one interval), forever; an exception
+        ends one pass, not the loop. Cancel the task to stop it."""
+        self.status(name)
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await run()
+                except Exception as exc:  # one bad pass must not end the loop
+                    log.warning("%s failed: %s", name, exc, exc_info=log.isEnabledFor(
+                        logging.DEBUG))
+                    self.failed(name, exc)
+                else:
+                    self.ok(name)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.status(name).dead = True
+            self.failed(name, exc)
+            raise
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {name: s.as_dict() for name, s in sorted(self._status.items())}
+
+    def dead(self) -> list[str]:
+        return [name for name, s in self._status.items() if s.dead]

@@ -1,0 +1,1 @@
+"""Metrics, the operator overview and logging."""

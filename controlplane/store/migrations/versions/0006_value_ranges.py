@@ -1,0 +1,33 @@
+"""value ranges of integer inputs, learned from a sample of served requests
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-29
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "value_ranges",
+        sa.Column("model", sa.String(length=255), nullable=False),
+        sa.Column("input", sa.String(length=255), nullable=False),
+        sa.Column("lo", sa.Integer(), nullable=False),
+        sa.Column("hi", sa.Integer(), nullable=False),
+        sa.Column("witnesses", sa.Integer(), nullable=False),
+        sa.Column("updated_at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("model", "input"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("value_ranges")

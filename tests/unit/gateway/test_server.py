@@ -1,0 +1,28 @@
+"""The gateway's listening socket: a busy port is refused, never shared."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from controlplane.errors import ConfigError
+from controlplane.gateway.server import Gateway
+
+
+def _gateway() -> Gateway:
+    # start() needs no manager; the upstream channel connects lazily
+    return Gateway(manager=cast(Any, None), recorder=None, upstream_url="127.0.0.1:1")
+
+
+async def test_a_second_gateway_on_a_busy_port_fails_clearly() -> None:
+    first, second = _gateway(), _gateway()
+    port = await first.start("127.0.0.1", 0)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            await second.start("127.0.0.1", port)
+        assert str(refused.value) == (f"gateway cannot listen on 127.0.0.1:{port}: Address "
+                                      "already in use (gateway.port / WARMCTL_GATEWAY__PORT)")
+    finally:
+        await second.stop(0)
+        await first.stop(0)
