@@ -148,28 +148,28 @@ class SyntheticPreparer:
                         details={"variant": "synthetic"})
 
 
-async def first_loads(cp: ControlPlane, model: str, rounds: int,
-                      variants: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Each round and variant: a fresh load of a model with no recorded traffic, then the
-    first 100 requests straight to Triton (raw latencies; ratios are taken later)."""
+async def first_loads(cp: ControlPlane, model: str, rounds: int, variants: dict[str, Any],
+                      seed_base: int) -> dict[str, list[dict[str, Any]]]:
+    """Each round and variant (rotated: no fixed first slot): a fresh load with that
+    variant's preparer and probe, then the first 100 requests straight to Triton (raw
+    latencies; ratios are taken later). Leaves warmctl's own preparer and probe in place."""
     assert cp.manager is not None and cp.instance is not None
     manager, url = cp.manager, cp.instance.grpc_url
     spec = manager.repository.spec(model)
     ours = (manager.preparer, manager.probe)
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(rounds):
-        order = list(variants)[r % 2:] + list(variants)[:r % 2]
-        for name in order:
+        shift = r % len(variants)
+        for name in list(variants)[shift:] + list(variants)[:shift]:
             await manager.unload(model, trigger="bench", force=True)
             manager.preparer, manager.probe = variants[name]
             await manager.load(model, trigger="bench")
             event = manager.store.events(model, limit=1)[0]
-            shapes = request_shapes(spec, 100, 2000 + r)
+            shapes = request_shapes(spec, 100, seed_base + r)
             latencies = await asyncio.to_thread(timed, url, spec, shapes, r)
             results[name].append({"load_to_ready_s": event.duration_s, "shapes": shapes,
                                   "latencies": latencies})
     manager.preparer, manager.probe = ours
-    await manager.unload(model, trigger="bench", force=True)
     return results
 
 
@@ -199,7 +199,8 @@ async def bench_model(cp: ControlPlane, model: str, rounds: int, record: int) ->
 
     # a model nobody has sent traffic to yet: its first loads
     before_traffic = await first_loads(cp, model, rounds, {
-        "probe_only": ours, "synthetic": (SyntheticPreparer(), None)})
+        "probe_only": ours, "synthetic": (SyntheticPreparer(), None)}, seed_base=2000)
+    await manager.unload(model, trigger="bench", force=True)
 
     # record the traffic mix through the gateway (it lazily loads the model with its default)
     await asyncio.to_thread(timed, cp.gateway_url, spec, request_shapes(spec, record, 1), 1)
@@ -210,19 +211,7 @@ async def bench_model(cp: ControlPlane, model: str, rounds: int, record: int) ->
     await manager.unload(model, trigger="bench", force=True)
     await manager.load(model, trigger="bench")
 
-    results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-    for r in range(rounds):
-        order = list(variants)[r % 3:] + list(variants)[:r % 3]  # rotate: no fixed first slot
-        for name in order:
-            await manager.unload(model, trigger="bench", force=True)
-            manager.preparer, manager.probe = variants[name]  # type: ignore[assignment]
-            await manager.load(model, trigger="bench")
-            event = manager.store.events(model, limit=1)[0]
-            shapes = request_shapes(spec, 100, 1000 + r)
-            latencies = await asyncio.to_thread(timed, url, spec, shapes, r)
-            results[name].append({"load_to_ready_s": event.duration_s, "shapes": shapes,
-                                  "latencies": latencies})
-    manager.preparer, manager.probe = ours
+    results = await first_loads(cp, model, rounds, variants, seed_base=1000)
 
     # steady latency of every shape in the mix, on the warm model
     mix_shapes = {key(s): s for s in request_shapes(spec, 2000, 7)}
