@@ -113,3 +113,12 @@ def test_compose_model_repository_mount_matches_settings(compose: dict[str, Any]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in cp["volumes"]}
     assert mounts[cp["environment"]["WARMCTL_MODEL_REPOSITORY"]] == "./model_repository"
     assert Path(mounts["/etc/warmctl/warmctl.toml"]).name == "warmctl.toml"
+
+
+def test_triton_and_the_control_plane_share_the_compile_cache(compose: dict[str, Any]) -> None:
+    triton, cp = compose["services"]["triton"], compose["services"]["controlplane"]
+    path = triton["environment"]["WARMCTL_COMPILE_CACHE_DIR"]
+    assert cp["environment"]["WARMCTL_COMPILE_CACHE__DIR"] == path
+    for service in (triton, cp):
+        assert f"compile-cache:{path}" in service["volumes"]
+    assert "compile-cache" in compose["volumes"]
