@@ -27,11 +27,15 @@ class PlacingPreparer:
         # device; a model loads where its own config says otherwise
         device = self.device_of(spec.name)
         config = plan.config
-        if device is Level.CPU and own_level(spec.instance_kind) is not Level.CPU:
+        effective: Level | str | None = own_level(spec.instance_kind)
+        if device is Level.CPU and effective is not Level.CPU:
             config = with_device(config or spec.config, device)
+            effective = device
+        elif effective is None:  # KIND_AUTO: Triton's choice, the GPU where the plan has one
+            effective = device or "auto"
         files = [p for p in self.repository.model_dir(spec.name).rglob("*") if p.is_file()]
         cached = await asyncio.to_thread(resident_fraction, files)
         details = {**(plan.details or {}),
-                   "device": (device or own_level(spec.instance_kind) or "auto"),
+                   "device": str(effective),
                    "page_cache": round(cached, 3)}
         return LoadPlan(config=config, files=plan.files, details=details)
