@@ -27,6 +27,23 @@ from controlplane.errors import (
 )
 from controlplane.types import ModelConfigJson, ModelFiles, ModelName
 
+#: tritonclient's own channel options (unlimited messages, its keep-alive defaults), plus: a
+#: load error with a Python traceback can exceed gRPC's default 8/16 KiB of metadata and
+#: would otherwise never arrive; and after Triton restarts, reconnect within a second (gRPC's
+#: default back-off grows to minutes while it is down)
+_CHANNEL = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.keepalive_time_ms", 2**31 - 1),
+    ("grpc.keepalive_timeout_ms", 20000),
+    ("grpc.keepalive_permit_without_calls", False),
+    ("grpc.http2.max_pings_without_data", 2),
+    ("grpc.max_metadata_size", 8 << 20),
+    ("grpc.absolute_max_metadata_size", 8 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 T = TypeVar("T")
 
 #: Triton's repository index states.
@@ -70,7 +87,7 @@ class TritonClient:
     def _grpc(self) -> triton_aio.InferenceServerClient:
         # Created lazily: a grpc.aio channel binds to the event loop that first uses it.
         if self._client is None:
-            self._client = triton_aio.InferenceServerClient(self.url)
+            self._client = triton_aio.InferenceServerClient(self.url, channel_args=_CHANNEL)
         return self._client
 
     async def close(self) -> None:

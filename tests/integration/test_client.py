@@ -110,6 +110,17 @@ async def test_failed_load_carries_tritons_reason(
     assert not client.busy("broken")
 
 
+async def test_a_load_error_longer_than_grpcs_default_metadata_limit_arrives_whole(
+    repo: Path, triton: TritonProcess, client: TritonClient
+) -> None:
+    # a traceback-sized reason: over gRPC's default 16 KiB hard limit on received metadata
+    add_identity(repo, "verbose", init_fail="x" * 20_000 + " the root cause at the end")
+    with pytest.raises(ModelLoadFailed) as info:
+        await client.load("verbose")
+    assert "the root cause at the end" in info.value.reason
+    assert info.value.reason.count("x") >= 20_000
+
+
 async def test_unknown_model_load_fails_clearly(triton: TritonProcess,
                                                client: TritonClient) -> None:
     with pytest.raises(ModelLoadFailed, match="'nope'"):
