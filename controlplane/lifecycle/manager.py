@@ -198,10 +198,6 @@ class ModelManager:
         (see :mod:`controlplane.lifecycle.reconcile`)."""
         return await self._reconciler.reconcile()
 
-    async def keep_reconciling(self, interval_s: float) -> None:
-        """Reconcile every ``interval_s``, forever (cancel to stop)."""
-        await self._reconciler.keep_reconciling(interval_s)
-
     async def warm_pinned(self) -> dict[ModelName, str]:
         """Load pinned models one by one, highest priority first. Returns failures."""
         failures = {}

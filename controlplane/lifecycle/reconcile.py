@@ -52,18 +52,8 @@ class Reconciler:
                      ", ".join(f"{n} {a}->{b}" for n, (a, b) in changes.items()))
         return changes
 
-    async def keep_reconciling(self, interval_s: float) -> None:
-        """Reconcile every ``interval_s``: a load that outlived our timeout and finished in
-        Triton after all, models loaded or unloaded behind our back, a Triton that lost them."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.reconcile()
-            except ControlPlaneError as exc:
-                log.warning("reconcile with Triton failed: %s", exc)
-
     async def adopt(self, model: ManagedModel, seen: ModelState, reason: str | None,
-                     observed_at: datetime) -> bool:
+                    observed_at: datetime) -> bool:
         """Take Triton's view, observed at ``observed_at``, of a model we are not operating on.
         Returns whether our state changed."""
         if model.lock.locked() or model.load_task is not None or model.since > observed_at:

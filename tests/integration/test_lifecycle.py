@@ -11,6 +11,7 @@ import pytest
 
 from controlplane.errors import Conflict, ModelLoadFailed, ModelNotFound
 from controlplane.lifecycle.states import ModelState
+from controlplane.loops import Loops
 from controlplane.triton.client import TritonClient
 from controlplane.triton.process import TritonProcess
 from tests.integration.conftest import MakeManager
@@ -182,7 +183,8 @@ async def test_periodic_reconcile_picks_up_what_changed_behind_our_back(
     manager = make_manager()
     await manager.start()
     await manager.load("ours")
-    reconciling = asyncio.create_task(manager.keep_reconciling(0.2))
+    # as the control plane runs it (app.py): every interval, a failed pass ends only itself
+    reconciling = asyncio.create_task(Loops().every("reconcile", 0.2, manager.reconcile))
     try:
         await manager.client.load("side")  # straight to Triton, not through the manager
         await manager.client.unload("ours")
