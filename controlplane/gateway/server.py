@@ -33,18 +33,11 @@ from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
 from controlplane.traffic.observation import OK, Observation
 from controlplane.traffic.recorder import TrafficRecorder
+from controlplane.triton.client import CHANNEL_OPTIONS
 
 SERVICE = "inference.GRPCInferenceService"
 #: grpc.aio.ServicerContext; grpcio ships no type information
 Context: TypeAlias = Any
-_UNLIMITED = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
-              # after Triton restarts, reconnect within a second (gRPC's default back-off
-              # grows to minutes while it is down)
-              ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
-#: Triton's error text can be longer than gRPC's default 8/16 KiB of metadata (a traceback, a
-#: long input name echoed): take it whole from Triton, then bound it for the client (status.py)
-_UPSTREAM = [*_UNLIMITED, ("grpc.max_metadata_size", 8 << 20),
-             ("grpc.absolute_max_metadata_size", 8 << 20)]
 #: answer DEADLINE_EXCEEDED ourselves slightly before the client's deadline fires
 _DEADLINE_MARGIN_S = 0.005
 _FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "SystemSharedMemoryStatus",
@@ -96,7 +89,7 @@ class Gateway:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> int:
-        self._channel = grpc.aio.insecure_channel(self.upstream_url, options=_UPSTREAM)
+        self._channel = grpc.aio.insecure_channel(self.upstream_url, options=CHANNEL_OPTIONS)
         self._calls = {
             name: self._channel.unary_unary(f"/{SERVICE}/{name}")
             for name in ("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", *_FORWARDED)

@@ -27,11 +27,12 @@ from controlplane.errors import (
 )
 from controlplane.types import ModelConfigJson, ModelFiles, ModelName
 
-#: tritonclient's own channel options (unlimited messages, its keep-alive defaults), plus: a
-#: load error with a Python traceback can exceed gRPC's default 8/16 KiB of metadata and
-#: would otherwise never arrive; and after Triton restarts, reconnect within a second (gRPC's
-#: default back-off grows to minutes while it is down)
-_CHANNEL = [
+#: Every channel to Triton (this client's, the gateway's): tritonclient's own options
+#: (unlimited messages, its keep-alive defaults), plus: an error with a Python traceback can
+#: exceed gRPC's default 8/16 KiB of metadata and would otherwise never arrive (the gateway
+#: bounds it for its clients, gateway/status.py); and after Triton restarts, reconnect within
+#: a second (gRPC's default back-off grows to minutes while it is down)
+CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 2**31 - 1),
     ("grpc.max_receive_message_length", 2**31 - 1),
     ("grpc.keepalive_time_ms", 2**31 - 1),
@@ -87,7 +88,7 @@ class TritonClient:
     def _grpc(self) -> triton_aio.InferenceServerClient:
         # Created lazily: a grpc.aio channel binds to the event loop that first uses it.
         if self._client is None:
-            self._client = triton_aio.InferenceServerClient(self.url, channel_args=_CHANNEL)
+            self._client = triton_aio.InferenceServerClient(self.url, channel_args=CHANNEL_OPTIONS)
         return self._client
 
     async def close(self) -> None:
