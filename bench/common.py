@@ -16,10 +16,10 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from controlplane.config import Settings, load_settings
+from controlplane.fleet.provider import ConfiguredProvider
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
-from controlplane.triton.instance import TritonInstance
 from controlplane.triton.repository import ModelRepository, ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,8 @@ async def embedded_stack(state_dir: Path, *, repository: Path | None = None,
     settings = bench_settings(state_dir, repository=repository, **overrides)
     database = Database(settings.db_url)
     database.migrate()
-    instance = await TritonInstance.from_settings(settings)
+    name, spec = next(iter(settings.fleet_instances().items()))
+    instance = await ConfiguredProvider(settings, spec.provider).open(name, spec)
     manager = ModelManager(instance=instance, repository=ModelRepository(settings.model_repository),
                            store=LifecycleStore(database, instance.name))
     try:

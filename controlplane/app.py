@@ -1,4 +1,9 @@
-"""The composition root: builds every part from Settings, starts and stops them in order."""
+"""The composition root: builds every part from Settings, starts and stops them in order.
+
+Build, then start: the fleet (one :class:`InstanceRuntime` per Triton instance) and every
+component are built first; starting pushes each one's ``close`` on an ``AsyncExitStack``,
+so ``stop`` unwinds in reverse order by construction. All hook wiring is in ``_wire``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Sequence
 
 import uvicorn
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
@@ -14,11 +20,16 @@ from controlplane.admin.auth import gateway_guard
 from controlplane.compile_cache.cold_start import ColdStarts
 from controlplane.compile_cache.store import CompileCacheStore
 from controlplane.config import Settings
-from controlplane.errors import ConfigError, ControlPlaneError
+from controlplane.errors import ConfigError
+from controlplane.fleet.failover import Failover
+from controlplane.fleet.fleet import Fleet
+from controlplane.fleet.placement import ReplicaPlacer
+from controlplane.fleet.provider import ConfiguredProvider
+from controlplane.fleet.runtime import InstanceRuntime, Shared
 from controlplane.gateway.server import Gateway
-from controlplane.lifecycle.backoff import BackoffPolicy
 from controlplane.lifecycle.manager import LoadPreparer, ModelManager
 from controlplane.lifecycle.recovery import signals_lost
+from controlplane.lifecycle.states import ModelState
 from controlplane.loops import Loops
 from controlplane.readiness import Readiness
 from controlplane.scheduler.driver import LiveScheduler
@@ -27,17 +38,14 @@ from controlplane.scheduler.jobs import JobRunner
 from controlplane.scheduler.levels import Level
 from controlplane.scheduler.placing import PlacingPreparer
 from controlplane.store.database import Database
-from controlplane.store.lifecycle import LifecycleStore
 from controlplane.traffic.admission import DeclaredInputs
 from controlplane.traffic.ranges import RangeSampler
 from controlplane.traffic.recorder import PayloadSampler, TrafficRecorder
 from controlplane.traffic.store import Retention, TrafficStore
-from controlplane.triton.distribution import missing_backends
 from controlplane.triton.instance import TritonInstance
 from controlplane.triton.repository import ModelRepository
 from controlplane.triton.supervisor import TritonSupervisor
 from controlplane.types import ModelName
-from controlplane.warmup.batch_stats import BatchStatsTracker
 from controlplane.warmup.configs import WarmupStore
 from controlplane.warmup.drift import DriftWatcher
 from controlplane.warmup.preparer import WarmupPreparer
@@ -54,17 +62,30 @@ class ControlPlane:
         self.readiness = Readiness()
         #: last run and last error of every background loop (``/healthz``)
         self.loops = Loops()
-        self.supervisor: TritonSupervisor | None = None
-        self.instance: TritonInstance | None = None
-        self.manager: ModelManager | None = None
-        self.traffic: TrafficStore | None = None
         self.warmups = WarmupStore(self.database)
         #: torch.compile artifacts kept between loads; None when switched off
         self.compile_cache = CompileCacheStore.from_settings(settings)
         self.cold_starts = (ColdStarts(self.compile_cache, settings.model_repository)
                             if self.compile_cache else None)
+        self.traffic = TrafficStore(self.database, settings.instance_name)
         self.preparer: WarmupPreparer | None = None
-        self.probe: WarmupProbe | None = None
+        if settings.warmup.enabled:
+            self.preparer = WarmupPreparer(repository=self.repository, warmups=self.warmups,
+                                           traffic=self.traffic, options=settings.warmup,
+                                           models=settings.models)
+        load_preparer: LoadPreparer | None = self.preparer
+        if settings.scheduler.enabled:
+            load_preparer = PlacingPreparer(self.preparer, self.repository, self._device)
+        shared = Shared(settings=settings, database=self.database, repository=self.repository,
+                        warmups=self.warmups, loops=self.loops, preparer=load_preparer,
+                        warmup=self.preparer, wire=self._wire)
+        providers = {kind: ConfiguredProvider(settings, kind) for kind in ("embedded", "static")}
+        runtimes = [InstanceRuntime(name, spec, providers[spec.provider], shared)
+                    for name, spec in settings.fleet_instances().items()]
+        self.fleet = Fleet(runtimes, self.repository, settings.fleet,
+                           pinned=[m for m in settings.pinned_models() if m in self.repository])
+        self.placer = ReplicaPlacer(self.fleet, settings.fleet)
+        self.failovers = [Failover(self.fleet, rt) for rt in runtimes]
         self.drift: DriftWatcher | None = None
         self.scheduler: LiveScheduler | None = None
         self.jobs: JobRunner | None = None
@@ -73,6 +94,41 @@ class ControlPlane:
         self.admin_port: int | None = None
         self._admin: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+
+    # -- the first instance, as before there were fleets (admin views, tests, benches) -----
+    @property
+    def runtime(self) -> InstanceRuntime:
+        return self.fleet.order[0]
+
+    @property
+    def manager(self) -> ModelManager | None:
+        return self.runtime.manager
+
+    @property
+    def instance(self) -> TritonInstance | None:
+        return self.runtime.instance
+
+    @property
+    def supervisor(self) -> TritonSupervisor | None:
+        return self.runtime.supervisor
+
+    @property
+    def probe(self) -> WarmupProbe | None:
+        return self.runtime.probe
+
+    def _wire(self, rt: InstanceRuntime) -> None:
+        """Every hook between the parts, for one instance's lifecycle (before it starts)."""
+        manager = rt.manager
+        assert manager is not None and rt.batch_stats is not None
+        manager.before_unload.append(rt.batch_stats.collect)
+        manager.before_load.append(self.fleet.run_before_load)
+        manager.before_load.append(lambda model, trigger: self.placer.make_room(rt, model))
+        if self.preparer is not None:
+            # Triton refused a load carrying our warm-up: never apply that version again
+            manager.additions_rejected.append(self.preparer.rejected)
+        if self.cold_starts is not None:
+            manager.after_load.append(self.cold_starts.observe)
 
     async def start(self, *, wait_pinned: bool = False) -> None:
         """Start everything. Pinned models load in the background unless ``wait_pinned``."""
@@ -84,50 +140,22 @@ class ControlPlane:
         await self.database.run(self.database.migrate)
         if self.compile_cache is not None:
             await asyncio.to_thread(self.compile_cache.prune)
-        self.instance = await TritonInstance.from_settings(s)
+        stack = self._stack
         try:
-            self.traffic = TrafficStore(self.database, self.instance.name)
-            batch_stats = BatchStatsTracker(self.instance.client, self.warmups)
-            if s.warmup.enabled:
-                self.preparer = WarmupPreparer(repository=self.repository, warmups=self.warmups,
-                                               traffic=self.traffic, options=s.warmup,
-                                               models=s.models)
-                self.probe = WarmupProbe(preparer=self.preparer, client=self.instance.client,
-                                         options=s.warmup.probe, batch_stats=batch_stats)
-            preparer: LoadPreparer | None = self.preparer
-            if s.scheduler.enabled:
-                preparer = PlacingPreparer(self.preparer, self.repository, self._device)
-            self.manager = ModelManager(
-                instance=self.instance,
-                repository=self.repository,
-                store=LifecycleStore(self.database, self.instance.name),
-                pinned=[m for m in s.pinned_models() if m in self.repository],
-                preparer=preparer,
-                probe=self.probe,
-                backoff=BackoffPolicy(initial_s=s.lifecycle.retry_initial_s,
-                                      multiplier=s.lifecycle.retry_multiplier,
-                                      max_s=s.lifecycle.retry_max_s),
-                disabled={**self._missing_backends(),
-                          **{name: "[models] disabled = true in the settings"
-                             for name, m in s.models.items() if m.disabled}},
-            )
-            self.manager.before_unload.append(batch_stats.collect)
+            # instances start together: each embedded tritonserver takes seconds
+            await asyncio.gather(*(rt.start(stack) for rt in self.fleet.order))
+            for rt, failover in zip(self.fleet.order, self.failovers, strict=True):
+                assert rt.supervisor is not None
+                rt.supervisor.listeners.append(failover)  # after its manager's
+                stack.push_async_callback(failover.close)
+                rt.start_supervision()
+            stack.push_async_callback(self.placer.close)
+            self.readiness.manager = self.readiness.supervisor = self.fleet
             if self.preparer is not None:
-                # Triton refused a load carrying our warm-up: never apply that version again
-                self.manager.additions_rejected.append(self.preparer.rejected)
-            if self.cold_starts is not None:
-                self.manager.after_load.append(self.cold_starts.observe)
-            await self.manager.start()
-            self.supervisor = self.instance.supervise(s.triton.supervision, self.loops)
-            self.supervisor.listeners.append(self.manager)
-            self.supervisor.start()
-            self.readiness.manager, self.readiness.supervisor = self.manager, self.supervisor
-            self._tasks.append(asyncio.create_task(self.loops.every(
-                "reconcile", s.triton.reconcile_interval_s, self.manager.reconcile),
-                name="reconcile"))
-            if self.preparer is not None:
-                self.drift = DriftWatcher(manager=self.manager, preparer=self.preparer,
-                                          batch_stats=batch_stats, options=s.warmup)
+                fleet = self.fleet
+                self.drift = DriftWatcher(manager=fleet, preparer=self.preparer,
+                                          batch_stats=_BatchStats(fleet),
+                                          options=s.warmup)
                 self._tasks.append(asyncio.create_task(self.loops.every(
                     "warmup-drift", s.warmup.drift_check_interval_s, self.drift.check),
                     name="warmup-drift"))
@@ -137,14 +165,12 @@ class ControlPlane:
                 await self.recorder.start()
             if s.gateway.enabled:
                 self.gateway = Gateway(
-                    manager=self.manager,
+                    models=self.fleet,
                     recorder=self.recorder,
-                    upstream_url=self.instance.grpc_url,
                     default_deadline_s=s.gateway.default_deadline_s,
                     call_timeout_s=s.triton.call_timeout_s,
                     allow_repository_control=s.gateway.allow_repository_control,
                     ready=lambda: self.readiness.ready,
-                    triton_down=self.supervisor.down_reason,
                     upstream_error=self._upstream_error,
                     max_request_bytes=s.gateway.max_request_bytes,
                     expose_tracebacks=s.gateway.expose_tracebacks,
@@ -163,31 +189,37 @@ class ControlPlane:
         if wait_pinned:
             await warm
 
-    def _missing_backends(self) -> dict[ModelName, str]:
-        """Models the embedded Triton has no backend for (an external one's are unknown)."""
-        assert self.instance is not None
-        process = self.instance.process
-        return {} if process is None else missing_backends(self.repository, process.backend_dir)
-
     def _device(self, model: ModelName) -> Level | None:
         return self.scheduler.device(model) if self.scheduler else None
 
     async def _start_scheduler(self) -> None:
-        assert self.manager is not None and self.traffic is not None
-        assert self.instance is not None
         s = self.settings
-        # The GPU budget is what the GPUs have unless configured; refused without GPUs.
-        gpus = await detect_gpus(self.instance.metrics)
-        gpu_budget = resolve_gpu_budget(s.scheduler.gpu_memory_budget_mb, gpus,
-                                        s.scheduler.gpu_memory_reserve_mb)
-        if gpus:
-            log.info("GPUs seen by Triton: %d; GPU budget %.0f MB", len(gpus), gpu_budget)
+        # The GPU budget is what the GPUs have unless configured; refused without GPUs. The
+        # policy sees the fleet as one budget: the instances' budgets summed.
+        budgets = [rt.budget_mb() for rt in self.fleet.order]
+        host_budget = None if any(b is None for b in budgets) else sum(
+            b for b in budgets if b is not None)
+        gpu_budget = 0.0
+        for rt in self.fleet.order:
+            assert rt.instance is not None
+            gpus = await detect_gpus(rt.instance.metrics)
+            gpu_budget += resolve_gpu_budget(rt.spec.gpu_memory_budget_mb, gpus,
+                                             s.scheduler.gpu_memory_reserve_mb)
+            if gpus:
+                log.info("GPUs seen by Triton instance %s: %d", rt.name, len(gpus))
         self.scheduler = LiveScheduler(
-            manager=self.manager, traffic=self.traffic,
-            options=s.scheduler.model_copy(update={"gpu_memory_budget_mb": gpu_budget}))
+            manager=self.fleet, traffic=self.traffic,
+            options=s.scheduler.model_copy(update={"gpu_memory_budget_mb": gpu_budget,
+                                                   "memory_budget_mb": host_budget}))
         if self.cold_starts is not None:  # before start(): its first profiles use it
             self.scheduler.book.cold_start = self.cold_starts.expected_load_s
         await self.scheduler.start()
+        scheduler = self.scheduler
+        self.fleet.memory_mb = lambda model: (
+            scheduler.book.profiles[model].memory_mb if model in scheduler.book.profiles
+            else self.fleet.measured_mb(model))
+        self.fleet.held = lambda model: model in scheduler.state.held
+        scheduler.on_decisions.append(self.placer.apply)
         if self.recorder is not None:
             self.recorder.listeners.append(self.scheduler.observe)
         self.jobs = JobRunner(self.scheduler, engine=self.database.engine,
@@ -202,13 +234,17 @@ class ControlPlane:
         else:
             self.loops.ok("scheduler")
 
-    def _upstream_error(self, model: ModelName, status: str, message: str) -> None:
+    def _upstream_error(self, instance: str, model: ModelName, status: str,
+                        message: str) -> None:
         """Triton failed a request the gateway forwarded (``status``: gRPC status name):
-        Triton itself may be gone (probe it now), or it lost the model (check, reload)."""
-        if self.supervisor is not None and status == "UNAVAILABLE":
-            self.supervisor.poke()
-        if self.manager is not None and signals_lost(status, message):
-            self.manager.model_lost(model, message)
+        that Triton itself may be gone (probe it now), or it lost the model (check, reload)."""
+        rt = self.fleet.runtimes.get(instance)
+        if rt is None:
+            return
+        if rt.supervisor is not None and status == "UNAVAILABLE":
+            rt.supervisor.poke()
+        if rt.manager is not None and signals_lost(status, message):
+            rt.manager.model_lost(model, message)
 
     def _flush_pass(self, error: BaseException | None) -> None:
         if error is None:
@@ -246,12 +282,13 @@ class ControlPlane:
         return f"{self.settings.gateway.host}:{self.gateway.port}"
 
     async def _warm_pinned(self) -> None:
-        assert self.manager is not None
-        self.readiness.pinned_failures = await self.manager.warm_pinned()
+        self.readiness.pinned_failures = await self.fleet.warm_pinned()
+        for name, error in self.readiness.pinned_failures.items():
+            log.error("pinned model %s did not load: %s", name, error)
         self.readiness.pinned_done = True
         if self.scheduler is not None:
             self.scheduler.pins_settled = True
-        log.info("pinned models warm: %s", self.manager.pinned or "none configured")
+        log.info("pinned models warm: %s", self.fleet.pinned or "none configured")
 
     async def _start_admin(self) -> None:
         from controlplane.admin.app import create_admin_app
@@ -283,10 +320,12 @@ class ControlPlane:
     async def stop(self) -> None:
         """Stop in reverse order. Loaded models stay loaded in an external Triton.
 
-        The gateway drains in-flight requests first, then everything recorded is flushed.
+        No restart or restore while we stop (supervisors first); the gateway drains in-flight
+        requests; everything recorded is flushed; then each instance unwinds its exit stack.
         """
-        if self.supervisor is not None:  # no restart or restore while we stop
-            await self.supervisor.close()
+        for rt in self.fleet.order:
+            if rt.supervisor is not None:
+                await rt.supervisor.close()
         if self.jobs is not None:
             await self.jobs.stop()
         if self.gateway is not None:
@@ -306,15 +345,7 @@ class ControlPlane:
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self.manager is not None:
-            await self.manager.close()
-        if self.probe is not None:
-            await self.probe.close()
-        if self.instance is not None:
-            try:
-                await self.instance.close()
-            except ControlPlaneError as exc:
-                log.warning("stopping Triton: %s", exc)
+        await self._stack.aclose()
         self.database.close()
 
     async def run_forever(self) -> None:
@@ -324,3 +355,18 @@ class ControlPlane:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+class _BatchStats:
+    """Drift's batch statistics, from every instance the model is ready on."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    async def collect_all(self, models: Sequence[ModelName]) -> None:
+        wanted = set(models)
+        for rt, manager in self.fleet.managers():
+            if rt.batch_stats is not None:
+                await rt.batch_stats.collect_all(
+                    [s.name for s in manager.statuses()
+                     if s.name in wanted and s.state is ModelState.READY])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -12,98 +11,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from controlplane import __version__
-from controlplane.cli_format import progress, status_table
-from controlplane.config import ENV_PREFIX, load_settings
+from controlplane.cli_format import (
+    drain_lines,
+    instances_table,
+    plan_lines,
+    status_table,
+)
+from controlplane.cli_http import config_file, request, send
+from controlplane.config import load_settings
 from controlplane.errors import ControlPlaneError
 from controlplane.observability.logs import configure_logging
-
-DEFAULT_CONFIG = Path("warmctl.toml")
-
-
-def config_file(explicit: Path | None) -> Path | None:
-    """The settings file: ``--config``, else ``WARMCTL_CONFIG_FILE`` (None here: load_settings
-    reads it), else ``./warmctl.toml`` when there is one."""
-    if explicit is not None or os.environ.get(f"{ENV_PREFIX}CONFIG_FILE"):
-        return explicit
-    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
-
-
-def _admin_url(args: argparse.Namespace) -> str:
-    if args.admin_url:
-        return str(args.admin_url).rstrip("/")
-    settings = load_settings(config_file(args.config))
-    return f"http://{settings.admin.host}:{settings.admin.port}"
-
-
-def _send(args: argparse.Namespace, method: str, path: str, *, slow: str | None = None,
-          answers: tuple[int, ...] = (), **kw: Any) -> httpx.Response:
-    """One admin API call. Every failure exits with one line (status 1), never a traceback.
-
-    ``slow`` says what is still going on when the call times out while the control plane is
-    up (a load goes on after its client gave up); ``answers``: error statuses that are answers.
-    """
-    url = _admin_url(args) + path
-    token = _token(args)
-    if token:
-        kw["headers"] = {**kw.get("headers", {}), "Authorization": f"Bearer {token}"}
-    try:
-        with progress(f"{method} {path}") if slow else contextlib.nullcontext():
-            response = httpx.request(method, url, timeout=args.timeout, **kw)
-    except httpx.TimeoutException as exc:
-        if not isinstance(exc, httpx.ConnectTimeout) and _reachable(args):
-            what = slow or f"{method} {path} has not answered"
-            raise SystemExit(f"warmctl: {what} after {args.timeout:g}s; the control plane is "
-                             "up and this goes on without us (see `warmctl status`, or wait "
-                             "longer with --timeout)") from None
-        raise SystemExit(f"warmctl: cannot reach the admin API at {url}: timed out after "
-                         f"{args.timeout:g}s") from None
-    except httpx.HTTPError as exc:
-        raise SystemExit(f"warmctl: cannot reach the admin API at {url}: {exc}") from None
-    if response.status_code >= 400 and response.status_code not in answers:
-        raise SystemExit(f"warmctl: {response.status_code}: {_error_message(response)}")
-    return response
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    """``--token``/``WARMCTL_TOKEN``, else the admin (or read) token of the local settings."""
-    if getattr(args, "token", None):
-        return str(args.token)
-    from controlplane.admin.auth import load_tokens
-
-    try:
-        tokens = load_tokens(load_settings(config_file(args.config)).admin)
-    except ControlPlaneError:
-        return None
-    found = tokens.admin or tokens.read
-    return found.decode() if found else None
-
-
-def _reachable(args: argparse.Namespace) -> bool:
-    try:
-        httpx.get(_admin_url(args) + "/healthz", timeout=min(5.0, args.timeout))
-    except httpx.HTTPError:
-        return False
-    return True
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):  # not our JSON error shape (a proxy's page)
-        return response.text.strip()[:500] or response.reason_phrase
-
-
-def _request(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
-    """:func:`_send`, then the answer's JSON (None when empty)."""
-    response = _send(args, method, path, **kw)
-    try:
-        return response.json() if response.content else None
-    except ValueError:
-        raise SystemExit(f"warmctl: {method} {path} answered something that is not JSON: "
-                         f"{response.text[:200]!r}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -124,10 +42,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await control_plane.start()
-        instance = control_plane.instance
+        runtimes = control_plane.fleet.order
+        tritons = ", ".join(
+            (f"{rt.name} " if len(runtimes) > 1 else "")
+            + (rt.instance.grpc_url if rt.instance else "?") for rt in runtimes)
         print(f"warmctl: admin API {control_plane.admin_url}; inference gateway "
-              f"{control_plane.gateway_url or 'off'}; Triton gRPC "
-              f"{instance.grpc_url if instance else '?'}", flush=True)
+              f"{control_plane.gateway_url or 'off'}; Triton gRPC {tritons}", flush=True)
         try:
             await stop.wait()
         finally:
@@ -140,8 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    models = _request(args, "GET", "/models")
-    ready = _request(args, "GET", "/readyz", answers=(503,))  # 503: not ready, an answer
+    models = request(args, "GET", "/models")
+    ready = request(args, "GET", "/readyz", answers=(503,))  # 503: not ready, an answer
     if args.json:
         print(json.dumps({"readiness": ready, "models": models}, indent=2))
         return 0
@@ -150,25 +70,65 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on(args: argparse.Namespace) -> dict[str, str]:
+    """``--instance`` as the query parameter the admin API takes."""
+    return {"instance": args.instance} if getattr(args, "instance", None) else {}
+
+
+def _replica_state(model: dict[str, Any], instance: str | None) -> str:
+    """The model's state on ``instance`` (its replica there), else the fleet's."""
+    for replica in model.get("replicas") or []:
+        if replica["instance"] == instance:
+            return f"{replica['state']} on {instance}"
+    return str(model["state"])
+
+
 def cmd_load(args: argparse.Namespace) -> int:
-    model = _request(args, "POST", f"/models/{args.model}/load",
+    model = request(args, "POST", f"/models/{args.model}/load", params=_on(args) or None,
                      slow=f"model '{args.model}' is still loading")
     load = "" if model.get("load_s") is None else f" (load {model['load_s']:.2f}s)"
-    print(f"{model['name']}: {model['state']}{load}")
+    print(f"{model['name']}: {_replica_state(model, args.instance)}{load}")
     return 0
 
 
 def cmd_unload(args: argparse.Namespace) -> int:
-    params = {"force": "true"} if args.force else None
-    model = _request(args, "POST", f"/models/{args.model}/unload", params=params,
+    params = {**_on(args), **({"force": "true"} if args.force else {})}
+    model = request(args, "POST", f"/models/{args.model}/unload", params=params or None,
                      slow=f"model '{args.model}' is still unloading")
-    print(f"{model['name']}: {model['state']} (held cold until `warmctl load` or "
-          "`warmctl release`)")
+    print(f"{model['name']}: {_replica_state(model, args.instance)} (held cold until "
+          "`warmctl load` or `warmctl release`)")
+    return 0
+
+
+def cmd_instances(args: argparse.Namespace) -> int:
+    instances = request(args, "GET", "/instances")
+    if args.json:
+        print(json.dumps(instances, indent=2))
+    else:
+        print("\n".join(instances_table(instances)))
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    report = request(args, "POST", f"/instances/{args.instance}/drain",
+                      params={"force": "true"} if args.force else None,
+                      slow=f"instance '{args.instance}' is still draining")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(drain_lines(report)))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    view = request(args, "POST", f"/instances/{args.instance}/resume")
+    print(f"{view['name']}: {'routable' if view['routable'] else view['state']}, "
+          "takes requests and replicas again")
     return 0
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    model = _request(args, "POST", f"/models/{args.model}/release")
+    model = request(args, "POST", f"/models/{args.model}/release")
     print(f"{model['name']}: {model['state']}, hold and back-off released")
     return 0
 
@@ -180,17 +140,17 @@ def cmd_warmup(args: argparse.Namespace) -> int:
         if args.version:
             params["version"] = args.version
         if args.json:
-            print(json.dumps(_request(args, "GET", f"/models/{model}/warmup-config",
+            print(json.dumps(request(args, "GET", f"/models/{model}/warmup-config",
                                       params=params), indent=2))
         else:
-            print(_send(args, "GET", f"/models/{model}/warmup-config", params=params).text,
+            print(send(args, "GET", f"/models/{model}/warmup-config", params=params).text,
                   end="")
     elif args.action == "diff":
         params = {k: v for k, v in (("from", args.from_version), ("to", args.to_version)) if v}
-        response = _send(args, "GET", f"/models/{model}/warmup-config/diff", params=params)
+        response = send(args, "GET", f"/models/{model}/warmup-config/diff", params=params)
         print(response.text or "(no difference)", end="")
     else:
-        stored = _request(args, "POST", f"/models/{model}/warmup-config/regenerate",
+        stored = request(args, "POST", f"/models/{model}/warmup-config/regenerate",
                           params={"reload": "true"} if args.reload else None,
                           slow=f"the warm-up of '{model}' is still being regenerated")
         print(f"{model}: warm-up v{stored['version']} ({stored['reason']}), "
@@ -200,14 +160,15 @@ def cmd_warmup(args: argparse.Namespace) -> int:
 
 def cmd_triton(args: argparse.Namespace) -> int:
     if args.action == "restart":
-        params = None if args.wait else {"wait": "false"}
-        state = _request(args, "POST", "/triton/restart", params=params)
+        params = {**_on(args), **({} if args.wait else {"wait": "false"})}
+        state = request(args, "POST", "/triton/restart", params=params or None)
     else:
-        state = _request(args, "GET", "/triton")
+        state = request(args, "GET", "/triton", params=_on(args) or None)
     if args.json:
         print(json.dumps(state, indent=2))
         return 0
-    print(f"triton: {state['state']} ({state['reason']}), pid {state['pid'] or '-'}, "
+    print(f"triton {state.get('instance', '')}: {state['state']} ({state['reason']}), "
+          f"pid {state['pid'] or '-'}, "
           f"{state['restarts_in_window']} restart(s) lately"
           + (f", last exit: {state['last_exit']}" if state.get("last_exit") else ""))
     for model, outcome in (state.get("last_restore") or {}).items():
@@ -216,20 +177,11 @@ def cmd_triton(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = _request(args, "GET", "/plan")
+    plan = request(args, "GET", "/plan")
     if args.json:
         print(json.dumps(plan, indent=2))
         return 0
-    budget = f"{plan['budget_mb']:.0f} MB" if plan["budget_mb"] else "unlimited"
-    print(f"policy {plan['policy']} (param {plan['param']}), budget {budget}, "
-          f"resident {plan['resident_mb']:.0f} MB")
-    print(f"{'MODEL':<18} {'STATE':<8} {'LEVEL':<7} {'DECISION':<8} {'REQ/DAY':>8} "
-          f"{'COLD/DAY':>8} {'GB*H/DAY':>8}  WHY")
-    for m in plan["models"]:
-        req, cold, cost = ("-" if m[k] is None else f"{m[k]:.1f}" for k in (
-            "requests_per_day", "cold_starts_per_day_if_lazy", "warm_cost_gbh_per_day"))
-        print(f"{m['model']:<18} {m['state']:<8} {m['level']:<7} {m['decision'] or '-':<8} "
-              f"{req:>8} {cold:>8} {cost:>8}  {m['why'] or ''}")
+    print("\n".join(plan_lines(plan)))
     return 0
 
 
@@ -262,10 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = client_command("status", "models and their states", cmd_status)
     status.add_argument("--json", action="store_true")
     status.add_argument("--wide", action="store_true", help="reasons in full, not cut to fit")
-    client_command("load", "load a model", cmd_load).add_argument("model")
+    load = client_command("load", "load a model", cmd_load)
+    load.add_argument("model")
+    load.add_argument("--instance", help="on this Triton instance (default: ready on one "
+                                         "the fleet chooses)")
     unload = client_command("unload", "unload a model", cmd_unload)
     unload.add_argument("model")
     unload.add_argument("--force", action="store_true", help="unload even a pinned model")
+    unload.add_argument("--instance", help="from this Triton instance only (default: all)")
     client_command("release", "end the hold an unload put on a model (and its failure "
                    "back-off): lazy loads and the scheduler may load it again",
                    cmd_release).add_argument("model")
@@ -276,6 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--no-wait", dest="wait", action="store_false",
                         help="restart: return once Triton is live, before its models are back")
     triton.add_argument("--json", action="store_true")
+    triton.add_argument("--instance", help="which Triton instance (default: the first)")
+
+    client_command("instances", "the fleet's Triton instances: state, routing, requests in "
+                   "flight, memory, models", cmd_instances).add_argument("--json",
+                                                                         action="store_true")
+    drain = client_command("drain", "drain a Triton instance: no new requests, its needed "
+                           "models loaded elsewhere first, in-flight requests finish, then "
+                           "its models are unloaded", cmd_drain)
+    drain.add_argument("instance")
+    drain.add_argument("--force", action="store_true",
+                       help="drain even the last instance that serves")
+    drain.add_argument("--json", action="store_true")
+    client_command("resume", "end a drain: the instance takes requests again",
+                   cmd_resume).add_argument("instance")
 
     client_command("plan", "what the scheduler keeps, preloads and unloads, and why",
                    cmd_plan).add_argument("--json", action="store_true")

@@ -26,19 +26,101 @@ def fit(text: str, width: int) -> str:
 def status_table(models: list[dict[str, Any]], width: int | None = None,
                  wide: bool = False) -> list[str]:
     """``warmctl status``'s model lines: the name column as wide as the longest name (up to
-    40), and each reason cut to what is left of the terminal, unless ``wide``."""
+    40), and each reason cut to what is left of the terminal, unless ``wide``. When the
+    models span several instances (``replicas``), an INSTANCES column says where each is
+    resident (``a,b(loading)``)."""
     width = width or shutil.get_terminal_size((120, 24)).columns
     name_w = min(40, max([len("MODEL"), *(len(m["name"]) for m in models)]))
-    lines = [f"{'MODEL':<{name_w}} {'STATE':<10} {'PIN':<4} {'MEMORY':>9} {'LOAD':>7}  REASON"]
-    prefix = name_w + 1 + 10 + 1 + 4 + 1 + 9 + 1 + 7 + 2
-    for m in models:
+    where = [_where(m.get("replicas") or []) for m in models]
+    fleet = any(len(m.get("replicas") or []) > 1 for m in models)
+    where_w = max([len("INSTANCES"), *(len(x) for x in where)]) if fleet else 0
+    column = f"{'INSTANCES':<{where_w}}  " if fleet else ""
+    lines = [f"{'MODEL':<{name_w}} {'STATE':<10} {'PIN':<4} {'MEMORY':>9} {'LOAD':>7}  "
+             f"{column}REASON"]
+    prefix = name_w + 1 + 10 + 1 + 4 + 1 + 9 + 1 + 7 + 2 + len(column)
+    for m, at in zip(models, where, strict=True):
         load = "-" if m["load_s"] is None else f"{m['load_s']:.2f}s"
         reason = " ".join((m["reason"] or "").split())
         if not wide:
             reason = fit(reason, max(20, width - prefix))
         lines.append(f"{fit(m['name'], name_w):<{name_w}} {m['state']:<10} "
                      f"{'yes' if m['pinned'] else '':<4} {_fmt_bytes(m['memory_bytes']):>9} "
-                     f"{load:>7}  {reason}")
+                     f"{load:>7}  {f'{at:<{where_w}}  ' if fleet else ''}{reason}")
+    return lines
+
+
+def _where(replicas: list[dict[str, Any]]) -> str:
+    """Where a model is resident: ``a,b(loading)``; ``-`` when nowhere."""
+    found = [r["instance"] + ("" if r["state"] == "ready" else f"({r['state']})")
+             for r in replicas if r["state"] != "cold"]
+    return ",".join(found) or "-"
+
+
+def instances_table(instances: list[dict[str, Any]]) -> list[str]:
+    """``warmctl instances``: one line per Triton instance."""
+    name_w = min(30, max([len("NAME"), *(len(i["name"]) for i in instances)]))
+    lines = [f"{'NAME':<{name_w}} {'PROVIDER':<8} {'STATE':<12} {'ROUTING':<9} "
+             f"{'IN-FLIGHT':>9} {'MEMORY (USED/BUDGET)':>22}  MODELS"]
+    for i in instances:
+        routing = "draining" if i["draining"] else "yes" if i["routable"] else "no"
+        budget = "unlimited" if i["memory_budget_mb"] is None \
+            else f"{i['memory_budget_mb']:.0f} MB"
+        memory = f"{i['memory_used_mb']:.0f} MB / {budget}"
+        models = ", ".join(name + ("" if state == "ready" else f" ({state})")
+                           for name, state in sorted(i["models"].items())) or "-"
+        lines.append(f"{fit(i['name'], name_w):<{name_w}} {i['provider']:<8} "
+                     f"{i['state']:<12} {routing:<9} {i['outstanding']:>9} {memory:>22}  "
+                     f"{models}")
+        if i.get("reason") and i["state"] != "live":
+            lines.append(f"{'':<{name_w}} {fit(i['reason'], 100)}")
+    return lines
+
+
+def drain_lines(report: dict[str, Any]) -> list[str]:
+    """``warmctl drain``: what moved where, what was waited for, what was unloaded."""
+    lines = [f"{report['instance']}: drained (waited {report['waited_s']:.1f}s for requests "
+             f"in flight, {report['in_flight_left']} left)"]
+    for model, where in sorted(report["moved"].items()):
+        plain = where.startswith(("failed", "already"))
+        lines.append(f"  {model}: {where if plain else 'ready on ' + where}")
+    if report["unloaded"]:
+        lines.append("  unloaded: " + ", ".join(report["unloaded"]))
+    for model, error in sorted(report["errors"].items()):
+        lines.append(f"  {model}: unload failed: {fit(error, 200)}")
+    return lines
+
+
+def plan_lines(plan: dict[str, Any]) -> list[str]:
+    """``warmctl plan``: the policy line, one line per model (its replicas: where the plan
+    puts it), then each instance's budget and planned models, and what could not be placed."""
+    budget = f"{plan['budget_mb']:.0f} MB" if plan["budget_mb"] else "unlimited"
+    lines = [f"policy {plan['policy']} (param {plan['param']}), budget {budget}, "
+             f"resident {plan['resident_mb']:.0f} MB",
+             f"{'MODEL':<18} {'STATE':<8} {'LEVEL':<7} {'DECISION':<8} {'REQ/DAY':>8} "
+             f"{'COLD/DAY':>8} {'GB*H/DAY':>8} {'REPLICAS':<12}  WHY"]
+    for m in plan["models"]:
+        req, cold, cost = ("-" if m[k] is None else f"{m[k]:.1f}" for k in (
+            "requests_per_day", "cold_starts_per_day_if_lazy", "warm_cost_gbh_per_day"))
+        replicas = ",".join(r["instance"] for r in m.get("replicas") or []) or "-"
+        lines.append(f"{m['model']:<18} {m['state']:<8} {m['level']:<7} "
+                     f"{m['decision'] or '-':<8} {req:>8} {cold:>8} {cost:>8} "
+                     f"{replicas:<12}  {m['why'] or ''}")
+        for r in m.get("replicas") or []:
+            if len(plan.get("instances") or []) > 1:
+                lines.append(f"{'':<18}   on {r['instance']}: {r['why']}")
+        if m.get("unplaced"):
+            lines.append(f"{'':<18}   unplaced: {m['unplaced']}")
+    instances = plan.get("instances") or []
+    if instances:
+        lines.append("")
+        lines.append(f"{'INSTANCE':<18} {'ROUTING':<9} {'USED/BUDGET':>22}  PLANNED")
+        for i in instances:
+            routing = "draining" if i["draining"] else "yes" if i["routable"] else "no"
+            budget = "unlimited" if i["memory_budget_mb"] is None \
+                else f"{i['memory_budget_mb']:.0f} MB"
+            used = f"{i['memory_used_mb']:.0f} MB / {budget}"
+            lines.append(f"{i['name']:<18} {routing:<9} {used:>22}  "
+                         f"{', '.join(i['planned']) or '-'}")
     return lines
 
 

@@ -7,6 +7,7 @@ then a TOML file named by ``WARMCTL_CONFIG_FILE`` or passed to :func:`load_setti
 from __future__ import annotations
 
 import difflib
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from types import UnionType
@@ -19,6 +20,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -30,6 +32,7 @@ from pydantic_settings import (
 from controlplane.errors import ConfigError
 
 ENV_PREFIX = "WARMCTL_"
+_INSTANCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 #: ``triton_backends/`` of the source tree or editable install this package belongs to
 PACKAGE_BACKENDS = Path(__file__).resolve().parents[1] / "triton_backends"
 
@@ -293,6 +296,54 @@ class SchedulerOptions(Section):
     rules: list[KeepWarmRule] = Field(default_factory=list)
 
 
+class InstanceSettings(Section):
+    """One Triton instance of the fleet (``[instances.<name>]``).
+
+    ``embedded``: warmctl starts a tritonserver of its own for it (``[triton]`` gives the
+    binary, timeouts and arguments; ports here, 0 = free ones). ``static``: a Triton someone
+    else runs, at ``url`` (compose services, VMs). Budgets default to ``[scheduler]``'s.
+    """
+
+    provider: Literal["embedded", "static"] = "embedded"
+    #: static: gRPC address host:port (required); its Prometheus endpoint (optional)
+    url: str | None = None
+    metrics_url: str | None = None
+    #: embedded: the GPUs this tritonserver sees (``CUDA_VISIBLE_DEVICES``: "0", "1,2");
+    #: unset: the ones warmctl sees. One Triton per GPU is the usual single-host layout.
+    cuda_visible_devices: str | None = None
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    http_port: int = Field(default=0, ge=0, le=65535)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: host and GPU memory the models on this instance may hold (MB); unset: ``[scheduler]``'s
+    memory_budget_mb: float | None = Field(default=None, gt=0)
+    gpu_memory_budget_mb: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> InstanceSettings:
+        if self.provider == "static" and not self.url:
+            raise ValueError("a static instance needs url = \"host:port\" (its gRPC address)")
+        if self.provider == "embedded" and (self.url or self.metrics_url):
+            raise ValueError("url and metrics_url are for static instances; an embedded one "
+                             "is started by warmctl (set provider = \"static\")")
+        return self
+
+
+class FleetSettings(Section):
+    """Replicas and routing over the instances (``[fleet]``)."""
+
+    #: forecast requests per second one replica is meant to carry: a model expected to get
+    #: more gets more replicas (one per instance at most)
+    replica_rate_per_s: float = Field(default=5.0, gt=0)
+    #: replicas of a pinned model (capped by the instances there are): a spare for failover
+    pinned_replicas: int = Field(default=2, ge=1)
+    #: at most this many replicas of any model (0: one per instance)
+    max_replicas: int = Field(default=0, ge=0)
+    #: a drain waits this long for in-flight requests to finish before it unloads
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    #: when an instance stops serving, load its unreplicated models elsewhere (hot first)
+    failover: bool = True
+
+
 class LogSettings(Section):
     """warmctl's own log (``observability/logs.py``); ``--verbose`` forces ``debug``."""
 
@@ -326,7 +377,21 @@ class Settings(BaseSettings):
     scheduler: SchedulerOptions = Field(default_factory=SchedulerOptions)
     compile_cache: CompileCacheSettings = Field(default_factory=CompileCacheSettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
+    #: the Triton instances (``[instances.<name>]``); none configured: one, named
+    #: ``instance_name``, from ``[triton]`` (embedded, or static when ``triton.url`` is set)
+    instances: dict[str, InstanceSettings] = Field(default_factory=dict)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("instances")
+    @classmethod
+    def _instance_names(cls, value: dict[str, InstanceSettings]) -> dict[str, InstanceSettings]:
+        # names become metric labels, store keys, URL path segments and file names
+        bad = [n for n in value if not _INSTANCE_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"instance names must match {_INSTANCE_NAME.pattern}: "
+                             + ", ".join(repr(n[:80]) for n in bad))
+        return value
 
     @field_validator("data_dir", "model_repository", "backends_dir")
     @classmethod
@@ -341,6 +406,25 @@ class Settings(BaseSettings):
         """Pinned model names, highest priority first (ties by name, for a stable order)."""
         pinned = [(name, s) for name, s in self.models.items() if s.pinned]
         return [name for name, _ in sorted(pinned, key=lambda item: (-item[1].priority, item[0]))]
+
+    def fleet_instances(self) -> dict[str, InstanceSettings]:
+        """The instances to run, in a stable order (see ``instances``)."""
+        t, sched = self.triton, self.scheduler
+        if self.instances:  # budgets left unset are [scheduler]'s, per instance
+            return {name: spec.model_copy(update={
+                "memory_budget_mb": spec.memory_budget_mb or sched.memory_budget_mb,
+                "gpu_memory_budget_mb": (sched.gpu_memory_budget_mb
+                                         if spec.gpu_memory_budget_mb is None
+                                         else spec.gpu_memory_budget_mb)})
+                for name, spec in sorted(self.instances.items())}
+        if t.url:
+            single = InstanceSettings(provider="static", url=t.url, metrics_url=t.metrics_url)
+        else:
+            single = InstanceSettings(grpc_port=t.grpc_port, http_port=t.http_port,
+                                      metrics_port=t.metrics_port)
+        return {self.instance_name: single.model_copy(update={
+            "memory_budget_mb": sched.memory_budget_mb,
+            "gpu_memory_budget_mb": sched.gpu_memory_budget_mb})}
 
     def sampled_models(self) -> list[str]:
         return sorted(name for name, s in self.models.items() if s.sample_payloads)

@@ -55,6 +55,17 @@ class ModelNotFound(ControlPlaneError):
         self.model = model
 
 
+class InstanceNotFound(ControlPlaneError):
+    """No Triton instance of the fleet has this name."""
+
+    code = ErrorCode.NOT_FOUND
+
+    def __init__(self, instance: str, known: list[str]) -> None:
+        super().__init__(f"unknown instance '{echo_name(instance)}'; instances: "
+                         + ", ".join(known))
+        self.instance = instance
+
+
 class Conflict(ControlPlaneError):
     code = ErrorCode.CONFLICT
 

@@ -55,8 +55,17 @@ class Loops:
 
     def __init__(self) -> None:
         self._status: dict[str, LoopStatus] = {}
+        self._suffix = ""
+
+    def scoped(self, instance: str) -> Loops:
+        """The same registry, its loops named ``<loop>@<instance>``: each Triton instance of
+        a fleet runs its own reconcile and supervisor, and ``/healthz`` tells them apart."""
+        view = Loops()
+        view._status, view._suffix = self._status, f"{self._suffix}@{instance}"
+        return view
 
     def status(self, name: str) -> LoopStatus:
+        name += self._suffix
         return self._status.setdefault(name, LoopStatus(name))
 
     def ok(self, name: str) -> None:
@@ -83,8 +92,8 @@ class Loops:
                 try:
                     await run()
                 except Exception as exc:  # one bad pass must not end the loop
-                    log.warning("%s failed: %s", name, exc, exc_info=log.isEnabledFor(
-                        logging.DEBUG))
+                    log.warning("%s%s failed: %s", name, self._suffix, exc,
+                                exc_info=log.isEnabledFor(logging.DEBUG))
                     self.failed(name, exc)
                 else:
                     self.ok(name)

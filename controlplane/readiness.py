@@ -1,22 +1,40 @@
 """Whether the control plane may take traffic, computed from live state on every question.
 
-Ready means: Triton serves (its supervisor says so), start-up has loaded the pinned models,
-and every pinned model is ready now -- one that failed, was force-unloaded by the operator,
-or went cold with Triton makes the whole control plane not ready until it is back. A pinned
-model that is disabled is never loaded, so it does not count. ``/readyz`` and gRPC
+Ready means: Triton serves (with a fleet: at least one instance serves and takes traffic),
+start-up has loaded the pinned models, and every pinned model is ready now (on some
+instance) -- one that failed, was force-unloaded by the operator, or went cold with Triton
+makes the whole control plane not ready until it is back. A pinned model that is disabled
+is never loaded, so it does not count. ``/readyz`` and gRPC
 ``ServerReady`` both ask :attr:`Readiness.ready`; nothing here calls Triton.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controlplane.types import ModelName
 
 if TYPE_CHECKING:
-    from controlplane.lifecycle.manager import ModelManager
-    from controlplane.triton.supervisor import TritonSupervisor
+    from controlplane.lifecycle.states import ModelState, ModelStatus
+
+
+class Models(Protocol):
+    """What readiness reads of the models (a ModelManager, or the fleet)."""
+
+    @property
+    def pinned(self) -> list[ModelName]: ...
+    def ready_now(self, name: ModelName) -> bool: ...
+    def status(self, name: ModelName) -> ModelStatus: ...
+    def state(self, name: ModelName) -> ModelState: ...
+
+
+class Serving(Protocol):
+    """Whether Triton serves (a supervisor, or the fleet: any instance)."""
+
+    @property
+    def serving(self) -> bool: ...
+    def down_reason(self) -> str | None: ...
 
 
 @dataclass
@@ -24,8 +42,8 @@ class Readiness:
     pinned_done: bool = False
     #: pinned models that failed at start-up (for the record: live state decides)
     pinned_failures: dict[ModelName, str] = field(default_factory=dict)
-    manager: ModelManager | None = None
-    supervisor: TritonSupervisor | None = None
+    manager: Models | None = None
+    supervisor: Serving | None = None
 
     @property
     def ready(self) -> bool:
@@ -39,7 +57,7 @@ class Readiness:
                    for name in manager.pinned)
 
     @staticmethod
-    def _exempt(manager: ModelManager, name: ModelName) -> bool:
+    def _exempt(manager: Models, name: ModelName) -> bool:
         return bool(manager.status(name).disabled)
 
     def problems(self) -> list[str]:

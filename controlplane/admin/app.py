@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from controlplane import __version__
 from controlplane.admin import (
     routes_health,
+    routes_instances,
     routes_models,
     routes_plan,
     routes_traffic,
@@ -33,4 +34,6 @@ def create_admin_app(cp: ControlPlane) -> FastAPI:
     app.include_router(routes_warmup.router)
     app.include_router(routes_plan.router)
     app.include_router(routes_triton.router)
+    app.include_router(routes_instances.router)
+    app.include_router(routes_instances.actions_router)
     return app

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from controlplane.errors import TritonUnavailable
+from controlplane.fleet.fleet import Fleet
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.traffic.store import TrafficStore
 
@@ -26,6 +27,14 @@ def manager(request: Request) -> ModelManager:
     return found
 
 
+def fleet(request: Request) -> Fleet:
+    """The fleet; 503 until its instances have started (no lifecycle to ask yet)."""
+    found = control_plane(request).fleet
+    if not found.managers():
+        raise TritonUnavailable("control plane is starting")
+    return found
+
+
 def traffic(request: Request) -> TrafficStore:
     found = control_plane(request).traffic
     if found is None:
@@ -34,5 +43,6 @@ def traffic(request: Request) -> TrafficStore:
 
 
 Manager = Annotated[ModelManager, Depends(manager)]
+FleetDep = Annotated[Fleet, Depends(fleet)]
 Traffic = Annotated[TrafficStore, Depends(traffic)]
 ControlPlaneDep = Annotated["ControlPlane", Depends(control_plane)]

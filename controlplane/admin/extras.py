@@ -45,7 +45,7 @@ _ERROR_SCHEMA = {
 }
 _WHY = {400: "Invalid argument or unreadable model config",
         401: "No token, or an unknown one", 403: "Role, origin or Host refused",
-        404: "Unknown model, version or route", 409: "The model's state refuses it now",
+        404: "Unknown model, instance, version or route", 409: "The model's state refuses it now",
         413: "Too large", 422: "Request validation failed", 500: "Internal error",
         503: "Triton unavailable, the control plane starting, or a load failed",
         504: "Deadline exceeded"}
@@ -121,6 +121,8 @@ def error_codes(method: str, path: str, has_params: bool) -> list[int]:
         codes |= {400, 404, 409, 504}
     if path == "/plan":
         codes.add(409)  # the scheduler is disabled
+    if path.startswith("/triton"):
+        codes.add(404)  # ?instance= names no instance
     if path == "/metrics":
         codes.add(404)  # metrics are disabled
     return sorted(codes)

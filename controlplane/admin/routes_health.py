@@ -1,16 +1,22 @@
-"""/healthz and /readyz: answered from state kept by the supervisor and the loops, never by
+"""/healthz and /readyz: answered from state kept by the supervisors and the loops, never by
 asking Triton (a hung Triton must not make health checks hang).
 
 What a Kubernetes probe sees (README, "Health"):
 
 - ``/healthz`` (livenessProbe): 200 while the control plane works, including while it is
   restarting a dead Triton or waiting for a hung one (restarting warmctl would not help);
-  503 only when it cannot recover by itself: Triton's restarts are exhausted or off, a
-  background loop died, or it is stopping. The body says which loops fail and why.
-- ``/readyz`` (readinessProbe): 200 only while Triton serves and every pinned model is ready.
+  503 only when it cannot recover by itself: every instance's Triton has exhausted its
+  restarts (or has them off), a background loop died, or it is stopping. With several
+  instances, one that cannot recover makes the answer ``degraded`` while another serves.
+  The body says which loops fail and why, and each instance's state (``detail.instances``).
+- ``/readyz`` (readinessProbe): 200 only while some instance serves and every pinned model is
+  ready on one.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -19,39 +25,75 @@ from controlplane.admin.deps import ControlPlaneDep
 from controlplane.admin.schemas import Health
 from controlplane.triton.supervisor import TritonState
 
+if TYPE_CHECKING:
+    from controlplane.app import ControlPlane
+
 router = APIRouter(tags=["health"])
+
+#: states a supervisor does not leave by itself
+GIVEN_UP = frozenset({TritonState.FAILED, TritonState.STOPPED})
+
+
+def liveness(states: Sequence[TritonState], failing_loops: bool, dead_loops: bool) -> str:
+    """``unhealthy`` when no instance can recover by itself (or a loop died), ``ok`` when
+    every instance serves and no loop fails, else ``degraded``."""
+    if dead_loops or not states or all(s in GIVEN_UP for s in states):
+        return "unhealthy"
+    if failing_loops or any(s is not TritonState.LIVE for s in states):
+        return "degraded"
+    return "ok"
+
+
+def fleet_triton_state(states: Sequence[TritonState]) -> str:
+    """The one ``triton`` word of a health answer: the only instance's state; with several,
+    ``live`` while any serves, else the first instance's state."""
+    if len(states) > 1 and TritonState.LIVE in states:
+        return TritonState.LIVE.value
+    return states[0].value
+
+
+def instance_details(cp: ControlPlane) -> dict[str, dict[str, Any]]:
+    """Every instance's supervisor snapshot, with its draining flag; ``{"state": "starting"}``
+    for one not started yet."""
+    found: dict[str, dict[str, Any]] = {}
+    for rt in cp.fleet.order:
+        snap = rt.supervisor.snapshot() if rt.supervisor is not None else {"state": "starting"}
+        found[rt.name] = {**snap, "draining": rt.draining, "routable": rt.routable}
+    return found
 
 
 @router.get("/healthz", response_model=Health)
 async def healthz(cp: ControlPlaneDep) -> JSONResponse:
-    """Liveness: 200 ``ok`` or ``degraded`` (Triton down or being restarted, a loop's last
-    run failed), 503 ``unhealthy`` when warmctl cannot recover by itself."""
-    supervisor = cp.supervisor
+    """Liveness: 200 ``ok`` or ``degraded`` (an instance down or being restarted, a loop's
+    last run failed), 503 ``unhealthy`` when warmctl cannot recover by itself."""
+    supervisors = [rt.supervisor for rt in cp.fleet.order]
     loops = cp.loops.snapshot()
-    if supervisor is None:
+    if cp.supervisor is None or any(s is None for s in supervisors):
         body = Health(status="starting", triton="starting", detail={"loops": loops})
         return JSONResponse(body.model_dump(), status_code=503)
+    states = [s.state for s in supervisors if s is not None]
     dead = cp.loops.dead()
-    unhealthy = supervisor.state in (TritonState.FAILED, TritonState.STOPPED) or bool(dead)
     failing = [name for name, loop in loops.items() if loop["failing"]]
-    status = "unhealthy" if unhealthy else "ok" if supervisor.serving and not failing \
-        else "degraded"
-    detail = {"triton": supervisor.snapshot(), "loops": loops, "failing_loops": failing,
-              "dead_loops": dead}
-    body = Health(status=status, triton=supervisor.state.value, detail=detail)
-    return JSONResponse(body.model_dump(), status_code=503 if unhealthy else 200)
+    status = liveness(states, bool(failing), bool(dead))
+    detail = {"triton": cp.supervisor.snapshot(), "instances": instance_details(cp),
+              "loops": loops, "failing_loops": failing, "dead_loops": dead}
+    body = Health(status=status, triton=fleet_triton_state(states), detail=detail)
+    return JSONResponse(body.model_dump(), status_code=503 if status == "unhealthy" else 200)
 
 
 @router.get("/readyz", response_model=Health)
 async def readyz(cp: ControlPlaneDep) -> JSONResponse:
-    """Readiness: Triton serving and every pinned model ready; ``detail.problems`` says why
-    not."""
+    """Readiness: some instance serving and every pinned model ready; ``detail.problems``
+    says why not."""
     r = cp.readiness
     ready = r.ready
-    supervisor = cp.supervisor
-    triton = "starting" if supervisor is None else supervisor.state.value
+    supervisors = [rt.supervisor for rt in cp.fleet.order]
+    states = [s.state for s in supervisors if s is not None]
+    triton = "starting" if cp.supervisor is None or len(states) < len(supervisors) \
+        else fleet_triton_state(states)
     detail = {**r.detail(), "gateway": cp.gateway_url}
-    if supervisor is not None:
-        detail["triton"] = supervisor.snapshot()
+    if cp.supervisor is not None:
+        detail["triton"] = cp.supervisor.snapshot()
+    detail["instances"] = instance_details(cp)
     body = Health(status="ready" if ready else "not ready", triton=triton, detail=detail)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -1,4 +1,9 @@
-"""/models: states, loads and unloads."""
+"""/models: states, loads and unloads, through the fleet.
+
+A model's fields are its best replica's (the fleet's aggregate, as the gateway sees it);
+``replicas`` shows it on every instance. Loads and unloads act fleet-wide unless
+``?instance=`` names one instance.
+"""
 
 from __future__ import annotations
 
@@ -7,58 +12,93 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from controlplane.admin.deps import ControlPlaneDep, Manager
+from controlplane.admin.deps import ControlPlaneDep, FleetDep
 from controlplane.admin.schemas import ModelDetail, ModelView
+from controlplane.admin.schemas_fleet import ReplicaView
 from controlplane.errors import ConfigError
+from controlplane.fleet.fleet import Fleet
+from controlplane.lifecycle.states import ModelStatus
+from controlplane.store.models import LoadEvent
 from controlplane.triton.repository import ModelSpec
 
 router = APIRouter(prefix="/models", tags=["models"])
 
+InstanceQuery = Annotated[str | None, Query(
+    max_length=63, description="only this Triton instance (default: the fleet decides)")]
+
+
+def replica_views(fleet: Fleet, name: str) -> list[ReplicaView]:
+    """The model on each instance; raises ModelNotFound."""
+    return [ReplicaView.of(s, fleet.runtimes.get(s.instance)) for s in fleet.replicas(name)]
+
+
+def model_view(fleet: Fleet, status: ModelStatus) -> ModelView:
+    return ModelView.of(status, replica_views(fleet, status.name))
+
 
 @router.get("", response_model=list[ModelView])
-async def list_models(manager: Manager) -> list[ModelView]:
-    return [ModelView.of(s) for s in manager.statuses()]
+async def list_models(fleet: FleetDep) -> list[ModelView]:
+    return [model_view(fleet, s) for s in fleet.statuses()]
 
 
 @router.get("/{name}", response_model=ModelDetail)
-async def get_model(name: str, manager: Manager, cp: ControlPlaneDep) -> ModelDetail:
-    status = manager.status(name)
+async def get_model(name: str, fleet: FleetDep, cp: ControlPlaneDep) -> ModelDetail:
+    """The model's config, its replicas and its last 20 loads and unloads on any instance,
+    newest first."""
+    status = fleet.status(name)
+    replicas = replica_views(fleet, name)
     try:
-        spec: ModelSpec | str = manager.repository.spec(name)
+        spec: ModelSpec | str = fleet.repository.spec(name)
     except ConfigError as exc:
         spec = str(exc)
-    events = await manager.store.db.run(manager.store.events, name, limit=20)
+    events: list[LoadEvent] = []
+    where: dict[int, str] = {}
+    for rt, manager in fleet.managers():
+        found = await manager.store.db.run(manager.store.events, name, limit=20)
+        events += found
+        where.update({e.id: rt.name for e in found})
+    events.sort(key=lambda e: (e.started_at, e.id), reverse=True)
     cache = cp.compile_cache.entries(name) if cp.compile_cache else []
-    return ModelDetail.build(status, spec, events, cache)
+    return ModelDetail.build(status, spec, events[:20], cache, replicas, where)
 
 
 @router.post("/{name}/load", response_model=ModelView)
-async def load_model(name: str, manager: Manager) -> ModelView:
-    """Load now: ends an operator hold and skips a failed model's back-off."""
-    return ModelView.of(await manager.load(name, trigger="api"))
+async def load_model(name: str, fleet: FleetDep, instance: InstanceQuery = None) -> ModelView:
+    """Load now: ends an operator hold and skips a failed model's back-off. Without
+    ``instance``: ready on one instance (the plan's or the freest) unless it is ready on one
+    already; with it: on that instance (404 for an unknown one)."""
+    await fleet.load(name, trigger="api", instance=instance)
+    return model_view(fleet, fleet.status(name))
 
 
 @router.post("/{name}/unload", response_model=ModelView)
 async def unload_model(
-    name: str, manager: Manager,
+    name: str, fleet: FleetDep,
     force: Annotated[bool, Query(description="unload even a pinned model")] = False,
+    instance: InstanceQuery = None,
 ) -> ModelView:
     """Unload and hold cold: lazy loads and the scheduler leave the model alone until an
-    operator loads it or releases the hold (``/release``)."""
-    return ModelView.of(await manager.unload(name, trigger="api", force=force))
+    operator loads it or releases the hold (``/release``). Without ``instance``: from every
+    instance."""
+    await fleet.unload(name, trigger="api", instance=instance, force=force)
+    return model_view(fleet, fleet.status(name))
 
 
 @router.post("/{name}/release", response_model=ModelView)
-async def release_model(name: str, manager: Manager) -> ModelView:
-    """End the operator's hold on a model unloaded through the API, and its failure back-off:
-    lazy loads and the scheduler may load it again. The model is not loaded by this call."""
-    return ModelView.of(manager.release(name))
+async def release_model(name: str, fleet: FleetDep) -> ModelView:
+    """End the operator's hold on a model unloaded through the API, and its failure back-off,
+    on every instance: lazy loads and the scheduler may load it again. The model is not
+    loaded by this call."""
+    fleet.status(name)  # 404 before any instance changes
+    for _, manager in fleet.managers():
+        manager.release(name)
+    return model_view(fleet, fleet.status(name))
 
 
 @router.delete("/{name}/compile-cache")
-async def forget_compile_cache(name: str, manager: Manager, cp: ControlPlaneDep) -> dict[str, int]:
+async def forget_compile_cache(name: str, fleet: FleetDep, cp: ControlPlaneDep) -> dict[str, int]:
     """Drop the model's torch.compile cache entries: its next load compiles afresh (a loaded
     instance keeps serving). ``{"removed": <entries>}``; 404 for an unknown model."""
-    manager.status(name)
+    fleet.status(name)
     removed = await asyncio.to_thread(cp.compile_cache.forget, name) if cp.compile_cache else 0
     return {"removed": removed}

@@ -1,4 +1,4 @@
-"""/plan: what the scheduler decided for every model, and why."""
+"""/plan: what the scheduler decided for every model, and why; where its replicas go."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from controlplane.admin.deps import ControlPlaneDep
-from controlplane.admin.schemas import ActionView, ModelPlanView, PlanView
+from controlplane.admin.schemas_fleet import FleetActionView
+from controlplane.admin.schemas_plan import (
+    ActionView,
+    InstancePlanView,
+    ModelPlanView,
+    PlannedReplica,
+    PlanView,
+)
 from controlplane.errors import Conflict, ControlPlaneError
+from controlplane.fleet.fleet import Fleet
+from controlplane.fleet.views import describe
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
 from controlplane.scheduler.levels import Level, own_level
@@ -51,15 +60,44 @@ def _own_level(manager: ModelManager, model: str, gpus: bool) -> Level:
     return own_level(kind) or (Level.GPU if gpus else Level.CPU)
 
 
-def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
+def fleet_sections(fleet: Fleet) -> tuple[dict[str, list[PlannedReplica]],
+                                           list[InstancePlanView]]:
+    """The replica plan as data: model -> its planned replicas (instance, why, state there),
+    and each instance's budget, memory used, resident and planned models."""
+    replicas: dict[str, list[PlannedReplica]] = {}
+    for model, placed in fleet.plan.replicas.items():
+        here = {s.instance: s.state for s in fleet.replicas(model)} \
+            if model in fleet.repository else {}
+        replicas[model] = [PlannedReplica(instance=r.instance, why=r.why,
+                                          state=here.get(r.instance)) for r in placed]
+    instances = [InstancePlanView(
+        name=d["name"], state=d["state"], routable=d["routable"], draining=d["draining"],
+        memory_budget_mb=d["memory_budget_mb"], memory_used_mb=d["memory_used_mb"],
+        planned=d["planned"], resident=sorted(d["models"])) for d in describe(fleet)]
+    return replicas, instances
+
+
+def _events(cp: ControlPlane, names: list[str]) -> dict[str, list[LoadEvent]]:
+    """Each model's recent loads on every instance (synchronous: ``database.run`` it)."""
+    found: dict[str, list[LoadEvent]] = {}
+    for _, manager in cp.fleet.managers():
+        for name in names:
+            found.setdefault(name, []).extend(manager.store.events(name, limit=50))
+    return found
+
+
+async def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
     assert cp.scheduler is not None and cp.manager is not None
-    sched, manager = cp.scheduler, cp.manager
+    sched, manager, fleet = cp.scheduler, cp.manager, cp.fleet
     view = sched.view()
+    statuses = fleet.statuses()
+    replicas, instances = fleet_sections(fleet)
+    unplaced = dict(fleet.plan.unplaced)
+    events = await cp.database.run(_events, cp, [s.name for s in statuses])
     models = []
-    for status in manager.statuses():
+    for status in statuses:
         profile = sched.book.profiles.get(status.name)
         measured_memory, measured_load = sched.book.measured.get(status.name, (False, False))
-        events = manager.store.events(status.name, limit=50)
         if status.state in (ModelState.READY, ModelState.WARMING, ModelState.LOADING):
             level = sched.device(status.name) or _own_level(manager, status.name,
                                                             sched.gpu_budget_mb > 0)
@@ -67,10 +105,12 @@ def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
             level = Level.STAGED
         else:
             level = Level.COLD
-        models.append(ModelPlanView.build(
+        model = ModelPlanView.build(
             status, level, profile, measured_memory, measured_load,
-            load_times_by_level(events), decisions.get(status.name),
-            held=status.name in sched.state.held))
+            load_times_by_level(events.get(status.name, [])), decisions.get(status.name),
+            held=status.name in sched.state.held)
+        models.append(model.model_copy(update={
+            "replicas": replicas.get(status.name, []), "unplaced": unplaced.get(status.name)}))
     return PlanView(
         policy=sched.options.policy, param=sched.options.param,
         budget_mb=sched.options.memory_budget_mb,
@@ -80,14 +120,18 @@ def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
         models=models,
         actions=[ActionView(**a.__dict__) for a in reversed(sched.state.actions[-50:])],
         jobs=[{"id": i, "next_run": t.isoformat() if t else None}
-              for i, t in (cp.jobs.jobs() if cp.jobs else [])])
+              for i, t in (cp.jobs.jobs() if cp.jobs else [])],
+        instances=instances, unplaced=unplaced,
+        fleet_actions=[FleetActionView.of(a) for a in list(fleet.actions)[::-1][:50]])
 
 
 @router.get("/plan", response_model=PlanView)
 async def plan(cp: ControlPlaneDep) -> PlanView:
     """Per model: expected requests and cold starts a day if lazy, the cost of keeping it
-    warm, the decision and why, its warmth level and each level's measured load time."""
+    warm, the decision and why, its warmth level and each level's measured load time, and
+    its replicas (instance and why). Per instance: budget, memory used, resident and planned
+    models. The scheduler's and the fleet's recent actions."""
     if cp.scheduler is None:
         raise Conflict("the scheduler is disabled (WARMCTL_SCHEDULER__ENABLED=false)")
     decisions = {d.model: d for d in await cp.scheduler.explain_decisions()}
-    return await cp.database.run(_build, cp, decisions)
+    return await _build(cp, decisions)

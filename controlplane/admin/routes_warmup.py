@@ -88,6 +88,6 @@ async def regenerate(
         raise Conflict("warm-up is disabled (WARMCTL_WARMUP__ENABLED=false)")
     spec = manager.repository.spec(name)
     stored = await cp.warmups.db.run(cp.preparer.regenerate, spec, "requested via admin API")
-    if reload and manager.ready_now(name):
-        await manager.reload(name, trigger="api")
+    if reload and cp.fleet.ready_now(name):
+        await cp.fleet.reload(name, trigger="api")  # every ready replica
     return WarmupConfigView.of(stored)

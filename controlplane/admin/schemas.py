@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from controlplane.admin.schemas_fleet import ReplicaView
 from controlplane.compile_cache.store import CacheEntry
 from controlplane.lifecycle.states import ModelState, ModelStatus
 from controlplane.store.models import LoadEvent, ShapeStat, UsageMinute
@@ -33,13 +34,21 @@ class ModelView(BaseModel):
     failures: int = 0
     #: a failed model's next automatic retry (exponential back-off); None: none pending
     retry_at: datetime | None = None
+    #: the model on each instance, in the fleet's order (the fields above are its best
+    #: replica's: ready > warming > loading > unloading > failed > cold)
+    replicas: list[ReplicaView] = []
 
     @classmethod
-    def of(cls, status: ModelStatus) -> ModelView:
-        values = dict(status.__dict__)
-        if status.retry_at is not None:
-            values["retry_at"] = datetime.fromtimestamp(status.retry_at, UTC)
-        return cls(**values)
+    def of(cls, status: ModelStatus, replicas: list[ReplicaView] | None = None) -> ModelView:
+        values = _status_values(status)
+        return cls(**values, replicas=replicas or [])
+
+
+def _status_values(status: ModelStatus) -> dict[str, Any]:
+    values = {k: v for k, v in status.__dict__.items() if k in ModelView.model_fields}
+    if status.retry_at is not None:
+        values["retry_at"] = datetime.fromtimestamp(status.retry_at, UTC)
+    return values
 
 
 class TensorView(BaseModel):
@@ -53,6 +62,8 @@ class TensorView(BaseModel):
 
 
 class EventView(BaseModel):
+    #: the Triton instance the load or unload ran on
+    instance: str | None = None
     action: str
     trigger: str
     started_at: datetime
@@ -105,17 +116,22 @@ class ModelDetail(ModelView):
 
     @classmethod
     def build(cls, status: ModelStatus, spec: ModelSpec | str,
-              events: list[LoadEvent], cache: list[CacheEntry] | None = None) -> ModelDetail:
-        """``spec`` is the parsed config, or the reason it could not be parsed."""
+              events: list[LoadEvent], cache: list[CacheEntry] | None = None,
+              replicas: list[ReplicaView] | None = None,
+              instances: dict[int, str] | None = None) -> ModelDetail:
+        """``spec`` is the parsed config, or the reason it could not be parsed;
+        ``instances``: event id -> the instance it ran on."""
         parsed = spec if isinstance(spec, ModelSpec) else None
+        where = instances or {}
         return cls(
-            **status.__dict__,
+            **_status_values(status), replicas=replicas or [],
             backend=parsed.backend if parsed else None,
             max_batch_size=parsed.max_batch_size if parsed else None,
             inputs=[TensorView.of(t) for t in parsed.inputs] if parsed else [],
             outputs=[TensorView.of(t) for t in parsed.outputs] if parsed else [],
             config_error=None if parsed else str(spec),
-            events=[EventView.of(e) for e in events],
+            events=[EventView.of(e).model_copy(update={"instance": where.get(e.id)})
+                    for e in events],
             compile_cache=[CompileCacheView.of(e) for e in cache or []],
         )
 
@@ -209,68 +225,3 @@ class WarmupConfigView(BaseModel):
             covered=sorted(stored.covered), notes=stored.notes, pbtxt=stored.pbtxt(states),
             rejected=stored.rejected_at is not None, rejected_at=stored.rejected_at,
             rejected_reason=stored.rejected_reason, sample_states=states)
-
-
-class ActionView(BaseModel):
-    at: float
-    kind: str
-    model: str
-    reason: str
-    outcome: str
-
-
-class ModelPlanView(BaseModel):
-    model: str
-    state: ModelState
-    #: gpu, cpu (loaded there), staged (files in the page cache) or cold
-    level: str
-    pinned: bool
-    #: held by a pin or an operator rule right now
-    held: bool
-    memory_mb: float | None
-    memory_measured: bool
-    load_s: float | None
-    load_measured: bool
-    #: median measured load-to-ready per level the load started from
-    load_s_by_level: dict[str, float]
-    requests_per_day: float | None
-    cold_starts_per_day_if_lazy: float | None
-    warm_cost_gbh_per_day: float | None
-    decision: str | None
-    preload_at: float | None
-    why: str | None
-
-    @classmethod
-    def build(cls, status: ModelStatus, level: Any, profile: Any, measured_memory: bool,
-              measured_load: bool, by_level: dict[str, float], decision: Any,
-              held: bool) -> ModelPlanView:
-        return cls(
-            model=status.name, state=status.state, level=str(level.value), pinned=status.pinned,
-            held=held,
-            memory_mb=round(profile.memory_mb, 1) if profile else None,
-            memory_measured=measured_memory,
-            load_s=round(profile.load_s, 3) if profile else None, load_measured=measured_load,
-            load_s_by_level=by_level,
-            requests_per_day=getattr(decision, "requests_per_day", None),
-            cold_starts_per_day_if_lazy=getattr(decision, "cold_starts_per_day_if_lazy", None),
-            warm_cost_gbh_per_day=getattr(decision, "warm_cost_gbh_per_day", None),
-            decision=getattr(decision, "decision", None),
-            preload_at=getattr(decision, "preload_at", None),
-            why=getattr(decision, "why", None),
-        )
-
-
-class PlanView(BaseModel):
-    policy: str
-    param: float | None
-    budget_mb: float | None
-    gpu_budget_mb: float
-    resident_mb: float
-    at: float
-    next_wakeup: float | None
-    last_tick: float | None
-    models: list[ModelPlanView]
-    #: the scheduler's recent actions, newest first
-    actions: list[ActionView]
-    #: persisted APScheduler jobs
-    jobs: list[dict[str, Any]]

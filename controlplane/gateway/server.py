@@ -2,12 +2,13 @@
 
 Requests stay serialized: each method is registered with raw-bytes (de)serializers, the
 handler reads only what routing and recording need (``wire.py``), and the same bytes go to
-Triton over one shared channel. Answers from Triton come back as they are, errors included.
+the Triton instance the inference path admits them to (``fleet/inference.py``: a ready
+replica, or the one a cold model's single load made ready), over that instance's channel.
+Answers from Triton come back as they are, errors included.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,21 +20,22 @@ from tritonclient.grpc import service_pb2
 from controlplane.errors import (
     ConfigError,
     ControlPlaneError,
-    DeadlineExceeded,
     InvalidArgument,
     ModelNotFound,
     TritonUnavailable,
 )
+from controlplane.fleet.fleet import Fleet
+from controlplane.fleet.inference import InferencePath
+from controlplane.fleet.runtime import InstanceRuntime
+from controlplane.fleet.upstream import UNARY, Upstream
 from controlplane.gateway.describe import config_response, metadata_response
 from controlplane.gateway.guard import GUARDED, Guard
 from controlplane.gateway.status import abort, abort_upstream, grpc_status
 from controlplane.gateway.streams import forwarded_metadata, proxy_stream
 from controlplane.gateway.wire import RequestHeader, parse_request_header
-from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
 from controlplane.traffic.observation import OK, Observation
 from controlplane.traffic.recorder import TrafficRecorder
-from controlplane.triton.client import CHANNEL_OPTIONS
 
 SERVICE = "inference.GRPCInferenceService"
 #: grpc.aio.ServicerContext; grpcio ships no type information
@@ -44,36 +46,35 @@ _FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "SystemSharedM
               "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
               "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
               "TraceSetting", "LogSettings")
+#: sent to every serving instance: a request that names a region may be routed to any of them
+_BROADCAST = frozenset({"SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
+                        "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister"})
 
 
 class Gateway:
     def __init__(
         self,
         *,
-        manager: ModelManager,
+        models: Fleet,
         recorder: TrafficRecorder | None,
-        upstream_url: str,
         default_deadline_s: float = 120.0,
         call_timeout_s: float = 10.0,
         allow_repository_control: bool = False,
         ready: Callable[[], bool] = lambda: True,
-        triton_down: Callable[[], str | None] = lambda: None,
-        upstream_error: Callable[[str, str, str], None] | None = None,
+        upstream_error: Callable[[str, str, str, str], None] | None = None,
         max_request_bytes: int = 256 << 20,
         expose_tracebacks: bool = False,
         guard: Guard | None = None,
     ) -> None:
-        self.manager = manager
+        self.models = models
+        self.path = InferencePath(models, default_deadline_s)
         self.recorder = recorder
-        self.upstream_url = upstream_url
         self.default_deadline_s = default_deadline_s
         self.call_timeout_s = call_timeout_s
         self.allow_repository_control = allow_repository_control
         self.ready = ready
-        #: why Triton cannot serve now (None: it can): cold requests fail fast meanwhile
-        self.triton_down = triton_down
-        #: told (model, gRPC status name, message) of every error Triton answers a forwarded
-        #: request with: a lost model or a dead Triton is noticed on the first one
+        #: told (instance, model, gRPC status name, message) of every error Triton answers a
+        #: forwarded request with: a lost model or a dead Triton is noticed on the first one
         self.upstream_error = upstream_error
         self.max_request_bytes = max_request_bytes
         self.expose_tracebacks = expose_tracebacks
@@ -84,17 +85,9 @@ class Gateway:
         self.open_streams = 0
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
-        self._channel: grpc.aio.Channel | None = None
-        self._calls: dict[str, Any] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> int:
-        self._channel = grpc.aio.insecure_channel(self.upstream_url, options=CHANNEL_OPTIONS)
-        self._calls = {
-            name: self._channel.unary_unary(f"/{SERVICE}/{name}")
-            for name in ("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", *_FORWARDED)
-        }
-        self._stream = self._channel.stream_stream(f"/{SERVICE}/ModelStreamInfer")
         handlers: dict[str, grpc.RpcMethodHandler] = {
             "ModelInfer": grpc.unary_unary_rpc_method_handler(self._counted_infer),
             "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
@@ -138,16 +131,10 @@ class Gateway:
             await abort_upstream(context, exc, expose_tracebacks=self.expose_tracebacks)
         await abort(context, exc, expose_tracebacks=self.expose_tracebacks)
 
-    def open_stream(self, metadata: tuple[tuple[str, str], ...] | None) -> Any:
-        """A new ModelStreamInfer call to Triton."""
-        return self._stream(metadata=metadata)
-
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking requests, let in-flight ones finish (up to ``grace_s``)."""
         if self._server is not None:
             await self._server.stop(grace_s)
-        if self._channel is not None:
-            await self._channel.close()
 
     # -- inference --------------------------------------------------------------------------
     async def _counted_infer(self, request: bytes, context: Context) -> bytes:
@@ -164,46 +151,60 @@ class Gateway:
         except InvalidArgument as exc:
             await self.abort(context, exc)
         model = header.model
-        cold = not self.manager.ready_now(model)
-        wait_s = None
-        if cold:
-            try:
-                await self.wait_ready(model, context)
-            except ControlPlaneError as exc:
-                # unknown names too: the recorder counts them and stores nothing
-                self.record(header, arrived, time.time(), grpc_status(exc).name, True,
-                            time.time() - arrived, request)
-                await self.abort(context, exc)
-            wait_s = time.time() - arrived
-        remaining = context.time_remaining()
         try:
-            response: bytes = await self._calls["ModelInfer"](
-                request, timeout=self.default_deadline_s if remaining is None else remaining,
-                metadata=forwarded_metadata(context))
-        except grpc.aio.AioRpcError as exc:
-            self.record(header, arrived, time.time(), exc.code().name, cold, wait_s, request)
-            self.upstream_failed(model, exc.code().name, exc.details() or "")
+            rt, cold = await self.path.admit(model, self._budget(context))
+        except ControlPlaneError as exc:
+            # unknown names too: the recorder counts them and stores nothing
+            self.record(header, arrived, time.time(), grpc_status(exc).name, True,
+                        time.time() - arrived, request)
             await self.abort(context, exc)
+        wait_s = time.time() - arrived if cold else None
+        tried: list[str] = []
+        while True:
+            remaining = context.time_remaining()
+            try:
+                response: bytes = await self._infer(rt.upstream, request, context, remaining)
+                break
+            except grpc.aio.AioRpcError as exc:
+                self.upstream_failed(rt.name, model, exc.code().name, exc.details() or "")
+                # UNAVAILABLE: that Triton cannot be reached (it died, or is restarting);
+                # another ready replica takes the request, once
+                if exc.code() is grpc.StatusCode.UNAVAILABLE and not tried:
+                    tried.append(rt.name)
+                    other = self.path.route(model, exclude=tried)
+                    if other is not None:
+                        rt = other
+                        continue
+                self.record(header, arrived, time.time(), exc.code().name, cold, wait_s, request)
+                await self.abort(context, exc)
         self.record(header, arrived, time.time(), OK, cold, wait_s, request)
         return response
 
-    def upstream_failed(self, model: str, status: str, message: str) -> None:
+    async def _infer(self, upstream: Upstream | None, request: bytes, context: Context,
+                     remaining: float | None) -> bytes:
+        assert upstream is not None  # a routable runtime has started
+        upstream.outstanding += 1  # plain ints: this is the hot path
+        upstream.requests += 1
+        try:
+            response: bytes = await upstream.call("ModelInfer")(
+                request, timeout=self.default_deadline_s if remaining is None else remaining,
+                metadata=forwarded_metadata(context))
+        finally:
+            upstream.outstanding -= 1
+        return response
+
+    def upstream_failed(self, instance: str, model: str, status: str, message: str) -> None:
         if self.upstream_error is not None and status != "CANCELLED":
-            self.upstream_error(model, status, message)
+            self.upstream_error(instance, model, status, message)
+
+    @staticmethod
+    def _budget(context: Context) -> float | None:
+        remaining = context.time_remaining()
+        return None if remaining is None else remaining - _DEADLINE_MARGIN_S
 
     async def wait_ready(self, model: str, context: Context) -> None:
-        down = self.triton_down()
-        if down is not None:  # a load would only fail, or hang on a hung Triton
-            self.manager.state(model)  # an unknown name stays NOT_FOUND
-            raise TritonUnavailable(f"model '{model}' is unavailable: {down}; retry later")
-        remaining = context.time_remaining()
-        budget = self.default_deadline_s if remaining is None else remaining - _DEADLINE_MARGIN_S
-        try:
-            await asyncio.wait_for(self.manager.ensure_ready(model), max(budget, 0.0))
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"model '{model}' was not ready within the request's deadline ({budget:.3g}s); "
-                "its load goes on") from None
+        """Wait for ``model`` within the request's deadline (``InferencePath.wait_ready``)."""
+        await self.path.wait_ready(model, self._budget(context))
 
     def record(self, header: RequestHeader, arrived: float, finished: float, outcome: str,
                cold: bool, wait_s: float | None, request: bytes | None) -> None:
@@ -254,10 +255,10 @@ class Gateway:
         """
         name = service_pb2.ModelReadyRequest.FromString(request).name
         try:
-            status = self.manager.status(name)
+            status = self.models.status(name)
         except ModelNotFound:
             status = None
-        ready = (status is not None and self.triton_down() is None
+        ready = (status is not None and self.models.down_reason() is None
                  and status.state is not ModelState.FAILED
                  and not status.disabled and not status.held)
         return bytes(service_pb2.ModelReadyResponse(ready=ready).SerializeToString())
@@ -267,43 +268,48 @@ class Gateway:
 
     def _describe(self, method: str, from_repository: Callable[[Any, str], bytes]
                   ) -> Callable[[bytes, Context], Awaitable[bytes]]:
-        forward = self._forward(method)
-
         async def describe(request: bytes, context: Context) -> bytes:
             name = service_pb2.ModelMetadataRequest.FromString(request).name
-            if self.manager.ready_now(name):
-                return await forward(request, context)
+            rt = self.path.route(name)
+            if rt is not None:
+                return await self._call(rt, method, request, context)
             try:
-                self.manager.state(name)
-                return from_repository(self.manager.repository, name)
+                self.models.state(name)
+                return from_repository(self.models.repository, name)
             except ControlPlaneError as exc:
                 await self.abort(context, exc)
 
         return describe
 
     def _forward(self, method: str) -> Callable[[bytes, Context], Awaitable[bytes]]:
+        """Server-wide RPCs: to the first serving instance; shared-memory registrations to
+        every serving instance (the first error answers)."""
         async def forward(request: bytes, context: Context) -> bytes:
             if method in GUARDED:
                 refused = self.guard.refusal(method, request, context.invocation_metadata())
                 if refused is not None:
                     await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
-            call = self._calls.get(method) or self._unary(method)
-            remaining = context.time_remaining()
-            try:
-                response: bytes = await call(
-                    request, timeout=self.call_timeout_s if remaining is None else remaining,
-                    metadata=forwarded_metadata(context))
-            except grpc.aio.AioRpcError as exc:
-                await self.abort(context, exc)
-            return response
+            targets = [rt for rt in self.models.order if rt.routable] or self.models.order[:1]
+            if method not in _BROADCAST:
+                targets = targets[:1]
+            if not targets:
+                await self.abort(context, TritonUnavailable("no Triton instance is serving"))
+            answers = [await self._call(rt, method, request, context) for rt in targets]
+            return answers[0]
 
         return forward
 
-    def _unary(self, method: str) -> Any:
-        assert self._channel is not None
-        call = self._channel.unary_unary(f"/{SERVICE}/{method}")
-        self._calls[method] = call
-        return call
+    async def _call(self, rt: InstanceRuntime, method: str, request: bytes,
+                    context: Context) -> bytes:
+        assert rt.upstream is not None and method in UNARY
+        remaining = context.time_remaining()
+        try:
+            response: bytes = await rt.upstream.call(method)(
+                request, timeout=self.call_timeout_s if remaining is None else remaining,
+                metadata=forwarded_metadata(context))
+        except grpc.aio.AioRpcError as exc:
+            await self.abort(context, exc)
+        return response
 
     # -- repository control -----------------------------------------------------------------
     async def repository_load(self, request: bytes, context: Context) -> bytes:
@@ -313,7 +319,7 @@ class Gateway:
             await self.abort(context, InvalidArgument(
                 "config and file overrides are not accepted through the gateway"))
         try:
-            await self.manager.load(message.model_name, trigger="gateway")
+            await self.models.load(message.model_name, trigger="gateway")
         except ControlPlaneError as exc:
             await self.abort(context, exc)
         return bytes(service_pb2.RepositoryModelLoadResponse().SerializeToString())
@@ -322,7 +328,7 @@ class Gateway:
         message = service_pb2.RepositoryModelUnloadRequest.FromString(request)
         await self._check_control(context, "unload")
         try:
-            await self.manager.unload(message.model_name, trigger="gateway")
+            await self.models.unload(message.model_name, trigger="gateway")
         except ControlPlaneError as exc:
             await self.abort(context, exc)
         return bytes(service_pb2.RepositoryModelUnloadResponse().SerializeToString())

@@ -22,6 +22,7 @@ from controlplane.gateway.wire import RequestHeader, parse_request_header, strea
 from controlplane.traffic.observation import OK
 
 if TYPE_CHECKING:
+    from controlplane.fleet.runtime import InstanceRuntime
     from controlplane.gateway.server import Context, Gateway
 
 
@@ -61,10 +62,15 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
     metadata = forwarded_metadata(context)
     outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
     pending: dict[str, tuple[RequestHeader, float, bool, float | None]] = {}
-    upstreams: dict[str, Any] = {}
+    #: model -> (the instance its stream goes to, the call)
+    upstreams: dict[str, tuple[InstanceRuntime, Any]] = {}
     drains: list[asyncio.Task[None]] = []
 
-    async def drain(model: str, call: Any) -> None:
+    async def drain(model: str, rt: InstanceRuntime, call: Any) -> None:
+        # an open upstream stream counts as one outstanding request on its instance: a
+        # drain waits for it (up to its timeout) and the router balances around it
+        assert rt.upstream is not None
+        rt.upstream.outstanding += 1
         try:
             async for raw in call:
                 if pending:
@@ -73,7 +79,8 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
                         header, arrived, cold, wait_s = matched
                         gateway.record(header, arrived, time.time(), OK, cold, wait_s, None)
                 if raw[:1] == _ERROR_FIRST and b"Stub process" in raw:  # its stub died
-                    gateway.upstream_failed(model, "INTERNAL", service_pb2.ModelStreamInferResponse
+                    gateway.upstream_failed(rt.name, model, "INTERNAL",
+                                            service_pb2.ModelStreamInferResponse
                                             .FromString(raw).error_message)
                 if raw[:1] == _ERROR_FIRST and not gateway.expose_tracebacks:
                     raw = _without_traceback(raw)
@@ -81,12 +88,14 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
         except grpc.aio.AioRpcError as exc:
             # Triton ended this model's stream (restart, crash): say so in-stream; the model's
             # next request opens a new one.
-            if upstreams.get(model) is call:
+            if model in upstreams and upstreams[model][1] is call:
                 del upstreams[model]
-            gateway.upstream_failed(model, exc.code().name, exc.details() or "")
+            gateway.upstream_failed(rt.name, model, exc.code().name, exc.details() or "")
             await outbox.put(stream_error(
                 f"stream to Triton for '{model}' ended: {exc.code().name} {exc.details()}",
                 model, expose_tracebacks=gateway.expose_tracebacks))
+        finally:
+            rt.upstream.outstanding -= 1
 
     async def forward(raw: bytes) -> None:
         arrived = time.time()
@@ -95,23 +104,31 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
         except InvalidArgument as exc:
             await outbox.put(stream_error(str(exc)))
             return
-        cold = not gateway.manager.ready_now(header.model)
+        opened = upstreams.get(header.model)
+        cold = opened is None and not gateway.models.ready_now(header.model)
         wait_s = None
-        if cold:
-            try:
+        try:
+            if cold:
                 await gateway.wait_ready(header.model, context)
-            except ControlPlaneError as exc:
-                # unknown names too: the recorder counts them and stores nothing
-                gateway.record(header, arrived, time.time(), grpc_status(exc).name, True,
-                               time.time() - arrived, None)
-                await outbox.put(stream_error(exc.message, header.model, header.id,
-                                              expose_tracebacks=gateway.expose_tracebacks))
-                return
+            if opened is None or not opened[0].routable:
+                # a model's requests on one client stream stay on one replica (sequence
+                # state, decoupled responses); a new replica only if that one stops serving
+                rt, _ = await gateway.path.admit(header.model, None)
+                assert rt.upstream is not None
+                opened = upstreams[header.model] = (rt, rt.upstream.open_stream(metadata))
+                drains.append(asyncio.create_task(drain(header.model, *opened)))
+        except ControlPlaneError as exc:
+            # unknown names too: the recorder counts them and stores nothing
+            gateway.record(header, arrived, time.time(), grpc_status(exc).name, True,
+                           time.time() - arrived, None)
+            await outbox.put(stream_error(exc.message, header.model, header.id,
+                                          expose_tracebacks=gateway.expose_tracebacks))
+            return
+        if cold:
             wait_s = time.time() - arrived
-        call = upstreams.get(header.model)
-        if call is None:
-            call = upstreams[header.model] = gateway.open_stream(metadata)
-            drains.append(asyncio.create_task(drain(header.model, call)))
+        call = opened[1]
+        if opened[0].upstream is not None:
+            opened[0].upstream.requests += 1
         if header.id:
             pending[header.id] = (header, arrived, cold, wait_s)
         else:  # no id: the answer cannot be matched, latency unknown
@@ -122,7 +139,7 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
         try:
             async for raw in requests:
                 await forward(raw)
-            for call in upstreams.values():
+            for _, call in upstreams.values():
                 await call.done_writing()
             await asyncio.gather(*drains)
         finally:
@@ -137,7 +154,7 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
         pumping.cancel()
         for task in drains:
             task.cancel()
-        for call in upstreams.values():
+        for _, call in upstreams.values():
             call.cancel()
         for header, arrived, cold, wait_s in pending.values():
             gateway.record_unmatched(header, arrived, cold, wait_s)

@@ -2,7 +2,9 @@
 
 The in-memory state here is what the gateway's hot path reads; SQLite gets every transition
 and a record of every load and unload. Operations on one model are serialized by its lock;
-concurrent load requests share one in-flight load.
+concurrent load requests share one in-flight load. Triton is reached only through the
+narrow :class:`~controlplane.lifecycle.port.TritonPort`; every state change goes through
+``_set``, which checks it against the table in :mod:`controlplane.lifecycle.states`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from controlplane.errors import (
     Conflict,
@@ -21,17 +23,31 @@ from controlplane.errors import (
     DeadlineExceeded,
     ModelLoadFailed,
     ModelNotFound,
-    TritonUnavailable,
 )
 from controlplane.lifecycle.backoff import Backoff, BackoffPolicy
+from controlplane.lifecycle.loading import BroughtUp, Loads
+from controlplane.lifecycle.managed import ManagedModel
+from controlplane.lifecycle.port import LoadPreparer, ReadinessProbe, TritonPort, model_entries
 from controlplane.lifecycle.reconcile import Reconciler
 from controlplane.lifecycle.recovery import Recovery, RecoveryState
-from controlplane.lifecycle.states import LoadPlan, ModelState, ModelStatus, state_from_index
+from controlplane.lifecycle.states import (
+    STRICT_TRANSITIONS_ENV,
+    Cause,
+    IllegalTransition,
+    LoadPlan,
+    ModelState,
+    ModelStatus,
+    check_transition,
+    ready_versions,
+    state_from_index,
+)
 from controlplane.store.base import utcnow
 from controlplane.store.lifecycle import EventOutcome, LifecycleStore
-from controlplane.triton.instance import TritonInstance
-from controlplane.triton.repository import ModelRepository, ModelSpec
+from controlplane.triton.repository import ModelRepository
 from controlplane.types import ModelName
+
+__all__ = ["OPERATOR_TRIGGERS", "LoadPreparer", "ManagedModel", "ModelManager",
+           "ReadinessProbe"]
 
 log = logging.getLogger(__name__)
 
@@ -39,44 +55,11 @@ log = logging.getLogger(__name__)
 OPERATOR_TRIGGERS = frozenset({"api"})
 
 
-class LoadPreparer(Protocol):
-    """Decides what a load sends to Triton (the warm-up issue plugs in here)."""
-
-    async def prepare(self, spec: ModelSpec) -> LoadPlan: ...
-
-
-class ReadinessProbe(Protocol):
-    """Runs after Triton reports a model ready and before we route to it; returns details."""
-
-    async def probe(self, spec: ModelSpec) -> dict[str, Any]: ...
-
-
-@dataclass(eq=False)
-class ManagedModel:
-    name: ModelName
-    state: ModelState
-    reason: str | None
-    since: Any
-    pinned: bool
-    memory_bytes: int | None = None
-    load_s: float | None = None
-    #: failed loads in a row: automatic loads wait out the back-off
-    backoff: Backoff = field(default_factory=Backoff)
-    #: the operator unloaded it: only the operator loads it again (or releases the hold)
-    held: bool = False
-    #: why it must never be loaded (settings, a name Triton's Python backend cannot serve)
-    disabled: str | None = None
-    #: the last load failed on our timeout, not in Triton: Triton's verdict is still to come
-    timed_out: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    load_task: asyncio.Task[None] | None = None
-
-
 class ModelManager:
     def __init__(
         self,
         *,
-        instance: TritonInstance,
+        instance: TritonPort,
         repository: ModelRepository,
         store: LifecycleStore,
         pinned: list[ModelName] | None = None,
@@ -86,20 +69,23 @@ class ModelManager:
         backoff: BackoffPolicy | None = None,
         disabled: Mapping[ModelName, str] | None = None,
     ) -> None:
+        #: Triton, through the lifecycle's port (a TritonInstance in production)
         self.instance = instance
-        self.client = instance.client
         self.repository = repository
         self.store = store
         self.pinned = list(pinned or [])
         self.preparer = preparer
         self.probe = probe
-        self.load_timeout_s = load_timeout_s or instance.client.load_timeout_s
+        self.load_timeout_s = load_timeout_s or instance.load_timeout_s
         self.backoff = backoff or BackoffPolicy()
         #: model -> why it is never loaded
         self.disabled = dict(disabled or {})
+        #: raise on a transition missing from the table instead of logging it (tests)
+        self.strict_transitions = os.environ.get(STRICT_TRANSITIONS_ENV) == "1"
         self._models: dict[ModelName, ManagedModel] = {}
         self._recovery = Recovery(self)
         self._reconciler = Reconciler(self)
+        self._loads = Loads(self)
         #: called with (model, new state) after every transition; keep it cheap
         self.listeners: list[Callable[[ModelName, ModelState], None]] = []
         #: awaited before a model is unloaded (e.g. to save Triton's statistics)
@@ -143,12 +129,12 @@ class ModelManager:
 
     def status(self, name: ModelName) -> ModelStatus:
         m = self._model(name)
-        busy = m.lock.locked() or m.load_task is not None
         retry_at = self.retry_at(name)
         return ModelStatus(
             m.name, self.instance.name, m.state, m.reason, m.since, m.pinned, m.memory_bytes,
-            m.load_s, busy, held=m.held, disabled=m.disabled, failures=m.backoff.failures,
-            retry_at=None if retry_at is None else time.time() + retry_at - time.monotonic())
+            m.load_s, m.busy, held=m.held, disabled=m.disabled, failures=m.backoff.failures,
+            retry_at=None if retry_at is None else time.time() + retry_at - time.monotonic(),
+            versions=m.versions)
 
     def retry_at(self, name: ModelName) -> float | None:
         """Monotonic time before which automatic loads of a failed model wait; None: no wait."""
@@ -267,10 +253,10 @@ class ModelManager:
         async with model.lock:
             if model.state == ModelState.READY:
                 return  # loaded by whoever held the lock before us
-            started, t0 = utcnow(), time.monotonic()
-            event_id = await self.store.db.run(
-                self.store.begin_event, model.name, "load", trigger, started)
-            await self._set(model, ModelState.LOADING, f"load requested by {trigger}")
+            t0 = time.monotonic()
+            event_id = await self._begin(model.name, "load", trigger)
+            await self._set(model, ModelState.LOADING, f"load requested by {trigger}",
+                            cause=Cause.LOAD)
             for hook in self.before_load:
                 try:
                     await hook(model.name, trigger)
@@ -278,9 +264,9 @@ class ModelManager:
                     log.warning("before-load hook for %s: %s", model.name, exc)
             details: dict[str, Any] = {}
             try:
-                triton_s, memory = await self._bring_up(model, details, mark_warming=True)
+                up = await self._loads.bring_up(model, details, mark_warming=True)
             except BaseException as exc:
-                reason = self._reason(model.name, exc)
+                reason = self._loads.reason(model.name, exc)
                 outcome = "timeout" if isinstance(exc, DeadlineExceeded) else "failed"
                 await asyncio.shield(self._record_failure(
                     model, event_id, outcome, reason, details.get("triton_s"), details))
@@ -289,14 +275,7 @@ class ModelManager:
                 if isinstance(exc, ControlPlaneError):
                     raise ModelLoadFailed(model.name, reason) from exc
                 raise
-            load_s = time.monotonic() - t0
-            model.memory_bytes, model.load_s = memory or model.memory_bytes, load_s
-            model.backoff.succeeded()
-            await self._set(model, ModelState.READY, None, memory_bytes=memory, load_s=load_s)
-            await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
-                "ok", triton_s=triton_s, memory_bytes=memory, details=details), utcnow())
-            for after in self.after_load:
-                await after(model.name, load_s, details)
+            await self._loaded(model, event_id, time.monotonic() - t0, up, None, details)
 
     async def reload(self, name: ModelName, *, trigger: str = "api") -> ModelStatus:
         """Load ``name`` again (a new warm-up config, say) while the loaded one serves.
@@ -311,100 +290,43 @@ class ModelManager:
         self.check_triton()
         async with model.lock:
             t0 = time.monotonic()
-            event_id = await self.store.db.run(
-                self.store.begin_event, name, "reload", trigger, utcnow())
+            event_id = await self._begin(name, "reload", trigger)
             model.reason = f"reloading (requested by {trigger}); the loaded instance serves"
             details: dict[str, Any] = {}
             try:
-                triton_s, memory = await self._bring_up(model, details, mark_warming=False)
+                up = await self._loads.bring_up(model, details, mark_warming=False)
             except BaseException as exc:
-                reason = self._reason(name, exc)
+                reason = self._loads.reason(name, exc)
+                entries = None
                 with contextlib.suppress(ControlPlaneError):
-                    seen, _ = state_from_index(await self.client.model_index(name))
-                    if seen is ModelState.READY:
-                        await self._set(model, ModelState.READY,
-                                        f"reload failed, previous instance serving: {reason}")
-                    else:
-                        await self._record_failure(model, event_id, "failed", reason, None,
-                                                   details)
-                        raise ModelLoadFailed(name, reason) from exc
-                await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
-                    "failed", error=reason, details=details or None), utcnow())
+                    entries = model_entries(await self.instance.index(), name)
+                if entries is not None and state_from_index(entries)[0] is not ModelState.READY:
+                    await self._record_failure(model, event_id, "failed", reason, None, details)
+                    raise ModelLoadFailed(name, reason) from exc
+                if entries is not None and model.state is ModelState.READY:
+                    await self._set(model, ModelState.READY,
+                                    f"reload failed, previous instance serving: {reason}",
+                                    cause=Cause.LOAD_FAILED, versions=ready_versions(entries))
+                # else: the index is unreadable, or Triton was seen down meanwhile (the model
+                # is cold then): left to the reconciler and the restore
+                await self._finish(event_id, EventOutcome(
+                    "failed", error=reason, details=details or None))
                 raise ModelLoadFailed(name, reason) from exc
-            load_s = time.monotonic() - t0
-            model.memory_bytes, model.load_s = memory or model.memory_bytes, load_s
-            await self._set(model, ModelState.READY, f"reloaded by {trigger}",
-                            memory_bytes=memory, load_s=load_s)
-            await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
-                "ok", triton_s=triton_s, memory_bytes=memory, details=details), utcnow())
-            for after in self.after_load:
-                await after(model.name, load_s, details)
+            await self._loaded(model, event_id, time.monotonic() - t0, up,
+                               f"reloaded by {trigger}", details)
         return self.status(name)
 
-    async def _bring_up(self, model: ManagedModel, details: dict[str, Any],
-                        *, mark_warming: bool) -> tuple[float, int | None]:
-        """Prepare, load in Triton, probe, measure. Fills ``details`` as it goes."""
-        spec = self.repository.spec(model.name)
-        plan = await self.preparer.prepare(spec) if self.preparer else LoadPlan()
-        details.update(plan.details or {})
-        t_call = time.monotonic()
-        await self._load_in_triton(model.name, plan, details)
-        triton_s = details["triton_s"] = time.monotonic() - t_call
-        if self.probe is not None:
-            if mark_warming:
-                await self._set(model, ModelState.WARMING, "probing before routing traffic")
-            details.update(await self.probe.probe(spec))
-        footprint = await self._footprint(model.name)
-        details.update(footprint)
-        return triton_s, footprint.get("rss_bytes")
-
-    async def _load_in_triton(self, name: ModelName, plan: LoadPlan,
-                              details: dict[str, Any]) -> None:
-        """Load with ``plan``; if Triton refuses our additions, load the model plain.
-
-        The rule: what plain Triton serves, warmctl serves. A plan with a config or files
-        carries our additions (warm-up, placement); when Triton refuses it, the hooks mark
-        them rejected with Triton's reason and the model loads from its own config.pbtxt.
-        A Triton that died or timed out is not retried here: a timed-out load goes on in
-        Triton, and a dead Triton is restored by its supervisor (plain, once rejected).
-        """
-        try:
-            await self.client.load(name, config=plan.config, files=plan.files,
-                                   timeout_s=self.load_timeout_s)
-            return
-        except ModelLoadFailed as exc:
-            if plan.config is None and plan.files is None:
-                raise
-            reason = self._reason(name, exc)
-            failure: BaseException = exc
-        except TritonUnavailable as exc:
-            if plan.config is not None or plan.files is not None:
-                reason = f"Triton became unavailable during a load with our additions: {exc}"
-                await self._reject_additions(name, plan, reason, details)
-            raise
-        await self._reject_additions(name, plan, reason, details)
-        log.warning("load of %s with warmctl's additions failed (%s); loading it plain",
-                    name, reason)
-        try:
-            await self.client.load(name, timeout_s=self.load_timeout_s)
-        except ModelLoadFailed as plain:
-            raise ModelLoadFailed(name, f"{self._reason(name, plain)} (also with warmctl's "
-                                        f"additions: {reason})") from failure
-        details["loaded_plain"] = True
-
-    async def _reject_additions(self, name: ModelName, plan: LoadPlan, reason: str,
-                                details: dict[str, Any]) -> None:
-        details["additions_rejected"] = reason
-        for hook in self.additions_rejected:
-            try:
-                await hook(name, plan, reason)
-            except ControlPlaneError as exc:
-                log.warning("additions-rejected hook for %s: %s", name, exc)
-
-    def _reason(self, name: ModelName, exc: BaseException) -> str:
-        reason = _failure_reason(name, exc, self.load_timeout_s)
-        detail = self.instance.failure_detail(name)
-        return f"{reason} ({detail})" if detail and detail not in reason else reason
+    async def _loaded(self, model: ManagedModel, event_id: int, load_s: float, up: BroughtUp,
+                      reason: str | None, details: dict[str, Any]) -> None:
+        """A load or reload succeeded: the model is ready, the record finished, hooks told."""
+        model.memory_bytes, model.load_s = up.memory_bytes or model.memory_bytes, load_s
+        model.backoff.succeeded()
+        await self._set(model, ModelState.READY, reason, cause=Cause.LOADED,
+                        memory_bytes=up.memory_bytes, load_s=load_s, versions=up.versions)
+        await self._finish(event_id, EventOutcome(
+            "ok", triton_s=up.triton_s, memory_bytes=up.memory_bytes, details=details))
+        for after in self.after_load:
+            await after(model.name, load_s, details)
 
     async def _record_failure(self, model: ManagedModel, event_id: int, outcome: str, reason: str,
                               triton_s: float | None, details: dict[str, Any]) -> None:
@@ -412,10 +334,10 @@ class ModelManager:
         log.warning("load of %s %s (failure %d in a row, automatic retry in %.0fs): %s",
                     model.name, outcome, model.backoff.failures,
                     self.backoff.delay(model.backoff.failures), reason)
-        await self._set(model, ModelState.FAILED, reason)
+        await self._set(model, ModelState.FAILED, reason, cause=Cause.LOAD_FAILED)
         model.timed_out = outcome == "timeout"
-        await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
-            outcome, error=reason, triton_s=triton_s, details=details or None), utcnow())
+        await self._finish(event_id, EventOutcome(
+            outcome, error=reason, triton_s=triton_s, details=details or None))
 
     async def unload(self, name: ModelName, *, trigger: str = "api",
                      force: bool = False) -> ModelStatus:
@@ -432,30 +354,32 @@ class ModelManager:
                 # Triton is still running our timed-out load: an unload would queue behind
                 # it, and calling the model cold would let the next request start another
                 return self.status(name)
-            event_id = await self.store.db.run(
-                self.store.begin_event, name, "unload", trigger, utcnow())
+            event_id = await self._begin(name, "unload", trigger)
             if model.state is ModelState.READY:
                 for hook in self.before_unload:
                     try:
                         await hook(name)
                     except ControlPlaneError as exc:
                         log.warning("before-unload hook for %s: %s", name, exc)
-            await self._set(model, ModelState.UNLOADING, f"unload requested by {trigger}")
+            await self._set(model, ModelState.UNLOADING, f"unload requested by {trigger}",
+                            cause=Cause.UNLOAD)
             t_call = time.monotonic()
             try:
-                await self.client.unload(name)
+                await self.instance.unload(name)
             except BaseException as exc:
                 outcome = "timeout" if isinstance(exc, DeadlineExceeded) else "failed"
                 with contextlib.suppress(ControlPlaneError):
-                    seen, reason = state_from_index(await self.client.model_index(name))
-                    await self._set(model, seen, reason or f"unload {outcome}: {exc}")
-                await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
-                    outcome, error=str(exc), triton_s=time.monotonic() - t_call), utcnow())
+                    entries = model_entries(await self.instance.index(), name)
+                    seen, reason = state_from_index(entries)
+                    await self._set(model, seen, reason or f"unload {outcome}: {exc}",
+                                    cause=Cause.UNLOAD_FAILED, versions=ready_versions(entries))
+                await self._finish(event_id, EventOutcome(
+                    outcome, error=str(exc), triton_s=time.monotonic() - t_call))
                 raise
             # the record first: whoever sees the model cold finds its unload finished
-            await self.store.db.run(self.store.finish_event, event_id, EventOutcome(
-                "ok", triton_s=time.monotonic() - t_call), utcnow())
-            await self._set(model, ModelState.COLD, f"unloaded by {trigger}")
+            await self._finish(event_id, EventOutcome("ok", triton_s=time.monotonic() - t_call))
+            await self._set(model, ModelState.COLD, f"unloaded by {trigger}",
+                            cause=Cause.UNLOADED)
         return self.status(name)
 
     async def close(self) -> None:
@@ -469,34 +393,35 @@ class ModelManager:
         await asyncio.gather(*followers.values(), *loads, return_exceptions=True)
 
     # -- internals --------------------------------------------------------------------------
-    async def _set(self, model: ManagedModel, state: ModelState, reason: str | None,
-                   *, memory_bytes: int | None = None, load_s: float | None = None) -> None:
+    async def _begin(self, name: ModelName, action: str, trigger: str) -> int:
+        return await self.store.db.run(self.store.begin_event, name, action, trigger, utcnow())
+
+    async def _finish(self, event_id: int, outcome: EventOutcome) -> None:
+        await self.store.db.run(self.store.finish_event, event_id, outcome, utcnow())
+
+    async def _set(self, model: ManagedModel, state: ModelState, reason: str | None, *,
+                   cause: Cause, memory_bytes: int | None = None, load_s: float | None = None,
+                   versions: tuple[str, ...] | None = None) -> None:
+        """The one place a model's state changes: checked against ``TRANSITIONS`` (strict:
+        IllegalTransition; else logged and applied, see ``states.TRANSITIONS`` for why),
+        stored, told to the listeners. ``versions``: what Triton's index showed READY
+        (None: kept while the model stays ready)."""
+        problem = check_transition(model.state, state, cause)
+        if problem is not None:
+            log.error("model %s: %s", model.name, problem, stack_info=True)
+            if self.strict_transitions:
+                raise IllegalTransition(f"model {model.name}: {problem}")
         now = utcnow()
         model.state, model.reason, model.since = state, reason, now
         model.timed_out = False
+        if versions is not None:
+            model.versions = versions if state is ModelState.READY else ()
+        elif state is not ModelState.READY:
+            model.versions = ()
         await self.store.db.run(self.store.set_state, model.name, state.value, reason, at=now,
                                 memory_bytes=memory_bytes, load_s=load_s)
         for listener in self.listeners:
             listener(model.name, state)
-
-    async def _footprint(self, name: ModelName) -> dict[str, Any]:
-        """The plugin's figures for a freshly loaded model; empty if they cannot be read."""
-        if self.instance.metrics is None:
-            return {}
-        try:
-            footprint = (await self.instance.metrics.footprints()).get(name)
-        except ControlPlaneError as exc:
-            log.warning("no plugin metrics for %s: %s", name, exc)
-            return {}
-        if footprint is None:
-            return {}
-        return {
-            "instances": footprint.instances,
-            "rss_bytes": footprint.rss_bytes,
-            "cuda_allocated_bytes": footprint.cuda_allocated_bytes,
-            "load_phases": footprint.load_phases,
-            **({"compile_cache": footprint.compile_cache} if footprint.compile_cache else {}),
-        }
 
     # -- Triton supervision (the work is in lifecycle/recovery.py) ------------------------
     @property
@@ -526,14 +451,3 @@ class ModelManager:
         """The gateway saw Triton fail a request for ``name`` believed ready (see
         :meth:`Recovery.lost`)."""
         self._recovery.lost(name, reason)
-
-def _failure_reason(model: ModelName, exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, ModelLoadFailed):
-        return exc.reason
-    if isinstance(exc, DeadlineExceeded):
-        return f"load did not finish within {timeout_s:g}s ({exc})"
-    if isinstance(exc, asyncio.CancelledError):
-        return "load cancelled (control plane stopping)"
-    if isinstance(exc, ControlPlaneError):
-        return str(exc)
-    return f"internal error: {type(exc).__name__}: {exc}"

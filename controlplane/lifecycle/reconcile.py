@@ -11,17 +11,24 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from controlplane.errors import ControlPlaneError
-from controlplane.lifecycle.states import ModelState, state_from_index
+from controlplane.lifecycle.port import model_entries
+from controlplane.lifecycle.states import Cause, ModelState, ready_versions, state_from_index
 from controlplane.store.base import utcnow
+from controlplane.triton.client import IndexEntry
 from controlplane.types import ModelName
 
 if TYPE_CHECKING:
-    from controlplane.lifecycle.manager import ManagedModel, ModelManager
+    from controlplane.lifecycle.managed import ManagedModel
+    from controlplane.lifecycle.manager import ModelManager
 
 log = logging.getLogger(__name__)
+
+#: a followed load or unload is polled after this many seconds, then ever more slowly
+FOLLOW_FIRST_S = 0.5
+FOLLOW_MAX_S = 5.0
 
 
 class Reconciler:
@@ -35,15 +42,16 @@ class Reconciler:
     async def reconcile(self) -> dict[ModelName, tuple[ModelState, ModelState]]:
         """Align idle models with Triton's index; returns {model: (was, now)} for changes."""
         observed_at = utcnow()
-        by_model: dict[ModelName, list[Any]] = {}
-        for entry in await self.m.client.index():
+        by_model: dict[ModelName, list[IndexEntry]] = {}
+        for entry in await self.m.instance.index():
             by_model.setdefault(entry.name, []).append(entry)
         changes = {}
         for name, model in self.m._models.items():
-            seen, reason = state_from_index(by_model.get(name, []))
+            entries = by_model.get(name, [])
+            seen, reason = state_from_index(entries)
             was = model.state
             if await self.adopt(model, seen, reason or f"found {seen} in Triton at reconcile",
-                                 observed_at):
+                                observed_at, ready_versions(entries)):
                 changes[name] = (was, seen)
                 if seen in (ModelState.LOADING, ModelState.UNLOADING):
                     self.follow(name)
@@ -53,15 +61,18 @@ class Reconciler:
         return changes
 
     async def adopt(self, model: ManagedModel, seen: ModelState, reason: str | None,
-                    observed_at: datetime) -> bool:
-        """Take Triton's view, observed at ``observed_at``, of a model we are not operating on.
-        Returns whether our state changed."""
-        if model.lock.locked() or model.load_task is not None or model.since > observed_at:
+                    observed_at: datetime, versions: tuple[str, ...] = ()) -> bool:
+        """Take Triton's view, observed at ``observed_at``, of a model we are not operating on
+        (``versions``: those its index shows READY). Returns whether our state changed."""
+        if model.busy or model.since > observed_at:
             return False  # an operation of ours is in flight, or changed the state since
         if seen == model.state:
+            if seen is ModelState.READY:
+                model.versions = versions  # not a transition: which versions serve changed
             if seen is ModelState.FAILED and model.timed_out and reason:
                 # the load we gave up on failed in Triton after all: its reason says why
-                await self.m._set(model, seen, f"{reason} (after our load timed out)")
+                await self.m._set(model, seen, f"{reason} (after our load timed out)",
+                                  cause=Cause.ADOPT)
                 return True
             return False
         if model.state is ModelState.FAILED and seen in (ModelState.COLD, ModelState.LOADING):
@@ -69,7 +80,7 @@ class Reconciler:
             # timed out goes on in Triton (LOADING): the failure, and the retry back-off of
             # lazy loads, stand until Triton settles it
             return False
-        await self.m._set(model, seen, reason)
+        await self.m._set(model, seen, reason, cause=Cause.ADOPT, versions=versions)
         return True
 
     def follow(self, name: ModelName) -> None:
@@ -81,17 +92,18 @@ class Reconciler:
             return
 
         async def follow() -> None:
-            pause = 0.5
+            pause = FOLLOW_FIRST_S
             model = self.m._models[name]
             while True:
                 await asyncio.sleep(pause)
-                pause = min(pause * 1.5, 5.0)
+                pause = min(pause * 1.5, FOLLOW_MAX_S)
                 with contextlib.suppress(ControlPlaneError):
                     observed_at = utcnow()
-                    seen, reason = state_from_index(await self.m.client.model_index(name))
+                    entries = model_entries(await self.m.instance.index(), name)
+                    seen, reason = state_from_index(entries)
                     if seen not in (ModelState.LOADING, ModelState.UNLOADING):
                         await self.adopt(model, seen, reason or f"{seen} in Triton after all",
-                                          observed_at)
+                                         observed_at, ready_versions(entries))
                         return
 
         task = asyncio.create_task(follow(), name=f"follow-{name}")

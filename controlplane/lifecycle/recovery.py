@@ -15,16 +15,18 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from controlplane.errors import ControlPlaneError, TritonUnavailable
-from controlplane.lifecycle.states import ModelState, state_from_index
+from controlplane.lifecycle.states import Cause, ModelState, state_from_index
 from controlplane.store.base import utcnow
 from controlplane.store.lifecycle import EventOutcome
+from controlplane.triton.client import IndexEntry
 from controlplane.types import ModelName
 
 if TYPE_CHECKING:
-    from controlplane.lifecycle.manager import ManagedModel, ModelManager
+    from controlplane.lifecycle.managed import ManagedModel
+    from controlplane.lifecycle.manager import ModelManager
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +101,15 @@ class Recovery:
         r = self.state
         r.down_reason, r.down_at = reason, time.monotonic()
         for name, model in self.m._models.items():
-            busy = model.lock.locked() or model.load_task is not None
+            busy = model.busy
             if model.state in (ModelState.READY, ModelState.WARMING):
                 r.wanted.add(name)
             elif model.state is ModelState.LOADING and busy:
                 r.suspects[name] = r.suspects.get(name, 0) + 1
             if model.state in (ModelState.READY, ModelState.WARMING) or (
                     model.state in (ModelState.LOADING, ModelState.UNLOADING) and not busy):
-                await self.m._set(model, ModelState.COLD, f"Triton not serving: {reason}")
+                await self.m._set(model, ModelState.COLD, f"Triton not serving: {reason}",
+                                  cause=Cause.TRITON_DOWN)
 
     async def up(self) -> dict[ModelName, str]:
         """Triton serves again: take its index (a resumed server still has its models), then
@@ -181,10 +184,10 @@ class Recovery:
         stub_died = is_stub_death(reason)
         try:
             observed_at = utcnow()
-            entries = await self.m.client.index()
+            entries = await self.m.instance.index()
         except ControlPlaneError:
             return  # Triton itself does not answer: its supervisor's business
-        by_model: dict[ModelName, list[Any]] = {}
+        by_model: dict[ModelName, list[IndexEntry]] = {}
         for entry in entries:
             by_model.setdefault(entry.name, []).append(entry)
         lost: dict[ModelName, str] = {}
@@ -200,14 +203,16 @@ class Recovery:
         reload = []
         for other, why in lost.items():
             model = self.m._models[other]
+            if model.state is not ModelState.READY or model.since > observed_at:
+                continue  # changed while we marked the others (an unload, say): that counts
             log.warning("model %s lost: %s", other, why)
             if r.lost_again(other, now):
                 model.backoff.failed(now)
                 await self.m._set(model, ModelState.FAILED, f"{why}; lost repeatedly: automatic "
-                                                          "reloads back off")
+                                  "reloads back off", cause=Cause.LOST)
                 continue
             await self.m._set(model, ModelState.FAILED if other == name and stub_died
-                            else ModelState.COLD, why)
+                              else ModelState.COLD, why, cause=Cause.LOST)
             reload.append(other)
         if stub_died and name in reload:
             reload.remove(name)
@@ -225,20 +230,21 @@ class Recovery:
                 self.m.store.begin_event, model.name, "reload", "recovery", utcnow())
             t0 = time.monotonic()
             try:
-                config = await self.m.client.model_config(model.name)
+                config = await self.m.instance.model_config(model.name)
                 parameters = dict(config.get("parameters") or {})
                 parameters["warmctl.stub_restart"] = {"string_value": f"{time.time():.3f}"}
-                await self.m.client.load(model.name, config={**config, "parameters": parameters},
-                                       timeout_s=self.m.load_timeout_s)
+                await self.m.instance.load(model.name, timeout_s=self.m.load_timeout_s,
+                                           config={**config, "parameters": parameters})
             except ControlPlaneError as exc:
                 model.backoff.failed(time.monotonic())
                 reason = f"{why}; reload failed: {exc}"
-                await self.m._set(model, ModelState.FAILED, reason)
+                await self.m._set(model, ModelState.FAILED, reason, cause=Cause.LOAD_FAILED)
                 await self.m.store.db.run(self.m.store.finish_event, event_id, EventOutcome(
                     "failed", error=reason, triton_s=time.monotonic() - t0), utcnow())
                 return
             model.backoff.succeeded()
-            await self.m._set(model, ModelState.READY, f"reloaded after {why}")
+            await self.m._set(model, ModelState.READY, f"reloaded after {why}",
+                              cause=Cause.LOADED, versions=await self.m._loads.versions(model.name))
             await self.m.store.db.run(self.m.store.finish_event, event_id, EventOutcome(
                 "ok", triton_s=time.monotonic() - t0,
                 details={"recovered": why, "stub_restart": True}), utcnow())

@@ -1,7 +1,10 @@
 """The metric families of one scrape, built from a :class:`Snapshot` (in a worker thread).
 
 Names follow Prometheus' conventions (``warmctl_`` prefix, ``_total`` counters, ``_seconds``
-and ``_bytes`` units); every family is labelled by ``instance``, the Triton instance.
+and ``_bytes`` units); every family is labelled by ``instance``: the Triton instance for
+per-instance figures (lifecycle, Triton, models, memory, requests in flight), the control
+plane's own ``instance_name`` for what is counted over the whole fleet (gateway traffic, the
+recorder, scheduler actions, plan decisions). With one instance both are the same name.
 """
 
 from __future__ import annotations
@@ -26,6 +29,25 @@ _MB = 2**20
 
 
 @dataclass(frozen=True)
+class InstanceFigures:
+    """One Triton instance's part of a scrape."""
+
+    name: str
+    events: dict[tuple[str, str, str], int]
+    durations: dict[tuple[str, str, str], Histogram]
+    phases: dict[str, Histogram]
+    triton_up: bool
+    restarts: int
+    outages: int
+    triton_info: dict[str, str] | None
+    #: requests in flight on it (the router balances on this)
+    outstanding: int
+    draining: bool
+    #: inference requests the gateway sent to it since start
+    requests: int = 0
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything one scrape shows, copied on the event loop."""
 
@@ -34,25 +56,21 @@ class Snapshot:
     waits: dict[str, Histogram]
     #: buffered, dropped, written, unknown-model requests; None without a recorder
     recorder: tuple[int, int, int, int] | None
-    events: dict[tuple[str, str, str], int]
-    durations: dict[tuple[str, str, str], Histogram]
-    phases: dict[str, Histogram]
     actions: dict[tuple[str, str], int]
     #: in-flight requests, open streams; None without a gateway
     gateway: tuple[int, int] | None
-    triton_up: bool
-    restarts: int
-    outages: int
-    triton_info: dict[str, str] | None
+    instances: list[InstanceFigures]
+    #: (instance, kind, outcome) -> what the fleet did on its own (replicas, failover, drain)
+    fleet_actions: dict[tuple[str, str, str], int]
     status: StatusView
 
 
 def families(snap: Snapshot, instance: str) -> Iterator[Metric]:
-    """Every family of a scrape."""
+    """Every family of a scrape; ``instance`` labels the fleet-wide ones."""
     yield from _traffic(snap, instance)
     yield from _lifecycle(snap, instance)
     yield from _parts(snap, instance)
-    yield from _models(snap.status)
+    yield from _models(snap.status, instance)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:
@@ -99,27 +117,42 @@ def _lifecycle(snap: Snapshot, i: str) -> Iterator[Metric]:
         "warmctl_model_operation_duration_seconds",
         "Duration of loads (to ready, warm-up and probes included), reloads and unloads",
         labels=labels)
-    for key, n in sorted(snap.events.items()):
-        ops.add_metric([i, *key], n)
-        if key in snap.durations:
-            _histogram(durations, [i, *key], snap.durations[key])
     phases = HistogramMetricFamily(
         "warmctl_load_phase_duration_seconds",
         "Warm-up and readiness-probe time within successful loads",
         labels=["instance", "phase"])
-    for phase, h in snap.phases.items():
-        _histogram(phases, [i, phase], h)
+    for inst in snap.instances:
+        for key, n in sorted(inst.events.items()):
+            ops.add_metric([inst.name, *key], n)
+            if key in inst.durations:
+                _histogram(durations, [inst.name, *key], inst.durations[key])
+        for phase, h in inst.phases.items():
+            _histogram(phases, [inst.name, phase], h)
     actions = CounterMetricFamily(
         "warmctl_scheduler_actions", "Actions the scheduler took, by kind and outcome",
         labels=["instance", "kind", "outcome"])
     for (kind, outcome), n in sorted(snap.actions.items()):
         actions.add_metric([i, kind, outcome], n)
-    yield from (ops, durations, phases, actions)
+    fleet = CounterMetricFamily(
+        "warmctl_fleet_actions", "Replicas added and removed, failovers and drains, by the "
+        "instance acted on", labels=["instance", "kind", "outcome"])
+    for (name, kind, outcome), n in sorted(snap.fleet_actions.items()):
+        fleet.add_metric([name, kind, outcome], n)
+    yield from (ops, durations, phases, actions, fleet)
 
 
 def _gauge(name: str, help_: str, instance: str, value: float) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, help_, labels=["instance"])
     family.add_metric([instance], value)
+    return family
+
+
+def _per_instance(name: str, help_: str, values: dict[str, float],
+                  counter: bool = False) -> Metric:
+    family: Metric = (CounterMetricFamily if counter else GaugeMetricFamily)(
+        name, help_, labels=["instance"])
+    for instance, value in values.items():
+        family.add_metric([instance], value)  # type: ignore[attr-defined]
     return family
 
 
@@ -130,22 +163,35 @@ def _parts(snap: Snapshot, i: str) -> Iterator[Metric]:
                      "Unary inference requests being served now", i, snap.gateway[0])
         yield _gauge("warmctl_gateway_open_streams", "Streaming inference calls open now", i,
                      snap.gateway[1])
-    yield _gauge("warmctl_triton_up", "1 while Triton serves", i, float(snap.triton_up))
-    for name, help_, value in (
-            ("restarts", "Restarts of the embedded Triton (a new process came back)",
-             snap.restarts),
-            ("outages", "Times Triton stopped serving (died, hung, restarted)", snap.outages)):
-        family = CounterMetricFamily(f"warmctl_triton_{name}", help_, labels=["instance"])
-        family.add_metric([i], value)
-        yield family
-    if snap.triton_info is not None:
-        info = InfoMetricFamily("warmctl_triton", "Where Triton's ports are (scrape its own "
-                                "metrics at metrics_url)", labels=["instance"])
-        info.add_metric([i], snap.triton_info)
+    figures = snap.instances
+    yield _per_instance("warmctl_triton_up", "1 while Triton serves",
+                        {f.name: float(f.triton_up) for f in figures})
+    yield _per_instance("warmctl_triton_restarts",
+                        "Restarts of the embedded Triton (a new process came back)",
+                        {f.name: f.restarts for f in figures}, counter=True)
+    yield _per_instance("warmctl_triton_outages",
+                        "Times Triton stopped serving (died, hung, restarted)",
+                        {f.name: f.outages for f in figures}, counter=True)
+    yield _per_instance("warmctl_instance_outstanding_requests",
+                        "Inference requests in flight on the instance now",
+                        {f.name: f.outstanding for f in figures})
+    yield _per_instance("warmctl_instance_requests",
+                        "Inference requests the gateway sent to the instance (stream "
+                        "messages included)", {f.name: f.requests for f in figures},
+                        counter=True)
+    yield _per_instance("warmctl_instance_draining",
+                        "1 while the instance is drained (takes no new requests or loads)",
+                        {f.name: float(f.draining) for f in figures})
+    info = InfoMetricFamily("warmctl_triton", "Where Triton's ports are (scrape its own "
+                            "metrics at metrics_url)", labels=["instance"])
+    for f in figures:
+        if f.triton_info is not None:
+            info.add_metric([f.name], f.triton_info)
+    if info.samples:
         yield info
 
 
-def _models(status: StatusView) -> Iterator[Metric]:
+def _models(status: StatusView, i: str) -> Iterator[Metric]:
     state = GaugeMetricFamily("warmctl_model_state", "1 for the model's lifecycle state",
                               labels=["instance", "model", "state"])
     level = GaugeMetricFamily("warmctl_model_level",
@@ -157,16 +203,18 @@ def _models(status: StatusView) -> Iterator[Metric]:
     decision = GaugeMetricFamily("warmctl_plan_decision", "1 for the plan's decision",
                                  labels=["instance", "model", "decision"])
     for model in status.models:
-        for s in ModelState:
-            state.add_metric([model.instance, model.name, s.value],
-                             1.0 if model.state is s else 0.0)
-        for lv in ("gpu", "cpu", "staged", "cold"):
-            level.add_metric([model.instance, model.name, lv],
-                             1.0 if model.level == lv else 0.0)
-        if model.memory_mb is not None:
-            memory.add_metric([model.instance, model.name], model.memory_mb * _MB)
+        # each replica on its instance; a model seen on none yet: as the fleet reports it
+        replicas = [(r.instance, r.state, r.level) for r in model.instances] or \
+            [(model.instance, model.state, model.level)]
+        for where, current, warmth in replicas:
+            for s in ModelState:
+                state.add_metric([where, model.name, s.value], 1.0 if current is s else 0.0)
+            for lv in ("gpu", "cpu", "staged", "cold"):
+                level.add_metric([where, model.name, lv], 1.0 if warmth == lv else 0.0)
+            if model.memory_mb is not None:
+                memory.add_metric([where, model.name], model.memory_mb * _MB)
         if model.decision is not None:
-            decision.add_metric([model.instance, model.name, model.decision], 1.0)
+            decision.add_metric([i, model.name, model.decision], 1.0)
     resident = GaugeMetricFamily("warmctl_memory_resident_bytes",
                                  "Memory held by loaded models, per level",
                                  labels=["instance", "level"])

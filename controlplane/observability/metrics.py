@@ -2,7 +2,8 @@
 
 Nothing here runs per request. Counters come from the recorder's flushes and the lifecycle's
 records (``feeds.py``); gauges are read from the parts' state when Prometheus scrapes. Every
-family carries an ``instance`` label (the Triton instance), ready for several of them.
+family carries an ``instance`` label: per-instance figures are collected for every Triton
+instance of the fleet (``families.py`` says which are fleet-wide).
 
 One registry per control plane (not prometheus-client's global one): tests and benchmarks
 run several in one process. A scrape snapshots the loop-owned figures on the event loop,
@@ -12,21 +13,24 @@ then formats them in a worker thread (the formatting is most of a scrape's cost)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
-from controlplane.observability.families import Snapshot, families
+from controlplane.observability.families import InstanceFigures, Snapshot, families
 from controlplane.observability.feeds import LoadEventFeed, TrafficCounts
 from controlplane.observability.status import StatusView, build_status
 
 if TYPE_CHECKING:
     from controlplane.app import ControlPlane
+    from controlplane.fleet.runtime import InstanceRuntime
     from controlplane.triton.supervisor import TritonSupervisor
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+R = TypeVar("R")
+K = TypeVar("K", bound=Hashable)
 
 
 class Metrics:
@@ -34,13 +38,16 @@ class Metrics:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
-        self.instance = cp.instance.name if cp.instance is not None else \
-            cp.settings.instance_name
+        #: the label of fleet-wide families (traffic, recorder, scheduler, decisions)
+        self.instance = cp.settings.instance_name
         self.traffic = TrafficCounts()
-        self.events = LoadEventFeed(cp.database, self.instance)
+        #: per instance, in the fleet's order
+        self.events = {rt.name: LoadEventFeed(cp.database, rt.name) for rt in cp.fleet.order}
+        self.tritons = {rt.name: TritonWatch(rt.supervisor) for rt in cp.fleet.order}
         self.actions: dict[tuple[str, str], int] = {}
         self._last_action: object | None = None
-        self.triton = TritonWatch(cp.supervisor)
+        self.fleet_actions: dict[tuple[str, str, str], int] = {}
+        self._last_fleet_action: object | None = None
         self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()  # one scrape at a time owns ``_snapshot``
         self.registry = CollectorRegistry(auto_describe=False)
@@ -50,56 +57,79 @@ class Metrics:
         """Count from now on (called once the parts are built; one quick database read)."""
         if self.cp.recorder is not None:
             self.cp.recorder.listeners.append(self.traffic.on_flush)
-        if self.cp.supervisor is not None:
-            self.triton = TritonWatch(self.cp.supervisor)
-            self.cp.supervisor.listeners.append(self.triton)
-        self.events.start()
+        for rt in self.cp.fleet.order:
+            if rt.supervisor is not None:
+                self.tritons[rt.name] = watch = TritonWatch(rt.supervisor)
+                rt.supervisor.listeners.append(watch)
+            self.events[rt.name].start()
 
     async def render(self) -> bytes:
         """The exposition text: refresh what needs the database or the policy, snapshot on
         the loop, format in a thread."""
         async with self._lock:
-            await self.cp.database.run(self.events.refresh)
+            for feed in self.events.values():
+                await self.cp.database.run(feed.refresh)
             self._count_actions()
+            self._count_fleet_actions()
             status = await build_status(self.cp, minutes=1, history=False)
             self._snapshot = self._take(status)
             return await asyncio.to_thread(generate_latest, self.registry)
 
     def _take(self, status: StatusView) -> Snapshot:
-        cp, t, e = self.cp, self.traffic, self.events
-        rec, gw, inst = cp.recorder, cp.gateway, cp.instance
+        cp, t = self.cp, self.traffic
+        rec, gw = cp.recorder, cp.gateway
         return Snapshot(
             requests=dict(t.requests), cold_starts=dict(t.cold_starts),
             waits={k: h.copy() for k, h in t.waits.items()},
             recorder=None if rec is None else (len(rec._buffer), rec.dropped, rec.written,
                                                rec.unknown_models),
-            events=dict(e.events), durations={k: h.copy() for k, h in e.durations.items()},
-            phases={k: h.copy() for k, h in e.phases.items()}, actions=dict(self.actions),
+            actions=dict(self.actions),
             gateway=None if gw is None else (gw.in_flight, gw.open_streams),
-            triton_up=cp.supervisor is not None and cp.supervisor.serving,
-            restarts=self.triton.restarts, outages=self.triton.outages,
+            instances=[self._figures(rt) for rt in cp.fleet.order],
+            fleet_actions=dict(self.fleet_actions), status=status)
+
+    def _figures(self, rt: InstanceRuntime) -> InstanceFigures:
+        e, watch, inst = self.events[rt.name], self.tritons[rt.name], rt.instance
+        return InstanceFigures(
+            name=rt.name, events=dict(e.events),
+            durations={k: h.copy() for k, h in e.durations.items()},
+            phases={k: h.copy() for k, h in e.phases.items()},
+            triton_up=rt.supervisor is not None and rt.supervisor.serving,
+            restarts=watch.restarts, outages=watch.outages,
             triton_info=None if inst is None else {
                 "grpc_url": inst.grpc_url,
                 "metrics_url": inst.metrics.url if inst.metrics else ""},
-            status=status)
+            outstanding=rt.outstanding, draining=rt.draining,
+            requests=0 if rt.upstream is None else rt.upstream.requests)
 
     def _count_actions(self) -> None:
-        """New scheduler action records since the last scrape (the list keeps the last 200;
-        records are new objects, so the last one counted marks where to resume)."""
+        """New scheduler action records since the last scrape."""
         sched = self.cp.scheduler
         if sched is None:
             return
-        records = sched.state.actions
-        start = 0
-        for i in range(len(records) - 1, -1, -1):
-            if records[i] is self._last_action:
-                start = i + 1
-                break
-        for record in records[start:]:
-            key = (record.kind, record.outcome)
-            self.actions[key] = self.actions.get(key, 0) + 1
-        if records:
-            self._last_action = records[-1]
+        self._last_action = count_new(sched.state.actions, self._last_action, self.actions,
+                                      lambda r: (r.kind, r.outcome))
+
+    def _count_fleet_actions(self) -> None:
+        self._last_fleet_action = count_new(
+            list(self.cp.fleet.actions), self._last_fleet_action, self.fleet_actions,
+            lambda a: (a.instance, a.kind, a.outcome))
+
+
+def count_new(records: Sequence[R], last: object | None, counts: dict[K, int],
+              key: Callable[[R], K]) -> object | None:
+    """Count the records after ``last`` into ``counts``; returns the new ``last``. Both
+    lists keep only their newest entries and every record is a new object, so the last one
+    counted marks where to resume (None, or gone from the list: count them all)."""
+    start = 0
+    for i in range(len(records) - 1, -1, -1):
+        if records[i] is last:
+            start = i + 1
+            break
+    for record in records[start:]:
+        k = key(record)
+        counts[k] = counts.get(k, 0) + 1
+    return records[-1] if records else last
 
 
 class TritonWatch:

@@ -2,7 +2,8 @@
 
 Built on the event loop from the parts' own state (manager, scheduler, supervisor), plus one
 database pass for the per-minute usage and each model's last load. Shaped for a fleet:
-``instances`` is a list, and every model names its instance.
+``instances`` lists every Triton instance; a model's fields are its best replica's (the one
+the gateway would use) and ``instances`` in a model lists it on each instance.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from controlplane.store.models import UsageMinute
 
 if TYPE_CHECKING:
     from controlplane.app import ControlPlane
+    from controlplane.fleet.runtime import InstanceRuntime
 
 #: states in which a model holds memory
 HOLDING = (ModelState.READY, ModelState.WARMING, ModelState.LOADING, ModelState.UNLOADING)
@@ -43,6 +45,30 @@ class InstanceStatus(BaseModel):
     #: Triton's own Prometheus endpoint, for a scraper
     metrics_url: str | None
     memory: list[MemoryLevel]
+    #: embedded (started here) or static (attached to)
+    provider: str = "embedded"
+    #: serving and not draining: the router may send it requests
+    routable: bool = False
+    draining: bool = False
+    #: requests in flight on it now
+    outstanding: int = 0
+    #: its own host-memory budget (None: unlimited) and what its resident models hold
+    memory_budget_mb: float | None = None
+    memory_used_mb: float = 0.0
+    #: resident models -> state
+    models: dict[str, str] = {}
+    #: models the replica plan puts here
+    planned: list[str] = []
+
+
+class ReplicaOverview(BaseModel):
+    """A model on one instance."""
+
+    instance: str
+    state: ModelState
+    level: str
+    #: ready on an instance that serves and is not draining
+    routable: bool
 
 
 class LastLoad(BaseModel):
@@ -78,6 +104,8 @@ class ModelOverview(BaseModel):
     why: str | None
     #: unix seconds of the next scheduled preload
     preload_at: float | None
+    #: the model on each Triton instance (fleet order)
+    instances: list[ReplicaOverview] = []
 
 
 class StatusView(BaseModel):
@@ -118,7 +146,10 @@ def memory_mb(cp: ControlPlane, status: ModelStatus) -> float | None:
     return status.memory_bytes / 2**20 if status.memory_bytes else None
 
 
-def memory_levels(cp: ControlPlane, statuses: list[ModelStatus]) -> list[MemoryLevel]:
+def memory_levels(cp: ControlPlane, statuses: list[ModelStatus],
+                  rt: InstanceRuntime | None = None) -> list[MemoryLevel]:
+    """Memory held per level by ``statuses``, against the scheduler's budgets (one
+    instance: they are its own) or ``rt``'s configured ones (one of several)."""
     held = {Level.GPU: 0.0, Level.CPU: 0.0}
     for s in statuses:
         level = level_of(cp, s)
@@ -127,6 +158,8 @@ def memory_levels(cp: ControlPlane, statuses: list[ModelStatus]) -> list[MemoryL
     sched = cp.scheduler
     host = sched.options.memory_budget_mb if sched is not None else None
     gpu = sched.gpu_budget_mb if sched is not None else None
+    if rt is not None and len(cp.fleet.order) > 1:
+        host, gpu = rt.budget_mb(), rt.spec.gpu_memory_budget_mb
     return [MemoryLevel(level="gpu", resident_mb=round(held[Level.GPU], 1), budget_mb=gpu),
             MemoryLevel(level="cpu", resident_mb=round(held[Level.CPU], 1), budget_mb=host)]
 
@@ -141,16 +174,16 @@ def _from_db(cp: ControlPlane, names: list[str], since_minute: int
                        UsageMinute.cold_starts).where(UsageMinute.minute >= since_minute)):
             usage.setdefault(row[0], {})[row[1]] = (row[2], row[3])
     last: dict[str, LastLoad] = {}
-    if cp.manager is not None:
-        store = cp.manager.store
-        for name in names:
-            events = [e for e in store.events(name, limit=10) if e.action in ("load", "reload")]
-            if events:
-                e = events[0]
-                last[name] = LastLoad(
-                    started_at=e.started_at.timestamp(), trigger=e.trigger, outcome=e.outcome,
-                    duration_s=e.duration_s, triton_s=e.triton_s, warmup_s=e.warmup_s,
-                    probe_s=e.probe_s, probe_count=e.probe_count, error=e.error)
+    stores = [m.store for _, m in cp.fleet.managers()]
+    for name in names:
+        events = [e for store in stores for e in store.events(name, limit=10)
+                  if e.action in ("load", "reload")]
+        if events:  # the newest on any instance
+            e = max(events, key=lambda e: (e.started_at, e.id))
+            last[name] = LastLoad(
+                started_at=e.started_at.timestamp(), trigger=e.trigger, outcome=e.outcome,
+                duration_s=e.duration_s, triton_s=e.triton_s, warmup_s=e.warmup_s,
+                probe_s=e.probe_s, probe_count=e.probe_count, error=e.error)
     return usage, last
 
 
@@ -160,7 +193,8 @@ async def build_status(cp: ControlPlane, minutes: int = 180, *,
     ``history`` (the gauges' scrape) usage and last loads are left empty: no database."""
     now = time.time()
     first = int(now // 60) - minutes + 1
-    statuses = cp.manager.statuses() if cp.manager is not None else []
+    fleet = cp.fleet
+    statuses = fleet.statuses() if fleet.managers() else []
     decisions = ({d.model: d for d in await cp.scheduler.explain_decisions()}
                  if cp.scheduler is not None else {})
     usage: dict[str, dict[int, tuple[int, int]]] = {}
@@ -185,21 +219,39 @@ async def build_status(cp: ControlPlane, minutes: int = 180, *,
             last_load=last.get(s.name), requests=sum(per_minute),
             cold_starts=sum(c for _, c in series.values()),
             per_minute=per_minute, decision=getattr(d, "decision", None),
-            why=getattr(d, "why", None), preload_at=getattr(d, "preload_at", None)))
+            why=getattr(d, "why", None), preload_at=getattr(d, "preload_at", None),
+            instances=replica_overviews(cp, s.name)))
     preloads = sorted(((m.name, m.preload_at) for m in models if m.preload_at is not None),
                       key=lambda p: p[1])
     return StatusView(at=now, minutes=minutes, first_minute=first,
-                      instances=[instance_status(cp, statuses)], models=models,
-                      next_preloads=preloads, rollouts=[])
+                      instances=[instance_status(cp, rt) for rt in fleet.order],
+                      models=models, next_preloads=preloads, rollouts=[])
 
 
-def instance_status(cp: ControlPlane, statuses: list[ModelStatus]) -> InstanceStatus:
-    sup, inst = cp.supervisor, cp.instance
+def replica_overviews(cp: ControlPlane, name: str) -> list[ReplicaOverview]:
+    found = []
+    for rt, manager in cp.fleet.managers():
+        s = manager.status(name)
+        found.append(ReplicaOverview(
+            instance=rt.name, state=s.state, level=level_of(cp, s).value,
+            routable=rt.routable and s.state is ModelState.READY))
+    return found
+
+
+def instance_status(cp: ControlPlane, rt: InstanceRuntime) -> InstanceStatus:
+    sup, inst = rt.supervisor, rt.instance
     snap = sup.snapshot() if sup is not None else {}
+    statuses = rt.manager.statuses() if rt.manager is not None else []
+    resident = [s for s in statuses if s.state in HOLDING]
     return InstanceStatus(
-        name=inst.name if inst is not None else cp.settings.instance_name,
+        name=rt.name,
         triton=str(snap.get("state", "starting")), triton_reason=snap.get("reason"),
         restarts_in_window=int(snap.get("restarts_in_window", 0)),
         grpc_url=inst.grpc_url if inst is not None else None,
         metrics_url=inst.metrics.url if inst is not None and inst.metrics else None,
-        memory=memory_levels(cp, statuses))
+        memory=memory_levels(cp, statuses, rt), provider=rt.spec.provider,
+        routable=rt.routable, draining=rt.draining, outstanding=rt.outstanding,
+        memory_budget_mb=rt.budget_mb(),
+        memory_used_mb=round(sum(memory_mb(cp, s) or 0.0 for s in resident), 1),
+        models={s.name: s.state.value for s in resident},
+        planned=list(cp.fleet.plan.on(rt.name)))

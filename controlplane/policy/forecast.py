@@ -164,9 +164,15 @@ class ModelForecast:
     # -- what the planner and the explanation read ----------------------------------------
 
     def follow_on(self, now: float) -> float:
-        """Expected extra requests within a load time of the first request after a silence."""
+        """Expected extra requests within a load time of the first request after a silence.
+
+        A read, like every method here: a burst whose window has passed counts as finished
+        without being closed. Closing it here would drop requests of the burst that arrive
+        after the read (the live recorder hands arrivals over in lagging batches), so what
+        the policy decides would depend on how often someone reads an explanation."""
         if self._burst_start is not None and now >= self._burst_start + self.follow_window_s:
-            self._finish_burst()
+            n = float(self._burst_n)
+            return n if self._follow is None else self._follow + 0.25 * (n - self._follow)
         return self._follow or 0.0
 
     def periodicity(self) -> Periodicity | None:

@@ -14,6 +14,11 @@ from the trace, the models and the events):
   requests.
 * ``plan`` runs every ``plan_period_s`` from time 0 and at each ``next_wakeup`` the policy asks
   for; the number of wakeups is capped, so a policy cannot stall the simulation.
+* The live system's rules around the policy apply (:mod:`controlplane.policy.harness`): a plan
+  loads only models that have had a request (the oracle, given the trace, knows every model of
+  it from the start: it is a bound, not a live policy); on demand,
+  idle models beyond the policy's evictions go, least recently ready first, when the policy's
+  do not make room within the budget.
 * The run ends at the last request: residency still open is closed there for memory_gb_s. Loads
   still in progress get their ready event after that time in the event list.
 
@@ -29,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from controlplane.policy.harness import Harness, seeded
+from controlplane.policy.oracle import Oracle
 from controlplane.policy.types import (
     MB_PER_GB,
     Action,
@@ -77,6 +84,8 @@ class _Cluster:
         self.models_view = MappingProxyType(dict(models))
         self.load_start: dict[str, float] = {}
         self.ready_at: dict[str, float] = {}
+        #: model -> when it last became READY (least recently ready is evicted first)
+        self.ready_since: dict[str, float] = {}
         self.used_mb = 0.0
         self.gb_s = 0.0
         self.violations = 0
@@ -120,6 +129,7 @@ class _Cluster:
     def ready(self, now: float) -> None:
         _, _, name = heapq.heappop(self.ready_heap)
         self.state[name] = Residency.READY
+        self.ready_since[name] = now
         self.events.append(Event(now, name, "ready"))
 
     def apply(self, actions: Sequence[Action], now: float, *, loads: bool = True) -> None:
@@ -150,6 +160,8 @@ def simulate(trace: Sequence[tuple[float, str]], models: Mapping[str, ModelProfi
         if profile.load_s <= 0:
             raise ValueError(f"model {profile.name!r}: load_s must be positive")
     cluster = _Cluster(models, budget_mb)
+    harness = seeded([name for name, p in models.items() if p.pinned],
+                     known_in_advance(policy, trace))
     n = len(trace)
     end = trace[-1][0] if n else 0.0
     wakeup_budget = max_wakeups if max_wakeups is not None else 20 * n + 100_000
@@ -190,12 +202,14 @@ def simulate(trace: Sequence[tuple[float, str]], models: Mapping[str, ModelProfi
                 pending = None
             if next_periodic <= now:
                 next_periodic = (math.floor(now / plan_period_s) + 1) * plan_period_s
-            cluster.apply(policy.plan(cluster.view(now)), now)
+            view = cluster.view(now)
+            cluster.apply(harness.admit(policy.plan(view), view), now)
             ask_wakeup(now)
         else:
             now, model = trace[i]
             i += 1
             policy.observe(model, now)
+            harness.observe(model)
             state = cluster.state.get(model)
             if state is None:
                 raise ValueError(f"trace row {i}: unknown model {model!r}")
@@ -204,7 +218,7 @@ def simulate(trace: Sequence[tuple[float, str]], models: Mapping[str, ModelProfi
                 cold_waits.append(wait)
                 wait_sum += wait
             elif state is Residency.COLD:
-                cluster.apply(policy.on_demand(model, cluster.view(now)), now, loads=False)
+                make_room(cluster, harness, policy, model, now)
                 cluster.load(model, now)
                 wait = models[model].load_s
                 cold_waits.append(wait)
@@ -219,6 +233,21 @@ def simulate(trace: Sequence[tuple[float, str]], models: Mapping[str, ModelProfi
             p99_wait_s=_p99_with_zeros(cold_waits, n), mean_wait_s=wait_sum / n if n else 0.0,
             memory_gb_s=cluster.gb_s, budget_violations=cluster.violations),
         events=tuple(cluster.events), wakeups_capped=capped)
+
+
+def known_in_advance(policy: Policy, trace: Sequence[tuple[float, str]]) -> set[str]:
+    """Models a plan may load before their first request: the oracle's whole trace."""
+    return {model for _, model in trace} if isinstance(policy, Oracle) else set()
+
+
+def make_room(cluster: _Cluster, harness: Harness, policy: Policy, model: str,
+              now: float) -> None:
+    """Before an on-demand load of the COLD ``model``: the policy's evictions, then the
+    harness's when those do not make room (as the live scheduler's ``make_room``)."""
+    view = cluster.view(now)
+    planned = [a for a in policy.on_demand(model, view) if a.kind == "unload"]
+    extra, _ = harness.more_room(model, view, planned, cluster.ready_since)
+    cluster.apply([*planned, *extra], now, loads=False)
 
 
 def _p99_with_zeros(cold_waits: list[float], n: int) -> float:

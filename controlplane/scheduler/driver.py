@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from controlplane.config import SchedulerOptions
 from controlplane.errors import ControlPlaneError
-from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
+from controlplane.policy.harness import Harness
 from controlplane.policy.registry import make_policy
 from controlplane.policy.types import (
     Action,
@@ -29,6 +29,7 @@ from controlplane.policy.types import (
     Policy,
     Residency,
 )
+from controlplane.scheduler.control import ModelControl
 from controlplane.scheduler.levels import Level, Placement, own_level, place, stage
 from controlplane.scheduler.profiles import ProfileBook
 from controlplane.traffic.observation import Observation
@@ -62,7 +63,7 @@ class SchedulerState:
 
 
 class LiveScheduler:
-    def __init__(self, *, manager: ModelManager, traffic: TrafficStore,
+    def __init__(self, *, manager: ModelControl, traffic: TrafficStore,
                  options: SchedulerOptions, clock: Callable[[], float] = time.time) -> None:
         self.manager = manager
         self.traffic = traffic
@@ -71,17 +72,32 @@ class LiveScheduler:
         self.book = ProfileBook(manager.repository, options)
         self.state = SchedulerState(held=set(manager.pinned))
         self.policy: Policy | None = None
-        #: models with recorded demand; a model nobody asked for is not preloaded (the
-        #: planner's prior for unseen models would otherwise fill every free megabyte)
-        self.demanded: set[ModelName] = set()
+        #: the rules applied around the policy, the same the simulators apply
+        self.harness = Harness(pinned=frozenset(manager.pinned), held=self.state.held,
+                               pins_settled=False, blocked=self._blocked)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tick_lock = asyncio.Lock()
-        #: pinned models load at start-up one by one in priority order; until that is done
-        #: the scheduler leaves them alone
-        self.pins_settled = False
         #: told of every preload the policy times (the job runner persists them)
         self.on_preload_plan: Callable[[ModelName, float], None] | None = None
+        #: awaited at the end of each tick with its decisions as applied (e.g. the fleet
+        #: places replicas from them); a hook must not call :meth:`tick` (it holds the lock)
+        self.on_decisions: list[Callable[[list[ModelDecision]], Awaitable[object]]] = []
+
+    @property
+    def demanded(self) -> set[ModelName]:
+        """Models with recorded demand; one nobody asked for is not preloaded."""
+        return self.harness.demanded
+
+    @property
+    def pins_settled(self) -> bool:
+        """Pinned models load at start-up one by one in priority order; until that is done
+        the scheduler leaves them alone."""
+        return self.harness.pins_settled
+
+    @pins_settled.setter
+    def pins_settled(self, value: bool) -> None:
+        self.harness.pins_settled = value
 
     @property
     def budget_mb(self) -> float:
@@ -115,7 +131,7 @@ class LiveScheduler:
         for t, model in sorted(arrivals):
             if model in known:
                 self.policy.observe(model, t)
-                self.demanded.add(model)
+                self.harness.observe(model)
 
     def observe(self, batch: list[Observation]) -> None:
         """The recorder's flush listener: hand the batch's arrivals to the policy thread."""
@@ -141,12 +157,7 @@ class LiveScheduler:
         async with self._tick_lock:
             self.book.update(self.manager.statuses(), self.state.held)
             view = self.view()
-            actions = [a for a in await self._call(self.policy.plan, view)
-                       if a.kind == "unload" or (a.model in self.demanded
-                                                 and self._blocked(a.model) is None)]
-            if not self.pins_settled:
-                actions = [a for a in actions if a.model not in self.manager.pinned]
-            actions += self._held_loads(view)
+            actions = self.harness.admit(await self._call(self.policy.plan, view), view)
             await self.apply(actions)
             decisions = await self.explain_decisions()
             self.state.placement = place(
@@ -161,6 +172,8 @@ class LiveScheduler:
                     if d.decision == "preload" and d.preload_at is not None:
                         self.on_preload_plan(d.model, d.preload_at)
             self.state.last_tick = view.now
+            for hook in self.on_decisions:
+                await hook(decisions)
             return actions
 
     async def preload(self, model: ModelName) -> None:
@@ -183,14 +196,6 @@ class LiveScheduler:
             self._record(Action("load", model, "scheduled preload"), "skipped: no room")
             return
         await self.apply([*room, Action("load", model, "scheduled preload")])
-
-    def _held_loads(self, view: ClusterView) -> list[Action]:
-        """Pinned and rule-held models that are cold (a rule just began, a load failed)."""
-        return [Action("load", name, "held by a pin or an operator rule")
-                for name in sorted(self.state.held)
-                if name in self.book.profiles and view.state(name) is Residency.COLD
-                and self._blocked(name) is None
-                and (self.pins_settled or name not in self.manager.pinned)]
 
     async def apply(self, actions: list[Action]) -> None:
         """Unloads first, together (they make the room), then loads in the background."""
@@ -225,34 +230,14 @@ class LiveScheduler:
                            {k: v for k, v in view.residency.items() if k != model})
         actions = [a for a in await self._call(self.policy.on_demand, model, view)
                    if a.kind == "unload"]
-        actions += self._more_room(model, view, actions)
-        await self.apply(actions)
-
-    def _more_room(self, model: ModelName, view: ClusterView,
-                   planned: list[Action]) -> list[Action]:
-        """Evictions beyond the policy's when they do not make room: a load must not push the
-        instance over its budget while an idle model could go (least recently ready first).
-        ``ours`` already evicts every idle model it must, so for it this only records the
-        overflow that memory held by loading models causes; baselines such as keep-alive
-        make no room on demand, and this keeps them within budget live."""
-        profiles = self.book.profiles
-        going = {a.model for a in planned}
-        need = view.resident_mb() + profiles[model].memory_mb - view.budget_mb - sum(
-            profiles[m].memory_mb for m in going)
-        extra = []
         statuses = {s.name: s for s in self.manager.statuses()}
-        idle = sorted((statuses[name].since, name) for name, state in view.residency.items()
-                      if state is Residency.READY and name not in going
-                      and name not in self.state.held and name in statuses)
-        for _, name in idle:
-            if need <= 0:
-                break
-            extra.append(Action("unload", name, f"make room for {model} (budget)"))
-            need -= profiles[name].memory_mb
-        if need > 0:
-            self._record(Action("load", model, f"over budget by {need:.0f} MB: the rest is "
+        extra, over = self.harness.more_room(
+            model, view, actions,
+            {name: s.since.timestamp() for name, s in statuses.items()})
+        if over > 0:
+            self._record(Action("load", model, f"over budget by {over:.0f} MB: the rest is "
                                                "held by loading or held models"), "warning")
-        return extra
+        await self.apply([*actions, *extra])
 
     # -- levels -----------------------------------------------------------------------------
     def device(self, model: ModelName) -> Level | None:
@@ -285,23 +270,8 @@ class LiveScheduler:
         if explain is None:
             return []
         decisions: list[ModelDecision] = await self._call(explain, self.view())
-        # The policy assumes a prior rate for models it has never seen requested; live, such a
-        # model waits for its first request (every action and placement below reads these).
-        decisions = [d if d.decision != "preload" or d.model in self.demanded else
-                     replace(d, decision="lazy", preload_at=None,
-                             why="never requested: loaded on its first request; preloads "
-                                 "start once it has recorded usage")
-                     for d in decisions]
-        # What the lifecycle forbids outranks the policy's wish; a move off the GPU says so.
-        result = []
-        for d in decisions:
-            blocked = self._blocked(d.model)
-            if blocked is not None and d.decision in ("pinned", "keep", "preload", "lazy"):
-                d = replace(d, decision=blocked[0], preload_at=None, why=blocked[1])
-            elif moved := self.state.placement.why.get(d.model):
-                d = replace(d, why=f"{d.why}; {moved}" if d.why else moved)
-            result.append(d)
-        return result
+        # Every action and placement below reads these; a move off the GPU says so.
+        return self.harness.explain(decisions, self.state.placement.why)
 
     def _blocked(self, model: ModelName) -> tuple[DecisionKind, str] | None:
         """(decision, why) when the lifecycle forbids automatic loads of ``model`` now:

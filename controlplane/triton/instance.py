@@ -1,4 +1,9 @@
-"""One Triton instance: its client, its metrics, and -- when embedded -- its process."""
+"""One Triton instance: its client, its metrics, and -- when embedded -- its process.
+
+It is the lifecycle's adapter to Triton: it satisfies
+:class:`controlplane.lifecycle.port.TritonPort` (structurally), mostly by handing calls to its
+client.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,14 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from controlplane.compile_cache.store import CompileCacheStore
-from controlplane.config import Settings, SupervisionSettings
+from controlplane.config import SupervisionSettings
 from controlplane.errors import ControlPlaneError, TritonUnavailable
 from controlplane.loops import Loops
-from controlplane.triton.client import TritonClient
-from controlplane.triton.distribution import TritonDistribution
-from controlplane.triton.metrics import PluginMetrics
+from controlplane.triton.client import IndexEntry, TritonClient
+from controlplane.triton.metrics import ModelFootprint, PluginMetrics
 from controlplane.triton.process import TritonProcess
 from controlplane.triton.supervisor import Probe, TritonSupervisor
-from controlplane.types import InstanceName
+from controlplane.types import InstanceName, ModelConfigJson, ModelFiles, ModelName
 
 log = logging.getLogger(__name__)
 
@@ -35,46 +38,30 @@ class TritonInstance:
     def grpc_url(self) -> str:
         return self.client.url
 
-    @classmethod
-    async def from_settings(cls, settings: Settings) -> TritonInstance:
-        """Attach to ``settings.triton.url`` if set, else start the embedded tritonserver.
+    # -- the lifecycle's port (controlplane/lifecycle/port.py) ------------------------------
+    @property
+    def load_timeout_s(self) -> float:
+        return self.client.load_timeout_s
 
-        Starting spawns the process from the event loop's thread, which must outlive it.
-        """
-        t = settings.triton
-        process = None
-        if t.url:
-            url, metrics_url = t.url, t.metrics_url
-        else:
-            distribution = TritonDistribution.locate(t.binary)
-            compile_cache = CompileCacheStore.from_settings(settings)
-            backend_dir = distribution.assemble_backend_dir(
-                settings.backends_dir, settings.data_dir / "backends")
-            process = TritonProcess(
-                distribution=distribution,
-                model_repository=settings.model_repository,
-                backend_dir=backend_dir,
-                log_path=settings.data_dir / "triton.log",
-                host=t.host,
-                grpc_port=t.grpc_port,
-                http_port=t.http_port,
-                metrics_port=t.metrics_port,
-                startup_timeout_s=t.startup_timeout_s,
-                stop_timeout_s=t.stop_timeout_s,
-                disable_auto_complete_config=t.disable_auto_complete_config,
-                extra_args=t.extra_args,
-                env=compile_cache.environment() if compile_cache else {},
-            )
-            await process.launch()
-            url, metrics_url = process.grpc_url, process.metrics_url
-        client = TritonClient(url, call_timeout_s=t.call_timeout_s,
-                              load_timeout_s=t.load_timeout_s,
-                              unload_timeout_s=t.unload_timeout_s)
-        instance = cls(settings.instance_name, client,
-                       PluginMetrics(metrics_url) if metrics_url else None, process)
-        if process is None:
-            await instance.wait_live(t.startup_timeout_s)
-        return instance
+    async def index(self) -> list[IndexEntry]:
+        return await self.client.index()
+
+    async def load(self, model: ModelName, *, config: ModelConfigJson | None = None,
+                   files: ModelFiles | None = None, timeout_s: float | None = None) -> None:
+        await self.client.load(model, config=config, files=files, timeout_s=timeout_s)
+
+    async def unload(self, model: ModelName) -> None:
+        await self.client.unload(model)
+
+    async def model_config(self, model: ModelName) -> ModelConfigJson:
+        return await self.client.model_config(model)
+
+    async def footprint(self, model: ModelName) -> ModelFootprint | None:
+        """Our plugin's figures for ``model``; None without plugin metrics or figures for it
+        (TritonUnavailable when the metrics endpoint cannot be read)."""
+        if self.metrics is None:
+            return None
+        return (await self.metrics.footprints()).get(model)
 
     def failure_detail(self, model: str) -> str | None:
         """Triton's own explanation of a failed load, where only its log has it.

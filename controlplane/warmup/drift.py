@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from controlplane.config import WarmupOptions
 from controlplane.errors import ControlPlaneError
-from controlplane.lifecycle.manager import ModelManager
-from controlplane.lifecycle.states import ModelState
+from controlplane.lifecycle.states import ModelState, ModelStatus
+from controlplane.triton.repository import ModelRepository
 from controlplane.types import ModelName
-from controlplane.warmup.batch_stats import BatchStatsTracker
 from controlplane.warmup.preparer import WarmupPreparer
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,23 @@ class Regenerated:
     reloaded: bool
 
 
+class Models(Protocol):
+    """The models drift watches (one instance's manager, or the fleet)."""
+
+    @property
+    def repository(self) -> ModelRepository: ...
+    def statuses(self) -> list[ModelStatus]: ...
+    def ready_now(self, name: ModelName) -> bool: ...
+    async def reload(self, name: ModelName, *, trigger: str = ...) -> ModelStatus: ...
+
+
+class BatchStats(Protocol):
+    async def collect_all(self, models: Sequence[ModelName]) -> object: ...
+
+
 class DriftWatcher:
-    def __init__(self, *, manager: ModelManager, preparer: WarmupPreparer,
-                 batch_stats: BatchStatsTracker, options: WarmupOptions) -> None:
+    def __init__(self, *, manager: Models, preparer: WarmupPreparer,
+                 batch_stats: BatchStats, options: WarmupOptions) -> None:
         self.manager = manager
         self.preparer = preparer
         self.batch_stats = batch_stats

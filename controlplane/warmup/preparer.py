@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class WarmupPreparer:
         self.traffic = traffic
         self.options = options
         self.models = dict(models or {})
+        self._storing = threading.RLock()
         #: per model, what its last load carried (what probes exercise)
         self.applied: dict[ModelName, Applied] = {}
         #: configs Triton completed (auto_complete_config), as its ModelConfig RPC gave them
@@ -156,7 +158,10 @@ class WarmupPreparer:
         return await self._plan(spec, stored, proofs)
 
     def _current_and_proofs(self, spec: ModelSpec) -> tuple[StoredWarmup, dict[str, str]]:
-        return self.current(spec), self.warmups.proofs(spec.name)
+        # one at a time: loads of one model on several instances of a fleet run together,
+        # and each would otherwise store the model's first version (a unique key) itself
+        with self._storing:
+            return self.current(spec), self.warmups.proofs(spec.name)
 
     async def _plan(self, spec: ModelSpec, stored: StoredWarmup,
                     proofs: dict[str, str]) -> LoadPlan:
@@ -255,6 +260,10 @@ class WarmupPreparer:
         return latest
 
     def regenerate(self, spec: ModelSpec, reason: str) -> StoredWarmup:
+        with self._storing:  # see _current_and_proofs
+            return self._regenerate(spec, reason)
+
+    def _regenerate(self, spec: ModelSpec, reason: str) -> StoredWarmup:
         spec = self.effective(spec)
         if (why := self.why_none(spec)) is not None:
             plan = WarmupPlan((), {}, 0.0, True, (f"no generated warm-up: {why}",))

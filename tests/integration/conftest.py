@@ -106,6 +106,13 @@ async def start_cp(make_settings: Callable[..., Settings]) -> AsyncIterator[Star
 MakeManager = Callable[..., ModelManager]
 
 
+def triton_client(manager: ModelManager) -> TritonClient:
+    """The gRPC client behind a manager's Triton port, to call Triton directly in a test."""
+    instance = manager.instance
+    assert isinstance(instance, TritonInstance)
+    return instance.client
+
+
 @pytest.fixture
 async def make_manager(
     repo: Path, triton: TritonProcess, database: Database
@@ -126,4 +133,4 @@ async def make_manager(
     yield make
     for manager in made:
         await manager.close()
-        await manager.client.close()
+        await triton_client(manager).close()

@@ -14,7 +14,7 @@ from controlplane.lifecycle.states import ModelState
 from controlplane.loops import Loops
 from controlplane.triton.client import TritonClient
 from controlplane.triton.process import TritonProcess
-from tests.integration.conftest import MakeManager
+from tests.integration.conftest import MakeManager, triton_client
 from tests.support.repository import (
     add_example,
     add_identity,
@@ -47,7 +47,7 @@ async def test_load_records_state_event_memory_and_breakdown(
 
     status = await manager.unload("thumbnail_scorer")
     assert status.state == ModelState.COLD
-    [entry] = await manager.client.model_index("thumbnail_scorer")
+    [entry] = await triton_client(manager).model_index("thumbnail_scorer")
     assert entry.state == "UNAVAILABLE"
     assert [e.action for e in manager.store.events("thumbnail_scorer")] == ["unload", "load"]
 
@@ -147,7 +147,7 @@ async def test_a_load_that_outlives_its_timeout_is_adopted_when_triton_finishes_
         await manager.load("slow")
     assert manager.state("slow") == ModelState.FAILED
     # still loading in Triton: the failure (and the lazy-load back-off) stands meanwhile
-    assert [e.state for e in await manager.client.model_index("slow")] == ["LOADING"]
+    assert [e.state for e in await triton_client(manager).model_index("slow")] == ["LOADING"]
     assert "slow" not in await manager.reconcile()
     assert manager.state("slow") == ModelState.FAILED
     # Triton went on with the load: once it is done, the model is ours, memory and all
@@ -186,8 +186,8 @@ async def test_periodic_reconcile_picks_up_what_changed_behind_our_back(
     # as the control plane runs it (app.py): every interval, a failed pass ends only itself
     reconciling = asyncio.create_task(Loops().every("reconcile", 0.2, manager.reconcile))
     try:
-        await manager.client.load("side")  # straight to Triton, not through the manager
-        await manager.client.unload("ours")
+        await triton_client(manager).load("side")  # straight to Triton, not through the manager
+        await triton_client(manager).unload("ours")
         assert await until(lambda: manager.state("side") == ModelState.READY, 10)
         assert await until(lambda: manager.state("ours") == ModelState.COLD, 10)
         assert "reconcile" in (manager.status("side").reason or "")

@@ -13,7 +13,7 @@ from controlplane.errors import Conflict, ModelLoadFailed
 from controlplane.lifecycle.backoff import BackoffPolicy
 from controlplane.lifecycle.states import LoadPlan, ModelState
 from controlplane.triton.repository import ModelSpec
-from tests.integration.conftest import MakeManager
+from tests.integration.conftest import MakeManager, triton_client
 from tests.support.repository import add_identity
 
 
@@ -54,7 +54,7 @@ async def test_a_load_whose_additions_triton_refuses_loads_the_model_plain(
     assert event.details is not None and event.details["loaded_plain"] is True
     assert "preferred size" in event.details["additions_rejected"]
     # what Triton runs now is config.pbtxt as it is on disk
-    config = await manager.client.model_config("plain_ok")
+    config = await triton_client(manager).model_config("plain_ok")
     assert not config.get("dynamic_batching", {}).get("preferred_batch_size")
 
 

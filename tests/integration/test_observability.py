@@ -252,6 +252,22 @@ async def test_openapi_documents_errors_and_unknown_routes_answer_in_shape(
         assert (await _call(cp, "GET", f"/static/docs/{asset}", token=None)).status_code == 200
 
 
+async def test_plan_says_where_each_replica_goes_and_why(cp: ControlPlane) -> None:
+    assert cp.scheduler is not None
+    await cp.scheduler.tick()  # the policy's decisions -> the replica plan
+    plan = (await _call(cp, "GET", "/plan", token=READ)).json()
+    assert [(i["name"], i["routable"], i["draining"]) for i in plan["instances"]] == [
+        ("default", True, False)]
+    assert "warm" in plan["instances"][0]["planned"] and "warm" in plan["instances"][0]["resident"]
+    warm = next(m for m in plan["models"] if m["model"] == "warm")
+    assert [(r["instance"], r["state"]) for r in warm["replicas"]] == [("default", "ready")]
+    assert warm["replicas"][0]["why"] and warm["unplaced"] is None
+    assert plan["unplaced"] == {} and isinstance(plan["fleet_actions"], list)
+    listed = (await _call(cp, "GET", "/instances", token=READ)).json()
+    assert [i["name"] for i in listed] == ["default"] and listed[0]["planned"] == \
+        plan["instances"][0]["planned"]
+
+
 async def test_status_page_in_a_browser(cp: ControlPlane) -> None:
     """Headless chromium loads the page, whose figures must equal the API's."""
     playwright_api = pytest.importorskip("playwright.async_api")
@@ -288,6 +304,16 @@ async def test_status_page_in_a_browser(cp: ControlPlane) -> None:
             assert ident["requests"] >= 2 and ident["cold_starts"] == 1  # alone or after others
             bars = page.locator('#instances [data-instance="default"] .bar')
             assert await bars.count() == 2
+            # the instances table: one row per Triton instance, as /status has it
+            inst = api["instances"][0]
+            assert "warm" in inst["models"] and inst["draining"] is False
+            row = page.locator('#instance-table tr[data-instance="default"]')
+            assert await row.locator('[data-field="state"]').inner_text() == inst["triton"]
+            assert await row.locator('[data-field="routing"]').inner_text() == "routable"
+            assert int(await row.locator('[data-field="outstanding"]').inner_text()) \
+                == inst["outstanding"]
+            resident = await row.locator('[data-field="models"]').inner_text()
+            assert all(name in resident for name in inst["models"]), resident
             await asyncio.to_thread(SCREENSHOT_DIR.mkdir, parents=True, exist_ok=True)
             await page.screenshot(path=str(SCREENSHOT_DIR / "status-page.png"), full_page=True)
             await page.goto(f"{cp.admin_url}/docs")  # Swagger UI, from warmctl's own assets

@@ -11,7 +11,14 @@ import pytest
 
 from controlplane import __version__
 from controlplane.cli import build_parser
-from controlplane.cli_format import fit, progress, status_table
+from controlplane.cli_format import (
+    drain_lines,
+    fit,
+    instances_table,
+    plan_lines,
+    progress,
+    status_table,
+)
 from controlplane.observability.logs import configure_logging
 
 
@@ -80,3 +87,81 @@ def test_json_logs_one_object_per_line() -> None:
             root.addHandler(handler)
         root.setLevel(saved[1])
         logging.getLogger("httpx").setLevel(saved[2])
+
+
+def _replica(instance: str, state: str) -> dict[str, object]:
+    return {"instance": instance, "state": state}
+
+
+def test_status_shows_where_models_are_once_there_are_several_instances() -> None:
+    one = {**_model("m", None), "replicas": [_replica("default", "ready")]}
+    assert status_table([one], width=120)[0].split()[-1] == "REASON"  # unchanged: one instance
+    models = [{**_model("m", "why"), "state": "ready",
+               "replicas": [_replica("a", "ready"), _replica("b", "loading")]},
+              {**_model("cold_one", None), "state": "cold",
+               "replicas": [_replica("a", "cold"), _replica("b", "cold")]}]
+    lines = status_table(models, width=120)
+    assert lines[0].split()[-2:] == ["INSTANCES", "REASON"]
+    assert lines[1].split()[-2:] == ["a,b(loading)", "why"]
+    assert lines[2].split()[-1] == "-"
+    assert all(len(line) <= 120 for line in lines)
+
+
+def _instance(name: str, **values: object) -> dict[str, object]:
+    return {"name": name, "provider": "embedded", "state": "live", "reason": None,
+            "routable": True, "draining": False, "outstanding": 0, "memory_budget_mb": None,
+            "memory_used_mb": 0.0, "models": {}, **values}
+
+
+def test_instances_table() -> None:
+    lines = instances_table([
+        _instance("a", outstanding=3, memory_budget_mb=2048.0, memory_used_mb=512.4,
+                  models={"m": "ready", "n": "loading"}),
+        _instance("triton-b", routable=False, draining=True),
+        _instance("c", state="restarting", routable=False, reason="exited with code 1")])
+    assert lines[0].split()[:5] == ["NAME", "PROVIDER", "STATE", "ROUTING", "IN-FLIGHT"]
+    assert lines[1].split() == ["a", "embedded", "live", "yes", "3", "512", "MB", "/", "2048",
+                                "MB", "m,", "n", "(loading)"]
+    assert lines[2].split()[:4] == ["triton-b", "embedded", "live", "draining"]
+    assert lines[2].split()[-3:] == ["/", "unlimited", "-"]
+    assert lines[3].split()[2:4] == ["restarting", "no"]
+    assert lines[4].strip() == "exited with code 1"  # why it does not serve, under it
+
+
+def test_drain_lines() -> None:
+    lines = drain_lines({"instance": "b", "waited_s": 1.234, "in_flight_left": 0,
+                         "moved": {"m": "a", "p": "already ready elsewhere",
+                                   "q": "failed: no Triton instance can load 'q' now"},
+                         "unloaded": ["m", "p"], "errors": {"q": "unload timed out"}})
+    assert lines == ["b: drained (waited 1.2s for requests in flight, 0 left)",
+                     "  m: ready on a", "  p: already ready elsewhere",
+                     "  q: failed: no Triton instance can load 'q' now",
+                     "  unloaded: m, p", "  q: unload failed: unload timed out"]
+
+
+def _plan_model(model: str, **values: object) -> dict[str, object]:
+    return {"model": model, "state": "ready", "level": "cpu", "decision": "keep",
+            "requests_per_day": 86400.0, "cold_starts_per_day_if_lazy": None,
+            "warm_cost_gbh_per_day": 1.0, "why": "hot", "replicas": [], "unplaced": None,
+            **values}
+
+
+def test_plan_lines_show_replicas_and_instances() -> None:
+    plan = {"policy": "ours", "param": None, "budget_mb": None, "resident_mb": 200.0,
+            "models": [_plan_model("hot", replicas=[{"instance": "a", "why": "hot: 2 asked"},
+                                                    {"instance": "b", "why": "hot: 2 asked"}]),
+                       _plan_model("big", unplaced="fits on no instance")],
+            "instances": [{"name": "a", "routable": True, "draining": False,
+                           "memory_budget_mb": 1000.0, "memory_used_mb": 200.0,
+                           "planned": ["hot"]},
+                          {"name": "b", "routable": False, "draining": True,
+                           "memory_budget_mb": None, "memory_used_mb": 0.0, "planned": []}]}
+    lines = plan_lines(plan)
+    assert lines[0] == "policy ours (param None), budget unlimited, resident 200 MB"
+    assert "REPLICAS" in lines[1].split()
+    hot = lines[2].split()
+    assert hot[0] == "hot" and hot[hot.index("1.0") + 1] == "a,b" and hot[-1] == "hot"
+    assert lines[3].split() == ["on", "a:", "hot:", "2", "asked"]
+    assert lines[5].split()[0] == "big" and lines[6].strip() == "unplaced: fits on no instance"
+    assert lines[9].split() == ["a", "yes", "200", "MB", "/", "1000", "MB", "hot"]
+    assert lines[10].split() == ["b", "draining", "0", "MB", "/", "unlimited", "-"]

@@ -105,3 +105,41 @@ def test_gateway_bounds_default_to_256_mib_and_no_tracebacks() -> None:
     assert (gateway.max_request_bytes, gateway.expose_tracebacks) == (256 << 20, False)
     with pytest.raises(ConfigError, match=r"gateway\.max_request_bytes"):
         load_settings(gateway={"max_request_bytes": 0})
+
+
+def test_without_instances_one_comes_from_the_triton_section(tmp_path: Path) -> None:
+    embedded = load_settings(data_dir=tmp_path, scheduler={"memory_budget_mb": 4000},
+                             triton={"grpc_port": 9001})
+    [(name, spec)] = embedded.fleet_instances().items()
+    assert (name, spec.provider, spec.grpc_port, spec.memory_budget_mb) == (
+        "default", "embedded", 9001, 4000)
+    external = load_settings(data_dir=tmp_path, triton={"url": "t:8001"})
+    assert external.fleet_instances()["default"].provider == "static"
+    assert external.fleet_instances()["default"].url == "t:8001"
+
+
+def test_instances_from_a_file_inherit_unset_budgets(tmp_path: Path) -> None:
+    config = tmp_path / "warmctl.toml"
+    config.write_text(
+        "[scheduler]\nmemory_budget_mb = 8000\n"
+        "[instances.gpu1]\ncuda_visible_devices = '1'\nmemory_budget_mb = 2000\n"
+        "[instances.gpu0]\ncuda_visible_devices = '0'\n"
+        "[instances.remote]\nprovider = 'static'\nurl = '10.0.0.7:8001'\n")
+    instances = load_settings(config, data_dir=tmp_path).fleet_instances()
+    assert list(instances) == ["gpu0", "gpu1", "remote"]  # a stable order
+    assert [i.memory_budget_mb for i in instances.values()] == [8000, 2000, 8000]
+    assert instances["gpu0"].cuda_visible_devices == "0"
+    assert instances["remote"].url == "10.0.0.7:8001"
+
+
+@pytest.mark.parametrize(("instances", "problem"), [
+    ({"Bad Name": {}}, "instance names must match"),
+    ({"x": {"provider": "static"}}, "a static instance needs url"),
+    ({"x": {"url": "h:1"}}, "url and metrics_url are for static instances"),
+    ({"x": {"provider": "k8s"}}, "instances.x.provider"),
+])
+def test_bad_instances_are_refused_clearly(tmp_path: Path, instances: dict[str, object],
+                                           problem: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(data_dir=tmp_path, instances=instances)
+    assert problem in str(refused.value)

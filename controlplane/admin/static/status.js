@@ -68,6 +68,24 @@ function drawInstances(view) {
     ...inst.memory.map(memoryBar))));
 }
 
+function drawInstanceTable(view) {
+  const rows = view.instances.map(inst => el("tr", {"data-instance": inst.name},
+    el("td", {"data-field": "name"}, el("strong", {}, inst.name), " ",
+       el("span", {class: "muted"}, inst.provider)),
+    el("td", {}, el("span", {class: "badge " + inst.triton, "data-field": "state"},
+                    inst.triton)),
+    el("td", {"data-field": "routing"},
+       inst.draining ? "draining" : inst.routable ? "routable" : "not routable"),
+    el("td", {class: "num", "data-field": "outstanding"}, inst.outstanding),
+    el("td", {class: "num", "data-field": "memory"}, fmtMb(inst.memory_used_mb) + " / " +
+       (inst.memory_budget_mb === null ? "unlimited" : fmtMb(inst.memory_budget_mb))),
+    el("td", {"data-field": "models"}, Object.entries(inst.models)
+       .map(([name, state]) => name + (state === "ready" ? "" : " (" + state + ")"))
+       .join(", ") || "-"),
+    el("td", {"data-field": "planned"}, inst.planned.join(", ") || "-")));
+  document.querySelector("#instance-table tbody").replaceChildren(...rows);
+}
+
 function lastLoad(load) {
   if (!load) return el("td", {class: "muted"}, "never");
   const total = load.duration_s || 0;
@@ -88,7 +106,10 @@ function drawModels(view) {
        m.pinned ? el("span", {class: "badge pin"}, "pinned") : "",
        m.held && !m.pinned ? el("span", {class: "badge pin"}, "held") : "",
        el("div", {class: "why"}, m.reason || "")),
-    el("td", {}, m.instance),
+    el("td", {"data-field": "instance"}, m.instances.length > 1 ?
+       m.instances.filter(r => r.state !== "cold")
+         .map(r => r.instance + (r.state === "ready" ? "" : " (" + r.state + ")"))
+         .join(", ") || "-" : m.instance),
     el("td", {}, el("span", {class: "badge " + m.state, "data-field": "state"}, m.state)),
     el("td", {"data-field": "level"}, m.level),
     el("td", {class: "num", "data-field": "replicas"}, m.replicas ?? "-"),
@@ -141,6 +162,7 @@ async function refresh() {
     const body = await response.json();
     if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
     drawInstances(body);
+    drawInstanceTable(body);
     drawModels(body);
     drawHeatmap(body);
     drawLists(body);

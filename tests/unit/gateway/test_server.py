@@ -11,8 +11,8 @@ from controlplane.gateway.server import Gateway
 
 
 def _gateway() -> Gateway:
-    # start() needs no manager; the upstream channel connects lazily
-    return Gateway(manager=cast(Any, None), recorder=None, upstream_url="127.0.0.1:1")
+    # start() needs no models: it only binds the port
+    return Gateway(models=cast(Any, None), recorder=None)
 
 
 async def test_a_second_gateway_on_a_busy_port_fails_clearly() -> None:

@@ -1,52 +1,18 @@
-"""The manager's Triton-supervision section against a scripted fake Triton (no server)."""
+"""The manager's Triton-supervision section against a scripted fake Triton port (no server;
+see ``fake_port.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
-from controlplane.errors import TritonUnavailable
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
-from controlplane.triton.client import IndexEntry
-from controlplane.triton.instance import TritonInstance
 from controlplane.triton.repository import ModelRepository
 from tests.support.repository import add_identity
-
-
-class FakeTriton:
-    """Just what the manager calls: index, load, unload, config. Records every load."""
-
-    load_timeout_s = 60.0
-
-    def __init__(self) -> None:
-        self.loaded: set[str] = set()
-        self.loads: list[tuple[str, dict[str, Any] | None]] = []
-        self.down = False
-
-    async def index(self) -> list[IndexEntry]:
-        if self.down:
-            raise TritonUnavailable("Triton at fake is unreachable: refused")
-        return [IndexEntry(name, "1", "READY", "") for name in sorted(self.loaded)]
-
-    async def model_index(self, model: str) -> list[IndexEntry]:
-        return [e for e in await self.index() if e.name == model]
-
-    async def load(self, model: str, *, config: dict[str, Any] | None = None,
-                   files: Any = None, timeout_s: float | None = None) -> None:
-        if self.down:
-            raise TritonUnavailable("Triton at fake is unreachable: refused")
-        self.loads.append((model, config))
-        self.loaded.add(model)
-
-    async def unload(self, model: str, *, timeout_s: float | None = None) -> None:
-        self.loaded.discard(model)
-
-    async def model_config(self, model: str) -> dict[str, Any]:
-        return {"name": model, "backend": "python", "parameters": {"a": {"string_value": "1"}}}
+from tests.unit.lifecycle.fake_port import FakeTriton
 
 
 async def _manager(tmp_path: Path, database: Database) -> tuple[ModelManager, FakeTriton]:
@@ -54,9 +20,9 @@ async def _manager(tmp_path: Path, database: Database) -> tuple[ModelManager, Fa
     for name in ("core", "low", "other", "idle"):
         add_identity(repo, name)
     fake = FakeTriton()
-    instance = TritonInstance("default", fake, None)  # type: ignore[arg-type]
-    manager = ModelManager(instance=instance, repository=ModelRepository(repo),
+    manager = ModelManager(instance=fake, repository=ModelRepository(repo),
                            store=LifecycleStore(database, "default"), pinned=["core", "low"])
+    manager.strict_transitions = True
     await manager.start()
     for name in ("low", "core", "other"):
         await manager.load(name, trigger="api")
@@ -68,7 +34,7 @@ async def test_down_marks_every_served_model_cold_and_up_restores_pinned_first(
     tmp_path: Path, database: Database
 ) -> None:
     manager, fake = await _manager(tmp_path, database)
-    fake.down, fake.loaded = True, set()
+    fake.down, fake.entries = True, {}
     await manager.triton_down("tritonserver (pid 1) was killed by signal 9 (SIGKILL)")
     for name in ("core", "low", "other"):
         status = manager.status(name)
@@ -106,19 +72,20 @@ async def test_a_dead_stub_is_failed_then_reloaded_with_a_changed_parameter(
     assert "warmctl.stub_restart" in config["parameters"]
     status = manager.status("other")
     assert status.state is ModelState.READY and "stub process died" in (status.reason or "")
+    assert status.versions == ("1",)  # read back from Triton's index
 
 
 async def test_models_an_external_triton_forgot_are_reloaded_and_repeated_losses_back_off(
     tmp_path: Path, database: Database
 ) -> None:
     manager, fake = await _manager(tmp_path, database)
-    fake.loaded = set()  # it restarted between two probes: every model is gone
+    fake.entries = {}  # it restarted between two probes: every model is gone
     manager.model_lost("other", "Request for unknown model: 'other' is not found")
     await asyncio.gather(*manager.recovery.checking.values())
     assert [name for name, _ in fake.loads] == ["core", "low", "other"]
     assert all(manager.ready_now(n) for n in ("core", "low", "other"))
     for _ in range(2):
-        fake.loaded.discard("other")
+        fake.entries.pop("other")
         manager.model_lost("other", "not found")
         await asyncio.gather(*manager.recovery.checking.values())
     status = manager.status("other")

@@ -1,11 +1,15 @@
-"""Pieces of /metrics that need no control plane: Triton restarts, scheduler actions."""
+"""Pieces of /metrics that need no control plane: Triton restarts, scheduler actions, the
+families of a fleet."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
 
+from controlplane.lifecycle.states import ModelState
+from controlplane.observability.families import InstanceFigures, Snapshot, families
 from controlplane.observability.metrics import Metrics, TritonWatch
+from controlplane.observability.status import ModelOverview, ReplicaOverview, StatusView
 from controlplane.scheduler.driver import ActionRecord
 
 
@@ -40,3 +44,46 @@ def test_scheduler_actions_counted_once_across_the_trimmed_list() -> None:
     Metrics._count_actions(metrics)
     Metrics._count_actions(metrics)
     assert metrics.actions == {("load", "ok"): 2, ("unload", "ok"): 1, ("load", "failed"): 1}
+
+
+def test_per_instance_families_carry_every_instance() -> None:
+    """Two instances: Triton, requests in flight, draining and each replica's state are
+    labelled by their own instance; fleet-wide decisions by the control plane's name."""
+    status = StatusView(at=0.0, minutes=1, first_minute=0, instances=[], next_preloads=[],
+                        rollouts=[], models=[ModelOverview(
+                            name="m", instance="a", state=ModelState.READY, reason=None,
+                            level="cpu", pinned=False, held=False, replicas=1,
+                            memory_mb=10.0, last_load=None, requests=0, cold_starts=0,
+                            per_minute=[0], decision="keep", why="hot", preload_at=None,
+                            instances=[ReplicaOverview(instance="a", state=ModelState.READY,
+                                                       level="cpu", routable=True),
+                                       ReplicaOverview(instance="b", state=ModelState.COLD,
+                                                       level="cold", routable=False)])])
+
+    def figures(name: str, up: bool, outstanding: int, draining: bool) -> InstanceFigures:
+        return InstanceFigures(name=name, events={("load", "api", "ok"): 1}, durations={},
+                               phases={}, triton_up=up, restarts=0, outages=0,
+                               triton_info=None, outstanding=outstanding, draining=draining)
+
+    snap = Snapshot(requests={}, cold_starts={}, waits={}, recorder=None, actions={},
+                    gateway=None, instances=[figures("a", True, 3, False),
+                                             figures("b", False, 0, True)],
+                    fleet_actions={("b", "drain", "unloaded"): 1}, status=status)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in families(snap, "cp") for s in family.samples}
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("warmctl_triton_up", instance="a") == 1
+    assert value("warmctl_triton_up", instance="b") == 0
+    assert value("warmctl_instance_outstanding_requests", instance="a") == 3
+    assert value("warmctl_instance_draining", instance="b") == 1
+    assert value("warmctl_model_operations_total", instance="b", action="load",
+                 trigger="api", outcome="ok") == 1
+    assert value("warmctl_model_state", instance="a", model="m", state="ready") == 1
+    assert value("warmctl_model_state", instance="b", model="m", state="cold") == 1
+    assert value("warmctl_model_level", instance="b", model="m", level="cold") == 1
+    assert value("warmctl_plan_decision", instance="cp", model="m", decision="keep") == 1
+    assert value("warmctl_fleet_actions_total", instance="b", kind="drain",
+                 outcome="unloaded") == 1

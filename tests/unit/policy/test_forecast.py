@@ -184,3 +184,16 @@ def test_hazard_follows_news_in_a_sparse_tail_at_once() -> None:
     # Three idle times are far fewer than the 5000 before, and only 15 minutes have passed,
     # but the hazard at a 5-minute silence is recomputed and has risen with them.
     assert fc.hazard_now(t + 300.0) > 5 * before
+
+
+def test_reading_the_follow_on_estimate_changes_nothing_a_late_arrival_adds() -> None:
+    """Live arrivals reach the policy in lagging batches; an explanation read in between
+    must not close the burst they belong to (live decisions would depend on page views)."""
+    read, unread = ModelForecast(follow_window_s=10.0), ModelForecast(follow_window_s=10.0)
+    for fc in (read, unread):
+        fc.observe(0.0)  # the first request: a burst begins
+        fc.observe(1.0)
+    assert read.follow_on(20.0) == 1.0  # the window has passed: as if the burst were closed
+    for fc in (read, unread):
+        fc.observe(2.0)  # late in the batch, but within the burst's window
+    assert read.follow_on(30.0) == unread.follow_on(30.0) == 2.0

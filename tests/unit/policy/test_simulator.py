@@ -102,14 +102,41 @@ def test_ties_unloads_before_loads_and_requests_after_events() -> None:
         def next_wakeup(self, now: float) -> float | None:
             return None
 
-    trace = [(0.0, "b"), (10.0, "b"), (10.0, "c"), (11.0, "c")]
+    # c is requested first, so the plan at 10 may load it again (a plan loads only models
+    # with a request). b's demand load at 5 does not fit next to c: the harness evicts c.
+    trace = [(0.0, "c"), (5.0, "b"), (10.0, "b"), (10.0, "c"), (11.0, "c")]
     result = simulate(trace, models_of(B, C), 1000.0, SwapAt10())
-    assert kinds(result)[2:5] == [(10.0, "b", "unload"), (10.0, "c", "load_start"),
-                                  (10.0, "b", "load_start")]
+    assert kinds(result)[2:4] == [(5.0, "c", "unload"), (5.0, "b", "load_start")]
+    assert kinds(result)[4:8] == [(10.0, "b", "ready"), (10.0, "b", "unload"),
+                                  (10.0, "c", "load_start"), (10.0, "b", "load_start")]
     # The request for b at 10 came after the unload: cold again, and its demand load does not
     # fit next to c, which is loading. The one for c at 10 found c loading; at 11, ready.
     assert result.metrics.budget_violations == 1
-    assert result.metrics.cold_starts == 3
+    assert result.metrics.cold_starts == 4
+
+
+def test_a_plan_loads_only_models_with_a_request() -> None:
+    class PreloadEverything:
+        name = "eager"
+
+        def observe(self, model: str, t: float) -> None:
+            pass
+
+        def on_demand(self, model: str, view: ClusterView) -> list[Action]:
+            return []
+
+        def plan(self, view: ClusterView) -> list[Action]:
+            return [Action("load", name, "x") for name in sorted(view.models)]
+
+        def next_wakeup(self, now: float) -> float | None:
+            return None
+
+    trace = [(0.0, "a"), (30.0, "c")]
+    result = simulate(trace, models_of(A, B, C), 10_000.0, PreloadEverything())
+    # b is never requested, so never loaded; c is loaded by its request, not by a plan before.
+    assert kinds(result) == [(0.0, "a", "load_start"), (2.0, "a", "ready"),
+                             (30.0, "c", "load_start"), (31.0, "c", "ready")]
+    assert result.metrics.cold_starts == 2
 
 
 def test_figures_match_the_independent_scorer_for_every_policy(

@@ -1,0 +1,108 @@
+"""Response bodies of the fleet's routes: instances, replicas, drains and the fleet's actions.
+
+Kept apart from ``schemas.py`` (the single-model views); the model views embed
+:class:`ReplicaView` so one answer says where a model is resident and in which state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from controlplane.lifecycle.states import ModelState, ModelStatus
+
+if TYPE_CHECKING:
+    from controlplane.fleet.failover import DrainReport
+    from controlplane.fleet.fleet import FleetAction
+    from controlplane.fleet.runtime import InstanceRuntime
+
+
+class ReplicaView(BaseModel):
+    """A model on one instance: its lifecycle state there, and whether it may take traffic."""
+
+    instance: str
+    state: ModelState
+    reason: str | None
+    busy: bool
+    held: bool = False
+    failures: int = 0
+    memory_bytes: int | None
+    load_s: float | None
+    #: ready there and the instance serves and is not draining: the router may pick it
+    routable: bool
+
+    @classmethod
+    def of(cls, status: ModelStatus, runtime: InstanceRuntime | None) -> ReplicaView:
+        routable = (runtime is not None and runtime.routable
+                    and status.state is ModelState.READY)
+        return cls(instance=status.instance, state=status.state, reason=status.reason,
+                   busy=status.busy, held=status.held, failures=status.failures,
+                   memory_bytes=status.memory_bytes, load_s=status.load_s, routable=routable)
+
+
+class InstanceView(BaseModel):
+    """One Triton instance of the fleet (``fleet/views.describe`` plus its supervisor)."""
+
+    name: str
+    #: embedded (started here) or static (attached to)
+    provider: str
+    url: str | None
+    #: the supervisor's state: live, unresponsive, down, restarting, failed, stopped, starting
+    state: str
+    reason: str | None
+    #: serving and not draining: takes requests and new replicas
+    routable: bool
+    draining: bool
+    #: requests in flight on it now
+    outstanding: int
+    #: None: unlimited
+    memory_budget_mb: float | None
+    memory_used_mb: float
+    cuda_visible_devices: str | None
+    #: resident models -> state (ready, warming, loading, unloading)
+    models: dict[str, str]
+    #: models the last replica plan puts here
+    planned: list[str]
+    #: the supervisor's snapshot (pid, restarts, probes); empty while starting
+    triton: dict[str, Any]
+
+    @classmethod
+    def of(cls, described: dict[str, Any], runtime: InstanceRuntime) -> InstanceView:
+        sup = runtime.supervisor
+        return cls(**described, triton=sup.snapshot() if sup is not None else {})
+
+
+class DrainReportView(BaseModel):
+    instance: str
+    #: model -> the instances it is ready on now, "already ready elsewhere", or why not
+    moved: dict[str, str]
+    #: requests still in flight when the wait ended (0: all finished)
+    in_flight_left: int
+    waited_s: float
+    unloaded: list[str]
+    errors: dict[str, str]
+    #: the instance after the drain
+    after: InstanceView
+
+    @classmethod
+    def of(cls, report: DrainReport, after: InstanceView) -> DrainReportView:
+        return cls(instance=report.instance, moved=dict(report.moved),
+                   in_flight_left=report.in_flight_left, waited_s=report.waited_s,
+                   unloaded=list(report.unloaded), errors=dict(report.errors), after=after)
+
+
+class FleetActionView(BaseModel):
+    """Something the fleet did on its own: add/remove replica, failover, drain, unload."""
+
+    at: datetime
+    kind: str
+    model: str
+    instance: str
+    why: str
+    outcome: str
+
+    @classmethod
+    def of(cls, action: FleetAction) -> FleetActionView:
+        return cls(**action.__dict__)

@@ -1,0 +1,156 @@
+"""Replicas as data, applied: the policy's decisions become a replica plan per instance.
+
+After each planning pass the scheduler hands over its decisions (forecast rates included);
+:func:`controlplane.policy.replicas.plan_replicas` -- the same function the fleet simulator
+runs -- decides how many replicas each model gets and where, under every instance's budget.
+Here the plan is applied: replicas are added beside a ready one (``trigger="replica"``) and
+surplus replicas go, never the last ready one. A model's first load stays the scheduler's or
+the gateway's; its eviction (no replica at all) stays the policy's.
+
+Each instance's own budget is also kept at load time (:meth:`ReplicaPlacer.make_room`): the
+policy sees the fleet as one budget, so a load that lands on a full instance evicts that
+instance's idle models, those with a ready replica elsewhere first, then least recently ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from controlplane.config import FleetSettings
+from controlplane.errors import ControlPlaneError
+from controlplane.fleet.fleet import REPLICA_TRIGGER, RESIDENT, Fleet
+from controlplane.fleet.runtime import InstanceRuntime
+from controlplane.lifecycle.states import ModelState
+from controlplane.policy.replicas import (
+    InstanceCapacity,
+    ReplicaDemand,
+    ReplicaOptions,
+    ReplicaPlan,
+    plan_replicas,
+)
+from controlplane.policy.types import ModelDecision
+from controlplane.types import ModelName
+
+log = logging.getLogger(__name__)
+
+#: decisions under which the policy wants a model resident now
+WANTED = frozenset({"pinned", "keep"})
+#: decisions under which it must not be loaded anywhere (the lifecycle forbids it)
+REFUSED = frozenset({"unload", "disabled", "held cold", "failed"})
+
+
+class ReplicaPlacer:
+    def __init__(self, fleet: Fleet, options: FleetSettings) -> None:
+        self.fleet = fleet
+        self.options = ReplicaOptions(rate_per_replica=options.replica_rate_per_s,
+                                      pinned_replicas=options.pinned_replicas,
+                                      max_replicas=options.max_replicas)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def demands(self, decisions: Sequence[ModelDecision]) -> list[ReplicaDemand]:
+        fleet, found = self.fleet, []
+        for d in decisions:
+            if d.model not in fleet.repository:
+                continue
+            resident = fleet.state(d.model) in RESIDENT
+            wanted = d.decision in WANTED or (resident and d.decision not in REFUSED)
+            spec = fleet.repository.spec(d.model)
+            found.append(ReplicaDemand(
+                model=d.model, memory_mb=fleet.memory_mb(d.model),
+                rate_per_s=d.requests_per_day / 86400.0, wanted=wanted,
+                pinned=d.decision == "pinned",
+                # Triton's sequence batcher keeps a sequence's state on one server: every
+                # request of a sequence must reach the same replica, so a stateful model
+                # has one (a decoupled model's stream already sticks to one replica)
+                max_replicas=1 if spec.sequence_batching else None))
+        return found
+
+    def plan(self, decisions: Sequence[ModelDecision]) -> ReplicaPlan:
+        fleet = self.fleet
+        instances = [InstanceCapacity(rt.name, rt.budget_mb() or math.inf,
+                                      accepting=rt.routable) for rt in fleet.order]
+        current: dict[ModelName, list[str]] = {}
+        for rt, manager in fleet.managers():
+            for s in manager.statuses():
+                if s.state in RESIDENT:
+                    current.setdefault(s.name, []).append(rt.name)
+        return plan_replicas(self.demands(decisions), instances, current, self.options)
+
+    async def apply(self, decisions: list[ModelDecision]) -> ReplicaPlan:
+        """The scheduler's ``on_decisions`` hook: plan, then add and trim replicas."""
+        fleet = self.fleet
+        fleet.rates = {d.model: d.requests_per_day / 86400.0 for d in decisions}
+        plan = fleet.plan = self.plan(decisions)
+        if len(fleet.order) < 2:
+            return plan
+        for model, replicas in plan.replicas.items():
+            ready = [rt for rt in fleet.router.candidates(model)]
+            if not ready:
+                continue  # its first load is the scheduler's or the gateway's
+            planned = {r.instance: r.why for r in replicas}
+            for rt, manager in fleet.managers():
+                state = manager.state(model)
+                if rt.name in planned and rt.routable and state is ModelState.COLD \
+                        and manager.retry_at(model) is None and not manager.held(model):
+                    self._spawn(self._add(rt, model, planned[rt.name]))
+            surplus = [rt for rt in ready if rt.name not in planned]
+            keep = len(ready) - len(surplus)
+            for rt in surplus[: len(surplus) if keep > 0 else len(surplus) - 1]:
+                self._spawn(self._trim(rt, model, f"{len(replicas)} replica(s) planned"))
+        return plan
+
+    async def _add(self, rt: InstanceRuntime, model: ModelName, why: str) -> None:
+        try:
+            await self.fleet.load(model, trigger=REPLICA_TRIGGER, instance=rt.name)
+            self.fleet.record("add replica", model, rt.name, why, "ok")
+        except ControlPlaneError as exc:
+            self.fleet.record("add replica", model, rt.name, why, f"failed: {exc}")
+
+    async def _trim(self, rt: InstanceRuntime, model: ModelName, why: str) -> None:
+        try:
+            await self.fleet.unload(model, trigger=REPLICA_TRIGGER, instance=rt.name,
+                                    force=True)  # a pinned model's surplus replica
+            self.fleet.record("remove replica", model, rt.name, why, "ok")
+        except ControlPlaneError as exc:
+            self.fleet.record("remove replica", model, rt.name, why, f"failed: {exc}")
+
+    async def make_room(self, rt: InstanceRuntime, model: ModelName) -> None:
+        """Before a load on ``rt`` (it is ``loading`` by then): keep ``rt`` within its own
+        budget by unloading its idle models, replicated ones first."""
+        fleet, budget = self.fleet, rt.budget_mb()
+        if budget is None or len(fleet.order) < 2 or rt.manager is None:
+            return
+        need = fleet.used_mb(rt) - budget
+        if need <= 0:
+            return
+        idle = [s for s in rt.manager.statuses()
+                if s.state is ModelState.READY and not s.busy and not s.pinned
+                and s.name != model and not fleet.held(s.name)]
+        idle.sort(key=lambda s: (len(fleet.router.candidates(s.name)) < 2, s.since))
+        for s in idle:
+            if need <= 0:
+                break
+            try:
+                await rt.manager.unload(s.name, trigger="make room")
+                fleet.record("unload", s.name, rt.name, f"make room for {model} on {rt.name}",
+                             "ok")
+                need -= fleet.memory_mb(s.name)
+            except ControlPlaneError as exc:
+                log.warning("making room on %s for %s: %s", rt.name, model, exc)
+        if need > 0:
+            fleet.record("load", model, rt.name, f"over {rt.name}'s budget by {need:.0f} MB: "
+                         "the rest is held by busy, pinned or held models", "warning")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,103 @@
+"""Where the fleet's Triton instances come from: started here, or found at an address.
+
+A provider turns one ``[instances.<name>]`` entry into a running :class:`TritonInstance`.
+``embedded`` starts a tritonserver of its own per instance (its own ports, log and backend
+directory, optionally its own GPUs); ``static`` attaches to one someone else runs (compose,
+VMs). A Kubernetes provider would fit the same shape: ``discover`` lists a Deployment's pods
+by label as named static instances, and ``scale`` asks the API for more or fewer replicas
+(ModelMesh finds its pods the same way); nothing here assumes the set is fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from controlplane.compile_cache.store import CompileCacheStore
+from controlplane.config import InstanceSettings, Settings
+from controlplane.triton.client import TritonClient
+from controlplane.triton.distribution import TritonDistribution
+from controlplane.triton.instance import TritonInstance
+from controlplane.triton.metrics import PluginMetrics
+from controlplane.triton.process import TritonProcess
+from controlplane.types import InstanceName
+
+log = logging.getLogger(__name__)
+
+
+class Provider(Protocol):
+    """Finds and opens instances of one kind."""
+
+    kind: str
+
+    def discover(self) -> dict[InstanceName, InstanceSettings]:
+        """The instances this provider has now, by name (configured ones, or found)."""
+
+    async def open(self, name: InstanceName, spec: InstanceSettings) -> TritonInstance:
+        """Start or attach to ``name``; raises TritonStartError / TritonUnavailable."""
+
+
+class ConfiguredProvider:
+    """The instances named in the settings, started (embedded) or attached to (static)."""
+
+    def __init__(self, settings: Settings, kind: str) -> None:
+        self.settings = settings
+        self.kind = kind
+        #: one instance configured the old way keeps the old file layout (data_dir/triton.log)
+        self.single = not settings.instances
+
+    def discover(self) -> dict[InstanceName, InstanceSettings]:
+        return {name: spec for name, spec in self.settings.fleet_instances().items()
+                if spec.provider == self.kind}
+
+    def files(self, name: InstanceName) -> Path:
+        """The instance's own folder: log and backend directory (two servers must not share
+        a backend directory: a crashed one's stubs are found, and killed, by its path)."""
+        data = self.settings.data_dir
+        return data if self.single else data / "instances" / name
+
+    async def open(self, name: InstanceName, spec: InstanceSettings) -> TritonInstance:
+        t = self.settings.triton
+        process = None
+        if spec.provider == "static":
+            assert spec.url is not None  # InstanceSettings refuses a static one without
+            url, metrics_url = spec.url, spec.metrics_url
+        else:
+            process = self._process(name, spec)
+            await process.launch()
+            url, metrics_url = process.grpc_url, process.metrics_url
+        client = TritonClient(url, call_timeout_s=t.call_timeout_s,
+                              load_timeout_s=t.load_timeout_s,
+                              unload_timeout_s=t.unload_timeout_s)
+        instance = TritonInstance(name, client,
+                                  PluginMetrics(metrics_url) if metrics_url else None, process)
+        if process is None:
+            try:
+                await instance.wait_live(t.startup_timeout_s)
+            except BaseException:
+                await client.close()
+                raise
+        return instance
+
+    def _process(self, name: InstanceName, spec: InstanceSettings) -> TritonProcess:
+        s, t = self.settings, self.settings.triton
+        folder = self.files(name)
+        distribution = TritonDistribution.locate(t.binary)
+        backend_dir = distribution.assemble_backend_dir(s.backends_dir, folder / "backends")
+        compile_cache = CompileCacheStore.from_settings(s)
+        env = compile_cache.environment() if compile_cache else {}
+        if spec.cuda_visible_devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible_devices
+        return TritonProcess(
+            distribution=distribution, model_repository=s.model_repository,
+            backend_dir=backend_dir, log_path=folder / "triton.log", host=t.host,
+            grpc_port=spec.grpc_port, http_port=spec.http_port, metrics_port=spec.metrics_port,
+            startup_timeout_s=t.startup_timeout_s, stop_timeout_s=t.stop_timeout_s,
+            disable_auto_complete_config=t.disable_auto_complete_config,
+            extra_args=t.extra_args, env=env)
+
+
+def providers(settings: Settings) -> list[ConfiguredProvider]:
+    """Every provider the settings use."""
+    return [ConfiguredProvider(settings, kind) for kind in ("embedded", "static")]

@@ -1,0 +1,147 @@
+"""One Triton instance's runtime: the server, its lifecycle, its supervisor and its upstream.
+
+Built, then started on an ``AsyncExitStack`` (the shape of uvicorn's and MLServer's servers):
+every part's ``close`` is pushed as the part starts, so teardown runs in reverse order by
+construction -- the supervisor first (a stop is no crash, and nothing restarts while we stop),
+then the reconcile loop, the gateway's channel, the lifecycle, the probes, Triton last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from controlplane.config import InstanceSettings, Settings
+from controlplane.fleet.provider import ConfiguredProvider
+from controlplane.fleet.upstream import Upstream
+from controlplane.lifecycle.backoff import BackoffPolicy
+from controlplane.lifecycle.manager import LoadPreparer, ModelManager
+from controlplane.loops import Loops
+from controlplane.store.database import Database
+from controlplane.store.lifecycle import LifecycleStore
+from controlplane.triton.distribution import missing_backends
+from controlplane.triton.instance import TritonInstance
+from controlplane.triton.repository import ModelRepository
+from controlplane.triton.supervisor import TritonSupervisor
+from controlplane.types import InstanceName, ModelName
+from controlplane.warmup.batch_stats import BatchStatsTracker
+from controlplane.warmup.configs import WarmupStore
+from controlplane.warmup.preparer import WarmupPreparer
+from controlplane.warmup.probe import WarmupProbe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Shared:
+    """What every runtime of a fleet uses alike (one store, one repository, one preparer)."""
+
+    settings: Settings
+    database: Database
+    repository: ModelRepository
+    warmups: WarmupStore
+    loops: Loops
+    #: what a load sends (warm-up, placement); None: the model's own config
+    preparer: LoadPreparer | None
+    #: the warm-up generator, whose probes run per instance; None with warm-up off
+    warmup: WarmupPreparer | None
+    #: called with each runtime once its manager exists, before it starts: the hook wiring
+    wire: Callable[[InstanceRuntime], None] = lambda runtime: None
+
+
+@dataclass(eq=False)
+class InstanceRuntime:
+    name: InstanceName
+    spec: InstanceSettings
+    provider: ConfiguredProvider
+    shared: Shared
+    #: no new requests or loads go here; in-flight ones finish (``Fleet.drain``)
+    draining: bool = False
+    instance: TritonInstance | None = None
+    manager: ModelManager | None = None
+    supervisor: TritonSupervisor | None = None
+    probe: WarmupProbe | None = None
+    batch_stats: BatchStatsTracker | None = None
+    upstream: Upstream | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def loops(self) -> Loops:
+        """Its loops in the shared registry (``reconcile@b``), or unscoped when it is the
+        only instance (``reconcile``, as before there were fleets)."""
+        return self.shared.loops if self.provider.single else self.shared.loops.scoped(self.name)
+
+    @property
+    def routable(self) -> bool:
+        """Serving and not draining: the router and new loads may use it."""
+        return (not self.draining and self.supervisor is not None and self.supervisor.serving)
+
+    @property
+    def outstanding(self) -> int:
+        return 0 if self.upstream is None else self.upstream.outstanding
+
+    def budget_mb(self) -> float | None:
+        return self.spec.memory_budget_mb
+
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start Triton (or attach), then the lifecycle, supervision and the upstream."""
+        s, shared = self.shared.settings, self.shared
+        self.instance = instance = await self.provider.open(self.name, self.spec)
+        stack.push_async_callback(self._close_instance)
+        self.batch_stats = BatchStatsTracker(instance.client, shared.warmups)
+        if shared.warmup is not None:
+            self.probe = WarmupProbe(preparer=shared.warmup, client=instance.client,
+                                     options=s.warmup.probe, batch_stats=self.batch_stats)
+            stack.push_async_callback(self.probe.close)
+        disabled = {**self._missing_backends(),
+                    **{name: "[models] disabled = true in the settings"
+                       for name, m in s.models.items() if m.disabled}}
+        self.manager = manager = ModelManager(
+            instance=instance, repository=shared.repository,
+            store=LifecycleStore(shared.database, self.name),
+            pinned=[m for m in s.pinned_models() if m in shared.repository],
+            preparer=shared.preparer, probe=self.probe,
+            backoff=BackoffPolicy(initial_s=s.lifecycle.retry_initial_s,
+                                  multiplier=s.lifecycle.retry_multiplier,
+                                  max_s=s.lifecycle.retry_max_s),
+            disabled=disabled)
+        shared.wire(self)
+        await manager.start()
+        stack.push_async_callback(manager.close)
+        self.upstream = Upstream(self.name, instance.grpc_url)
+        self.upstream.open()
+        stack.push_async_callback(self.upstream.close)
+        stack.push_async_callback(self._cancel_tasks)
+        self._tasks.append(asyncio.create_task(self.loops.every(
+            "reconcile", s.triton.reconcile_interval_s, manager.reconcile),
+            name=f"reconcile-{self.name}"))
+        self.supervisor = instance.supervise(s.triton.supervision, self.loops)
+        self.supervisor.listeners.append(manager)
+        stack.push_async_callback(self.supervisor.close)
+
+    def start_supervision(self) -> None:
+        """Begin watching Triton; after every listener is in place (the fleet's too)."""
+        assert self.supervisor is not None
+        self.supervisor.start()
+
+    def _missing_backends(self) -> dict[ModelName, str]:
+        """Models the embedded Triton has no backend for (an external one's are unknown)."""
+        process = None if self.instance is None else self.instance.process
+        return ({} if process is None
+                else missing_backends(self.shared.repository, process.backend_dir))
+
+    async def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _close_instance(self) -> None:
+        assert self.instance is not None
+        try:
+            await self.instance.close()
+        except Exception as exc:  # one instance failing to stop must not stop the others'
+            log.warning("stopping Triton instance %s: %s", self.name, exc)

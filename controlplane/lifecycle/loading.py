@@ -1,0 +1,160 @@
+"""One load as Triton sees it: prepared, sent with our additions (plain when Triton refuses
+them), probed and measured (footprint, versions); and why a load failed, in words.
+
+The manager decides when to load, holds the model's lock and records the outcome; this
+module talks to Triton through the port and to the preparer and probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from controlplane.errors import (
+    ControlPlaneError,
+    DeadlineExceeded,
+    ModelLoadFailed,
+    TritonUnavailable,
+)
+from controlplane.lifecycle.port import model_entries
+from controlplane.lifecycle.states import Cause, LoadPlan, ModelState, ready_versions
+from controlplane.types import ModelName
+
+if TYPE_CHECKING:
+    from controlplane.lifecycle.managed import ManagedModel
+    from controlplane.lifecycle.manager import ModelManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BroughtUp:
+    """What a successful load measured."""
+
+    #: the Triton load call alone, seconds
+    triton_s: float
+    #: resident bytes the plugin reports; None: not measured
+    memory_bytes: int | None
+    #: the versions Triton serves now; None: its index could not be read
+    versions: tuple[str, ...] | None
+
+
+class Loads:
+    """The Triton side of one manager's loads (the manager holds the model's lock)."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.m = manager
+
+    async def bring_up(self, model: ManagedModel, details: dict[str, Any], *,
+                       mark_warming: bool) -> BroughtUp:
+        """Prepare, load in Triton, probe (``warming`` first if ``mark_warming``), measure.
+        Fills ``details`` (the load record's) as it goes; raises what the load raised."""
+        spec = self.m.repository.spec(model.name)
+        plan = await self.m.preparer.prepare(spec) if self.m.preparer else LoadPlan()
+        details.update(plan.details or {})
+        t_call = time.monotonic()
+        await self.load(model.name, plan, details)
+        triton_s = details["triton_s"] = time.monotonic() - t_call
+        if self.m.probe is not None:
+            if mark_warming:
+                await self.m._set(model, ModelState.WARMING, "probing before routing traffic",
+                                  cause=Cause.PROBE)
+            details.update(await self.m.probe.probe(spec))
+        footprint = await self.footprint(model.name)
+        details.update(footprint)
+        versions = await self.versions(model.name)
+        if versions is not None:
+            details["versions"] = list(versions)
+        if model.state is ModelState.COLD:
+            # Triton was seen down meanwhile (Recovery.down): what we loaded is gone with it,
+            # and the restore once it is back loads the model again
+            raise TritonUnavailable("Triton stopped serving during the load")
+        return BroughtUp(triton_s, footprint.get("rss_bytes"), versions)
+
+    async def load(self, name: ModelName, plan: LoadPlan, details: dict[str, Any]) -> None:
+        """Load with ``plan``; if Triton refuses our additions, load the model plain.
+
+        The rule: what plain Triton serves, warmctl serves. A plan with a config or files
+        carries our additions (warm-up, placement); when Triton refuses it, the hooks mark
+        them rejected with Triton's reason and the model loads from its own config.pbtxt.
+        A Triton that died or timed out is not retried here: a timed-out load goes on in
+        Triton, and a dead Triton is restored by its supervisor (plain, once rejected).
+        """
+        port, timeout_s = self.m.instance, self.m.load_timeout_s
+        try:
+            await port.load(name, config=plan.config, files=plan.files, timeout_s=timeout_s)
+            return
+        except ModelLoadFailed as exc:
+            if plan.config is None and plan.files is None:
+                raise
+            reason = self.reason(name, exc)
+            failure: BaseException = exc
+        except TritonUnavailable as exc:
+            if plan.config is not None or plan.files is not None:
+                reason = f"Triton became unavailable during a load with our additions: {exc}"
+                await self._reject_additions(name, plan, reason, details)
+            raise
+        await self._reject_additions(name, plan, reason, details)
+        log.warning("load of %s with warmctl's additions failed (%s); loading it plain",
+                    name, reason)
+        try:
+            await port.load(name, timeout_s=timeout_s)
+        except ModelLoadFailed as plain:
+            raise ModelLoadFailed(name, f"{self.reason(name, plain)} (also with warmctl's "
+                                        f"additions: {reason})") from failure
+        details["loaded_plain"] = True
+
+    async def _reject_additions(self, name: ModelName, plan: LoadPlan, reason: str,
+                                details: dict[str, Any]) -> None:
+        details["additions_rejected"] = reason
+        for hook in self.m.additions_rejected:
+            try:
+                await hook(name, plan, reason)
+            except ControlPlaneError as exc:
+                log.warning("additions-rejected hook for %s: %s", name, exc)
+
+    def reason(self, name: ModelName, exc: BaseException) -> str:
+        """Why a load failed, in words, with Triton's own detail from its log when known."""
+        reason = failure_reason(exc, self.m.load_timeout_s)
+        detail = self.m.instance.failure_detail(name)
+        return f"{reason} ({detail})" if detail and detail not in reason else reason
+
+    async def footprint(self, name: ModelName) -> dict[str, Any]:
+        """The plugin's figures for a freshly loaded model; empty if they cannot be read."""
+        try:
+            footprint = await self.m.instance.footprint(name)
+        except ControlPlaneError as exc:
+            log.warning("no plugin metrics for %s: %s", name, exc)
+            return {}
+        if footprint is None:
+            return {}
+        return {
+            "instances": footprint.instances,
+            "rss_bytes": footprint.rss_bytes,
+            "cuda_allocated_bytes": footprint.cuda_allocated_bytes,
+            "load_phases": footprint.load_phases,
+            **({"compile_cache": footprint.compile_cache} if footprint.compile_cache else {}),
+        }
+
+    async def versions(self, name: ModelName) -> tuple[str, ...] | None:
+        """The versions Triton serves of ``name`` now; None when its index cannot be read."""
+        try:
+            return ready_versions(model_entries(await self.m.instance.index(), name))
+        except ControlPlaneError as exc:
+            log.warning("cannot read the loaded versions of %s: %s", name, exc)
+            return None
+
+
+def failure_reason(exc: BaseException, timeout_s: float) -> str:
+    if isinstance(exc, ModelLoadFailed):
+        return exc.reason
+    if isinstance(exc, DeadlineExceeded):
+        return f"load did not finish within {timeout_s:g}s ({exc})"
+    if isinstance(exc, asyncio.CancelledError):
+        return "load cancelled (control plane stopping)"
+    if isinstance(exc, ControlPlaneError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"

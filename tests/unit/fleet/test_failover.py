@@ -1,0 +1,62 @@
+"""Failover (models of a dead instance loaded elsewhere, hottest first) and draining."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from controlplane.fleet.failover import Failover, drain, resume
+from controlplane.lifecycle.states import ModelState
+from controlplane.store.database import Database
+from tests.unit.fleet.support import make_fleet, runtime
+
+
+def _ready_on(fleet: object, model: str) -> list[str]:
+    return sorted(s.instance for s in fleet.replicas(model)  # type: ignore[attr-defined]
+                  if s.state is ModelState.READY)
+
+
+async def test_models_only_the_dead_instance_had_are_loaded_elsewhere_hottest_first(
+        tmp_path: Path, database: Database) -> None:
+    fleet = await make_fleet(tmp_path, database, ("a", "b"))
+    a, b = fleet.order
+    for model in ("hot", "warm", "rare"):
+        await fleet.load(model, trigger="api", instance="a")
+    await fleet.load("warm", trigger="api", instance="b")
+    fleet.rates = {"hot": 9.0, "rare": 0.1, "warm": 5.0}
+    runtime(a)[1].serving = False
+    assert a.manager is not None
+    await a.manager.triton_down("tritonserver was killed by signal 9")
+    failover = Failover(fleet, a, concurrency=1)  # one at a time: the order is observable
+    await failover.triton_down("tritonserver was killed by signal 9")
+    assert failover.task is not None
+    moved = await failover.task
+    assert moved == {"hot": "b", "rare": "b"}  # warm still had its replica on b
+    assert [model for model, _ in runtime(b)[0].loads] == ["warm", "hot", "rare"]
+    assert all(a_.kind == "failover" and a_.outcome == "ok" for a_ in fleet.actions)
+
+
+async def test_a_drain_moves_needed_models_waits_for_in_flight_then_unloads(
+        tmp_path: Path, database: Database) -> None:
+    fleet = await make_fleet(tmp_path, database, ("a", "b"))
+    a, b = fleet.order
+    for model in ("hot", "rare"):
+        await fleet.load(model, trigger="api", instance="b")
+    await fleet.load("hot", trigger="api", instance="a")
+    assert b.upstream is not None
+    b.upstream.outstanding = 2
+
+    async def finish_in_flight() -> None:
+        await asyncio.sleep(0.2)
+        b.upstream.outstanding = 0  # type: ignore[union-attr]
+
+    finishing = asyncio.create_task(finish_in_flight())
+    report = await drain(fleet, "b")
+    await finishing
+    assert report.moved == {"hot": "already ready elsewhere", "rare": "a"}
+    assert report.waited_s >= 0.15 and report.in_flight_left == 0
+    assert sorted(report.unloaded) == ["hot", "rare"]
+    assert _ready_on(fleet, "rare") == ["a"] and _ready_on(fleet, "hot") == ["a"]
+    assert not b.routable and fleet.choose("warm") is a
+    resume(fleet, "b")
+    assert b.routable
