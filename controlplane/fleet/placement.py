@@ -14,12 +14,11 @@ instance's idle models, those with a ready replica elsewhere first, then least r
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
 
+from controlplane.background import Background
 from controlplane.config import FleetSettings
 from controlplane.errors import ControlPlaneError
 from controlplane.fleet.fleet import REPLICA_TRIGGER, RESIDENT, Fleet
@@ -49,7 +48,8 @@ class ReplicaPlacer:
         self.options = ReplicaOptions(rate_per_replica=options.replica_rate_per_s,
                                       pinned_replicas=options.pinned_replicas,
                                       max_replicas=options.max_replicas)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: replica loads and unloads in flight
+        self.background = Background()
 
     def demands(self, decisions: Sequence[ModelDecision]) -> list[ReplicaDemand]:
         fleet, found = self.fleet, []
@@ -96,11 +96,12 @@ class ReplicaPlacer:
                 state = manager.state(model)
                 if rt.name in planned and rt.routable and state is ModelState.COLD \
                         and manager.retry_at(model) is None and not manager.held(model):
-                    self._spawn(self._add(rt, model, planned[rt.name]))
+                    self.background.spawn(self._add(rt, model, planned[rt.name]))
             surplus = [rt for rt in ready if rt.name not in planned]
             keep = len(ready) - len(surplus)
             for rt in surplus[: len(surplus) if keep > 0 else len(surplus) - 1]:
-                self._spawn(self._trim(rt, model, f"{len(replicas)} replica(s) planned"))
+                self.background.spawn(
+                    self._trim(rt, model, f"{len(replicas)} replica(s) planned"))
         return plan
 
     async def _add(self, rt: InstanceRuntime, model: ModelName, why: str) -> None:
@@ -145,12 +146,5 @@ class ReplicaPlacer:
             fleet.record("load", model, rt.name, f"over {rt.name}'s budget by {need:.0f} MB: "
                          "the rest is held by busy, pinned or held models", "warning")
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+from controlplane.background import Background
 from controlplane.config import SchedulerOptions
 from controlplane.errors import ControlPlaneError
 from controlplane.lifecycle.states import ModelState
@@ -76,7 +77,8 @@ class LiveScheduler:
         self.harness = Harness(pinned=frozenset(manager.pinned), held=self.state.held,
                                pins_settled=False, blocked=self._blocked)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: loads it started and page-cache staging in flight
+        self.background = Background()
         self._tick_lock = asyncio.Lock()
         #: told of every preload the policy times (the job runner persists them)
         self.on_preload_plan: Callable[[ModelName, float], None] | None = None
@@ -202,7 +204,7 @@ class LiveScheduler:
         await asyncio.gather(*(self._unload(a) for a in actions if a.kind == "unload"))
         for action in actions:
             if action.kind == "load":
-                self._spawn(self._load(action))
+                self.background.spawn(self._load(action))
 
     async def _unload(self, action: Action) -> None:
         if action.model in self.state.held:
@@ -262,7 +264,7 @@ class LiveScheduler:
             self.state.staged[d.model] = self.clock()
             files = [p for p in self.manager.repository.model_dir(d.model).rglob("*")
                      if p.is_file()]
-            self._spawn(asyncio.to_thread(stage, files))
+            self.background.spawn(asyncio.to_thread(stage, files))
 
     # -- explanation ------------------------------------------------------------------------
     async def explain_decisions(self) -> list[ModelDecision]:
@@ -313,15 +315,8 @@ class LiveScheduler:
                                                action.reason, outcome))
         del self.state.actions[:-200]
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.close()
         self._thread.shutdown(wait=True)
 
 

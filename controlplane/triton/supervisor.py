@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from controlplane.background import Background
 from controlplane.config import SupervisionSettings
 from controlplane.errors import Conflict, ControlPlaneError, TritonStartError
 from controlplane.loops import Loops
@@ -72,7 +73,8 @@ class TritonSupervisor:
         self._generation = 0
         #: generations whose exit is ours (a stop, a kill for hanging): not a crash
         self._expected: set[int] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: the probe loop and the process watcher
+        self._background = Background()
         self._recovery: asyncio.Task[None] | None = None
         self._restore: asyncio.Task[object] | None = None
         self._closing = False
@@ -115,7 +117,7 @@ class TritonSupervisor:
         self._set(TritonState.LIVE, "started")
         self.last_ok = self.clock()
         self._watch_exit()
-        self._spawn(self._probe_loop())
+        self._background.spawn(self._probe_loop())
 
     def poke(self) -> None:
         """Probe now (the gateway saw Triton fail a request)."""
@@ -126,7 +128,8 @@ class TritonSupervisor:
         self._closing = True
         self._expected.add(self._generation)
         self._set(TritonState.STOPPED, "control plane stopping")
-        tasks = [t for t in (*self._tasks, self._recovery, self._restore) if t is not None]
+        tasks = [t for t in (*self._background, self._recovery, self._restore)
+                 if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:  # bounded: a task that swallowed its cancellation must not hang the stop
@@ -174,11 +177,6 @@ class TritonSupervisor:
             self.since = self.clock()
         self.state, self.reason = state, reason
 
-    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _recent_restarts(self) -> deque[float]:
         horizon = self.clock() - self.options.restart_window_s
@@ -202,7 +200,7 @@ class TritonSupervisor:
             log.error("%s: every model is unavailable until it is back", reason)
             self._begin_recovery(reason)
 
-        self._spawn(watch())
+        self._background.spawn(watch())
 
     def _begin_recovery(self, reason: str) -> None:
         if self._recovery is None or self._recovery.done():

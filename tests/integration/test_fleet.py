@@ -63,7 +63,6 @@ async def test_a_hot_model_gets_replicas_and_traffic_reaches_both(
         for i in range(30):
             assert await _infer(client, "hot", float(i)) == float(i)
         await _infer(client, "rare", 1.0)
-        assert len(_ready_on(cp, "hot")) == 1  # its first load: one instance
         await cp.recorder.flush()
         await cp.scheduler.tick()  # the policy's decisions -> the replica plan
         assert cp.fleet.plan.instances_of("hot") and len(cp.fleet.plan.instances_of("hot")) == 2
@@ -71,6 +70,10 @@ async def test_a_hot_model_gets_replicas_and_traffic_reaches_both(
             cp.fleet.replicas("hot")
         assert any(a.kind == "add replica" and a.model == "hot" and a.outcome == "ok"
                    for a in cp.fleet.actions)
+        # its first load was the first request's, on one instance; the second the plan's
+        triggers = sorted(e.trigger for rt in cp.fleet.order if rt.manager is not None
+                          for e in rt.manager.store.events("hot") if e.action == "load")
+        assert triggers == ["gateway", "replica"], triggers
         before = {i: await _executions(cp, i, "hot") for i in ("a", "b")}
         # 40 concurrent requests: power of two choices spreads them over both replicas
         values = await asyncio.gather(*(_infer(client, "hot", float(i)) for i in range(40)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from controlplane.config import FleetSettings
@@ -23,7 +22,7 @@ def _ready_on(fleet: object, model: str) -> list[str]:
 
 
 async def _settle(placer: ReplicaPlacer) -> None:
-    await asyncio.gather(*placer._tasks)
+    await placer.background.settle()
 
 
 async def test_a_hot_model_gains_replicas_and_loses_them_when_it_cools(
