@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from controlplane.compile_cache.cold_start import ColdStarts
 from controlplane.compile_cache.store import CompileCacheStore
 from controlplane.config import Settings
 from controlplane.errors import ConfigError
+from controlplane.fleet.crashes import CrashTracker
 from controlplane.fleet.failover import Failover
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.placement import ReplicaPlacer
@@ -83,8 +85,11 @@ class ControlPlane:
         runtimes = [InstanceRuntime(name, spec, providers[spec.provider], shared)
                     for name, spec in settings.fleet_instances().items()]
         self.fleet = Fleet(runtimes, self.repository, settings.fleet,
-                           pinned=[m for m in settings.pinned_models() if m in self.repository])
+                           pinned=[m for m in settings.pinned_models() if m in self.repository],
+                           call_timeout_s=settings.triton.call_timeout_s)
         self.placer = ReplicaPlacer(self.fleet, settings.fleet)
+        #: crashes traced to the models in them; repeat offenders quarantined
+        self.crashes = CrashTracker(self.fleet)
         self.failovers = [Failover(self.fleet, rt) for rt in runtimes]
         self.drift: DriftWatcher | None = None
         self.scheduler: LiveScheduler | None = None
@@ -124,6 +129,7 @@ class ControlPlane:
         manager.before_unload.append(rt.batch_stats.collect)
         manager.before_load.append(self.fleet.run_before_load)
         manager.before_load.append(lambda model, trigger: self.placer.make_room(rt, model))
+        manager.elsewhere = lambda model: self.fleet.ready_elsewhere(model, rt)
         if self.preparer is not None:
             # Triton refused a load carrying our warm-up: never apply that version again
             manager.additions_rejected.append(self.preparer.rejected)
@@ -148,7 +154,13 @@ class ControlPlane:
                 assert rt.supervisor is not None
                 rt.supervisor.listeners.append(failover)  # after its manager's
                 stack.push_async_callback(failover.close)
+                self.crashes.watch(rt)
+                # a restarted Triton gets the clients' shared-memory registrations back
+                # before anything is routed to it
+                rt.supervisor.before_live.append(
+                    functools.partial(self.fleet.shared_memory.restore, rt.name))
                 rt.start_supervision()
+            stack.push_async_callback(self.crashes.close)
             stack.push_async_callback(self.placer.close)
             self.readiness.manager = self.readiness.supervisor = self.fleet
             if self.preparer is not None:
@@ -173,6 +185,7 @@ class ControlPlane:
                     ready=lambda: self.readiness.ready,
                     upstream_error=self._upstream_error,
                     max_request_bytes=s.gateway.max_request_bytes,
+                    max_buffered_bytes=s.gateway.max_buffered_bytes,
                     expose_tracebacks=s.gateway.expose_tracebacks,
                     guard=gateway_guard(s),
                 )
@@ -241,6 +254,7 @@ class ControlPlane:
         rt = self.fleet.runtimes.get(instance)
         if rt is None:
             return
+        self.crashes.request_failed(instance, model, status)
         if rt.supervisor is not None and status == "UNAVAILABLE":
             rt.supervisor.poke()
         if rt.manager is not None and signals_lost(status, message):

@@ -132,9 +132,15 @@ class GatewaySettings(Section):
     allow_repository_control: bool = False
     #: seconds in-flight requests get to finish at shutdown
     grace_s: float = Field(default=5.0, ge=0)
-    #: largest request message accepted (bytes); a larger one gets RESOURCE_EXHAUSTED before
-    #: it is buffered. Also bounds what one client can make the gateway hold in memory.
-    max_request_bytes: int = Field(default=256 << 20, gt=0, le=(2 << 30) - 1)
+    #: largest request accepted (bytes); a larger one gets RESOURCE_EXHAUSTED naming this
+    #: setting the moment it arrives. The default is gRPC's ceiling and Triton's own (2 GiB
+    #: - 1): what plain Triton serves, the gateway serves
+    max_request_bytes: int = Field(default=(2 << 30) - 1, gt=0, le=(2 << 30) - 1)
+    #: request bytes held at once across every request in progress (waiting for a load,
+    #: forwarded); past it a request is refused at once with RESOURCE_EXHAUSTED naming this
+    #: setting. None: a quarter of the memory the process may use (the machine's, or its
+    #: cgroup limit if lower; ``gateway/buffered.py``)
+    max_buffered_bytes: int | None = Field(default=None, gt=0)
     #: send a model's Python traceback (Triton's error text after "At:"/"Traceback") to
     #: clients; by default they get the error's first line (the root cause) only
     expose_tracebacks: bool = False

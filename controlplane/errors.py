@@ -123,6 +123,32 @@ _BACKEND_FRAMES = re.compile(r"\n*At:\n(?:  [^\n]*(?:\n|$))+")
 _PYTHON_FRAMES = re.compile(r"Traceback \(most recent call last\):\n(?:[ \t][^\n]*(?:\n|$))+")
 
 
+#: TorchScript puts the model's serialized (and original) code in its runtime errors, then the
+#: error itself on a line of its own, e.g. "RuntimeError: index out of range in self"
+_TORCHSCRIPT = "The following operation failed in the TorchScript interpreter."
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b:? ?")
+#: an absolute server path (not a URL's): two or more components
+_SERVER_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"():,;<>|]+/)+([^\s/'\"():,;<>|]+)")
+
+
+def strip_torchscript(text: str) -> str:
+    """``text`` without TorchScript's code listing: the text before it and the error line
+    after it are kept (a client sees "RuntimeError: index out of range in self", not the
+    model's code)."""
+    at = text.find(_TORCHSCRIPT)
+    if at < 0:
+        return text
+    lines = text[at:].splitlines()
+    rest = next((i for i, line in enumerate(lines[1:], 1) if _ERROR_LINE.match(line)), None)
+    tail = "\n".join(lines[rest:]) if rest is not None else ""
+    return (text[:at] + tail).rstrip()
+
+
+def strip_paths(text: str) -> str:
+    """Absolute server paths cut to their last component (``.../model.py``)."""
+    return _SERVER_PATH.sub(r".../\1", text)
+
+
 def strip_traceback(text: str) -> str:
     """``text`` without Python stack frames, keeping the root cause line.
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from controlplane.admin.deps import ControlPlaneDep
 from controlplane.errors import TritonUnavailable
+from controlplane.fleet import failover
 from controlplane.fleet.runtime import InstanceRuntime
 
 router = APIRouter(prefix="/triton", tags=["triton"])
@@ -51,11 +52,14 @@ async def restart_triton(
     instance: InstanceQuery = None,
 ) -> dict[str, Any]:
     """Restart one embedded tritonserver (a hung model load, a leak, after it gave up):
-    models it had are restored, pinned first; with several instances the others serve
-    meanwhile. 409 for an external Triton; 503 when it does not come up."""
+    models it had are restored, pinned first. With several instances its traffic moves
+    first, as for a drain (its models made ready elsewhere, in-flight requests finished),
+    so no request fails or waits. 409 for an external Triton; 503 when it does not come
+    up."""
     rt = _runtime(cp, instance)
     assert rt.supervisor is not None
-    await rt.supervisor.restart()
+    # with other instances serving, its traffic moves first: no request fails or waits
+    await failover.restart(cp.fleet, rt.name)
     if wait:
         await rt.supervisor.wait_restored()
     return _view(rt)

@@ -4,8 +4,10 @@ After each planning pass the scheduler hands over its decisions (forecast rates 
 :func:`controlplane.policy.replicas.plan_replicas` -- the same function the fleet simulator
 runs -- decides how many replicas each model gets and where, under every instance's budget.
 Here the plan is applied: replicas are added beside a ready one (``trigger="replica"``) and
-surplus replicas go, never the last ready one. A model's first load stays the scheduler's or
-the gateway's; its eviction (no replica at all) stays the policy's.
+surplus replicas go, never the last ready one, and never one the operator loaded on that
+instance (it stays until the operator releases it; the plan says so). A removal stops routing
+to the replica before Triton unloads it (``removal.py``). A model's first load stays the
+scheduler's or the gateway's; its eviction (no replica at all) stays the policy's.
 
 Each instance's own budget is also kept at load time (:meth:`ReplicaPlacer.make_room`): the
 policy sees the fleet as one budget, so a load that lands on a full instance evicts that
@@ -22,10 +24,12 @@ from controlplane.background import Background
 from controlplane.config import FleetSettings
 from controlplane.errors import ControlPlaneError
 from controlplane.fleet.fleet import REPLICA_TRIGGER, RESIDENT, Fleet
+from controlplane.fleet.removal import remove_replica
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.lifecycle.states import ModelState
 from controlplane.policy.replicas import (
     InstanceCapacity,
+    Replica,
     ReplicaDemand,
     ReplicaOptions,
     ReplicaPlan,
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 WANTED = frozenset({"pinned", "keep"})
 #: decisions under which it must not be loaded anywhere (the lifecycle forbids it)
 REFUSED = frozenset({"unload", "disabled", "held cold", "failed"})
+#: why a replica the operator loaded stays, whatever the plan
+KEPT = "kept by the operator (loaded on this instance; `warmctl release` ends it)"
 
 
 class ReplicaPlacer:
@@ -72,13 +78,17 @@ class ReplicaPlacer:
     def plan(self, decisions: Sequence[ModelDecision]) -> ReplicaPlan:
         fleet = self.fleet
         instances = [InstanceCapacity(rt.name, rt.budget_mb() or math.inf,
-                                      accepting=rt.routable) for rt in fleet.order]
+                                      accepting=rt.accepting) for rt in fleet.order]
         current: dict[ModelName, list[str]] = {}
+        kept: list[tuple[ModelName, str]] = []
         for rt, manager in fleet.managers():
             for s in manager.statuses():
                 if s.state in RESIDENT:
                     current.setdefault(s.name, []).append(rt.name)
-        return plan_replicas(self.demands(decisions), instances, current, self.options)
+                    if s.kept:
+                        kept.append((s.name, rt.name))
+        return with_kept(plan_replicas(self.demands(decisions), instances, current,
+                                       self.options), kept)
 
     async def apply(self, decisions: list[ModelDecision]) -> ReplicaPlan:
         """The scheduler's ``on_decisions`` hook: plan, then add and trim replicas."""
@@ -97,7 +107,8 @@ class ReplicaPlacer:
                 if rt.name in planned and rt.routable and state is ModelState.COLD \
                         and manager.retry_at(model) is None and not manager.held(model):
                     self.background.spawn(self._add(rt, model, planned[rt.name]))
-            surplus = [rt for rt in ready if rt.name not in planned]
+            surplus = [rt for rt in ready if rt.name not in planned
+                       and rt.manager is not None and not rt.manager.kept(model)]
             keep = len(ready) - len(surplus)
             for rt in surplus[: len(surplus) if keep > 0 else len(surplus) - 1]:
                 self.background.spawn(
@@ -113,8 +124,8 @@ class ReplicaPlacer:
 
     async def _trim(self, rt: InstanceRuntime, model: ModelName, why: str) -> None:
         try:
-            await self.fleet.unload(model, trigger=REPLICA_TRIGGER, instance=rt.name,
-                                    force=True)  # a pinned model's surplus replica
+            # force: a pinned model's surplus replica goes too
+            await remove_replica(self.fleet, rt, model, trigger=REPLICA_TRIGGER)
             self.fleet.record("remove replica", model, rt.name, why, "ok")
         except ControlPlaneError as exc:
             self.fleet.record("remove replica", model, rt.name, why, f"failed: {exc}")
@@ -129,14 +140,14 @@ class ReplicaPlacer:
         if need <= 0:
             return
         idle = [s for s in rt.manager.statuses()
-                if s.state is ModelState.READY and not s.busy and not s.pinned
+                if s.state is ModelState.READY and not s.busy and not s.pinned and not s.kept
                 and s.name != model and not fleet.held(s.name)]
         idle.sort(key=lambda s: (len(fleet.router.candidates(s.name)) < 2, s.since))
         for s in idle:
             if need <= 0:
                 break
             try:
-                await rt.manager.unload(s.name, trigger="make room")
+                await remove_replica(fleet, rt, s.name, trigger="make room")
                 fleet.record("unload", s.name, rt.name, f"make room for {model} on {rt.name}",
                              "ok")
                 need -= fleet.memory_mb(s.name)
@@ -148,3 +159,15 @@ class ReplicaPlacer:
 
     async def close(self) -> None:
         await self.background.close()
+
+
+def with_kept(plan: ReplicaPlan, kept: Sequence[tuple[ModelName, str]]) -> ReplicaPlan:
+    """``plan`` with each replica the operator keeps, where the policy did not place it."""
+    if not kept:
+        return plan
+    replicas = {m: tuple(rs) for m, rs in plan.replicas.items()}
+    for model, instance in kept:
+        placed = replicas.get(model, ())
+        if all(r.instance != instance for r in placed):
+            replicas[model] = (*placed, Replica(instance, KEPT))
+    return ReplicaPlan(replicas, plan.unplaced, plan.targets)

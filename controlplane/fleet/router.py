@@ -1,7 +1,8 @@
 """Which replica serves a request: power of two choices on outstanding requests.
 
-Only replicas that are ready on a routable instance (serving, not draining) are candidates:
-never one that is loading, warming, unloading, or on a Triton that is down or hung. Among
+Only replicas that are ready on a routable instance (serving, not draining) and not leaving
+are candidates: never one that is loading, warming, unloading, being removed, or on a Triton
+that is down or hung. Among
 them, two are drawn at random and the one with fewer requests in flight wins (Mitzenmacher's
 "power of two choices": close to least-outstanding without a global scan, and without every
 gateway worker herding onto the same "least loaded" replica).
@@ -26,13 +27,14 @@ class Router:
         self._runtimes = runtimes
         self._rng = rng or random.Random()
         #: models whose requests must all reach one replica (stateful: Triton's sequence
-        #: batcher keeps a sequence's state on one server); the first ready one takes them
+        #: batcher keeps a sequence's state on one server); the first ready one takes those
+        #: that name no sequence, and each new sequence (``sequences.py``), preferring one
+        #: that is not being drained
         self._sticky = sticky
 
     def candidates(self, model: ModelName) -> list[InstanceRuntime]:
         """Runtimes that may take a request for ``model`` now (the hot path: dict lookups)."""
-        return [rt for rt in self._runtimes()
-                if rt.routable and rt.manager is not None and rt.manager.ready_now(model)]
+        return [rt for rt in self._runtimes() if rt.serves(model)]
 
     def pick(self, model: ModelName) -> InstanceRuntime | None:
         """The replica for the next request of ``model``; None when none is ready."""
@@ -40,7 +42,7 @@ class Router:
         if len(ready) < 2:
             return ready[0] if ready else None
         if self._sticky(model):
-            return ready[0]
+            return next((rt for rt in ready if not rt.cordoned), ready[0])
         # drawn in random order, and min keeps the first of equals: ties (the usual case
         # with fast requests, all at 0 in flight) spread evenly instead of by name
         return min(self._rng.sample(ready, 2), key=_in_flight)

@@ -58,8 +58,15 @@ class InstanceRuntime:
     spec: InstanceSettings
     provider: ConfiguredProvider
     shared: Shared
-    #: no new requests or loads go here; in-flight ones finish (``Fleet.drain``)
+    #: no new requests or loads go here; in-flight ones (and open sequences) finish
+    #: (``failover.drain``)
     draining: bool = False
+    #: no new loads or replicas go here, while requests still do: the first step of a
+    #: drain, while what it serves is made ready elsewhere (Kubernetes' word for a node)
+    cordoned: bool = False
+    #: models whose replica here is being removed (trim, drain, eviction with another
+    #: replica ready): the router no longer picks it, in-flight requests finish first
+    leaving: set[ModelName] = field(default_factory=set)
     instance: TritonInstance | None = None
     manager: ModelManager | None = None
     supervisor: TritonSupervisor | None = None
@@ -78,6 +85,21 @@ class InstanceRuntime:
     def routable(self) -> bool:
         """Serving and not draining: the router and new loads may use it."""
         return (not self.draining and self.supervisor is not None and self.supervisor.serving)
+
+    @property
+    def accepting(self) -> bool:
+        """Routable and not cordoned: new loads and replicas may go here."""
+        return self.routable and not self.cordoned
+
+    @property
+    def live(self) -> bool:
+        """Its Triton serves (draining or not): open sequences may still reach it."""
+        return self.supervisor is not None and self.supervisor.serving
+
+    def serves(self, model: ModelName) -> bool:
+        """The router may pick this replica of ``model`` now (the hot path)."""
+        return (self.routable and model not in self.leaving and self.manager is not None
+                and self.manager.ready_now(model))
 
     @property
     def outstanding(self) -> int:
@@ -119,6 +141,7 @@ class InstanceRuntime:
             "reconcile", s.triton.reconcile_interval_s, manager.reconcile),
             name=f"reconcile-{self.name}"))
         self.supervisor = instance.supervise(s.triton.supervision, self.loops)
+        self.supervisor.on_restart.append(self.upstream.reopen)
         self.supervisor.listeners.append(manager)
         stack.push_async_callback(self.supervisor.close)
 

@@ -2,7 +2,9 @@
 
 Requests travel as raw bytes (the gateway registers bytes (de)serializers), so one channel
 per instance carries every model's traffic. ``outstanding`` counts requests in flight on it:
-the router balances on it and a drain waits for it to reach zero.
+the router balances on it and a drain waits for it to reach zero; ``by_model`` counts them per
+model, so a replica leaving (trim, drain, eviction) is unloaded only once nothing is in flight
+on it, and a crash can be traced to the models whose requests were in Triton at the time.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Upstream:
         self.url = url
         #: requests and open streams in flight on this instance (plain int: loop-owned)
         self.outstanding = 0
+        #: the same per model (entries stay at 0 rather than being deleted: no churn)
+        self.by_model: dict[str, int] = {}
         #: inference requests sent to this instance since start (``/metrics``)
         self.requests = 0
         self._channel: grpc.aio.Channel | None = None
@@ -41,6 +45,18 @@ class Upstream:
         self._calls = {name: self._channel.unary_unary(f"/{SERVICE}/{name}") for name in UNARY}
         self._stream = self._channel.stream_stream(f"/{SERVICE}/ModelStreamInfer")
 
+    def begin(self, model: str) -> None:
+        """A request or stream for ``model`` goes out on this instance (the hot path)."""
+        self.outstanding += 1
+        self.by_model[model] = self.by_model.get(model, 0) + 1
+
+    def end(self, model: str) -> None:
+        self.outstanding -= 1
+        self.by_model[model] -= 1
+
+    def in_flight(self, model: str) -> int:
+        return self.by_model.get(model, 0)
+
     def call(self, method: str) -> Any:
         """The unary multi-callable for ``method`` (a name of :data:`UNARY`)."""
         return self._calls[method]
@@ -48,6 +64,14 @@ class Upstream:
     def open_stream(self, metadata: tuple[tuple[str, str], ...] | None) -> Any:
         """A new ModelStreamInfer call to this Triton."""
         return self._stream(metadata=metadata)
+
+    async def reopen(self) -> None:
+        """After its Triton restarted: a new channel (the old one waits out gRPC's reconnect
+        back-off, seconds after a restart, failing calls meanwhile)."""
+        old = self._channel
+        self.open()
+        if old is not None:
+            await old.close(grace=None)
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -9,12 +9,15 @@ Answers from Triton come back as they are, errors included.
 
 from __future__ import annotations
 
+import functools
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 from controlplane.errors import (
@@ -22,12 +25,15 @@ from controlplane.errors import (
     ControlPlaneError,
     InvalidArgument,
     ModelNotFound,
+    ResourceExhausted,
     TritonUnavailable,
 )
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.inference import InferencePath
 from controlplane.fleet.runtime import InstanceRuntime
-from controlplane.fleet.upstream import UNARY, Upstream
+from controlplane.fleet.shared_memory import METHODS as SHARED_MEMORY_METHODS
+from controlplane.fleet.upstream import UNARY
+from controlplane.gateway.buffered import Buffered, default_max_buffered_bytes
 from controlplane.gateway.describe import config_response, metadata_response
 from controlplane.gateway.guard import GUARDED, Guard
 from controlplane.gateway.status import abort, abort_upstream, grpc_status
@@ -40,15 +46,19 @@ from controlplane.traffic.recorder import TrafficRecorder
 SERVICE = "inference.GRPCInferenceService"
 #: grpc.aio.ServicerContext; grpcio ships no type information
 Context: TypeAlias = Any
+Handler: TypeAlias = Callable[[bytes, Context], Awaitable[bytes]]
 #: answer DEADLINE_EXCEEDED ourselves slightly before the client's deadline fires
 _DEADLINE_MARGIN_S = 0.005
-_FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "SystemSharedMemoryStatus",
-              "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
-              "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
-              "TraceSetting", "LogSettings")
-#: sent to every serving instance: a request that names a region may be routed to any of them
-_BROADCAST = frozenset({"SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
-                        "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister"})
+#: to the first serving instance, as they are
+_FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "TraceSetting",
+              "LogSettings")
+#: gRPC's own ceiling on a message (and Triton's default); our bounds are ``buffered.py``'s
+_GRPC_MAX_MESSAGE = (2 << 30) - 1
+#: a served request's bytes are handed to the value-range reader (1 in
+#: ``traffic.range_sample_every``) only up to this size: it holds them until the next flush
+_WITNESS_MAX_BYTES = 4 << 20
+
+log = logging.getLogger(__name__)
 
 
 class Gateway:
@@ -62,7 +72,8 @@ class Gateway:
         allow_repository_control: bool = False,
         ready: Callable[[], bool] = lambda: True,
         upstream_error: Callable[[str, str, str, str], None] | None = None,
-        max_request_bytes: int = 256 << 20,
+        max_request_bytes: int = _GRPC_MAX_MESSAGE,
+        max_buffered_bytes: int | None = None,
         expose_tracebacks: bool = False,
         guard: Guard | None = None,
     ) -> None:
@@ -76,7 +87,9 @@ class Gateway:
         #: told (instance, model, gRPC status name, message) of every error Triton answers a
         #: forwarded request with: a lost model or a dead Triton is noticed on the first one
         self.upstream_error = upstream_error
-        self.max_request_bytes = max_request_bytes
+        #: request bytes held now, and the bounds on them (``buffered.py``)
+        self.buffered = Buffered(max_request_bytes,
+                                 max_buffered_bytes or default_max_buffered_bytes())
         self.expose_tracebacks = expose_tracebacks
         #: who may make the server-wide RPCs (``guard.py``)
         self.guard = guard or Guard(allow_repository_control=allow_repository_control)
@@ -88,25 +101,28 @@ class Gateway:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> int:
-        handlers: dict[str, grpc.RpcMethodHandler] = {
-            "ModelInfer": grpc.unary_unary_rpc_method_handler(self._counted_infer),
-            "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
-            "ServerReady": grpc.unary_unary_rpc_method_handler(self.server_ready),
-            "ModelReady": grpc.unary_unary_rpc_method_handler(self.model_ready),
-            "ModelMetadata": grpc.unary_unary_rpc_method_handler(
-                self._describe("ModelMetadata", metadata_response)),
-            "ModelConfig": grpc.unary_unary_rpc_method_handler(
-                self._describe("ModelConfig", config_response)),
-            "ServerMetadata": grpc.unary_unary_rpc_method_handler(self.server_metadata),
-            "RepositoryModelLoad": grpc.unary_unary_rpc_method_handler(self.repository_load),
-            "RepositoryModelUnload": grpc.unary_unary_rpc_method_handler(self.repository_unload),
+        unary: dict[str, Handler] = {
+            "ModelInfer": self._counted_infer,
+            "ServerReady": self.server_ready,
+            "ModelReady": self.model_ready,
+            "ModelMetadata": self._describe("ModelMetadata", metadata_response),
+            "ModelConfig": self._describe("ModelConfig", config_response),
+            "ServerMetadata": self.server_metadata,
+            "RepositoryModelLoad": self.repository_load,
+            "RepositoryModelUnload": self.repository_unload,
+            **{name: self._forward(name) for name in _FORWARDED},
+            **{name: self._shared_memory(name) for name in SHARED_MEMORY_METHODS},
         }
-        for name in _FORWARDED:
-            handlers[name] = grpc.unary_unary_rpc_method_handler(self._forward(name))
+        handlers: dict[str, grpc.RpcMethodHandler] = {
+            name: grpc.unary_unary_rpc_method_handler(self._caught(name, handler))
+            for name, handler in unary.items()}
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self.model_stream_infer)
         self._server = grpc.aio.server(options=[
-            # gRPC refuses a larger message itself (RESOURCE_EXHAUSTED "Received message larger
-            # than max") before it is buffered: the bound on what one request can make us hold
-            ("grpc.max_receive_message_length", self.max_request_bytes),
+            # gRPC reads a message whole before a handler sees it; its own refusal names no
+            # setting, so it is set to gRPC's ceiling (Triton's default) and our bounds
+            # refuse by name the moment the message arrives (``buffered.py``)
+            ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE),
             ("grpc.max_send_message_length", -1),
             # grpcio sets SO_REUSEPORT by default: a second gateway on a busy port would start
             # and silently take part of the traffic
@@ -123,6 +139,29 @@ class Gateway:
                               " (gateway.port / WARMCTL_GATEWAY__PORT)")
         await self._server.start()
         return self.port
+
+    def _caught(self, method: str, handler: Handler) -> Handler:
+        """The one catch-all of a unary method: bytes that do not parse are INVALID_ARGUMENT
+        with a short reason, our errors map through ``status.py``, anything unexpected is
+        logged and answered INTERNAL without its text (MLServer maps errors the same way)."""
+        @functools.wraps(handler)
+        async def caught(request: bytes, context: Context) -> bytes:
+            try:
+                return await handler(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except DecodeError as exc:
+                await self.abort(context, InvalidArgument(
+                    f"malformed {method}Request: {exc} ({len(request)} bytes)"))
+            except ControlPlaneError as exc:
+                await self.abort(context, exc)
+            except Exception:
+                log.exception("gateway %s failed", method)
+                await context.abort(grpc.StatusCode.INTERNAL,
+                                    f"internal error in the gateway's {method} (logged)")
+            raise AssertionError("unreachable: abort raises")
+
+        return caught
 
     async def abort(self, context: Context,
                     exc: ControlPlaneError | grpc.aio.AioRpcError) -> NoReturn:
@@ -150,9 +189,21 @@ class Gateway:
             header = parse_request_header(request)
         except InvalidArgument as exc:
             await self.abort(context, exc)
-        model = header.model
+        size = len(request)
         try:
-            rt, cold = await self.path.admit(model, self._budget(context))
+            self.buffered.take(size)
+        except ResourceExhausted as exc:  # counted by the bound (``/metrics``), not recorded
+            await self.abort(context, exc)
+        try:
+            return await self._serve(header, request, context, arrived)
+        finally:
+            self.buffered.give(size)
+
+    async def _serve(self, header: RequestHeader, request: bytes, context: Context,
+                     arrived: float) -> bytes:
+        model, sequence = header.model, header.sequence
+        try:
+            rt, cold = await self.path.admit(model, self._budget(context), sequence=sequence)
         except ControlPlaneError as exc:
             # unknown names too: the recorder counts them and stores nothing
             self.record(header, arrived, time.time(), grpc_status(exc).name, True,
@@ -161,36 +212,43 @@ class Gateway:
         wait_s = time.time() - arrived if cold else None
         tried: list[str] = []
         while True:
-            remaining = context.time_remaining()
             try:
-                response: bytes = await self._infer(rt.upstream, request, context, remaining)
+                response = await self._infer(rt, model, request, context)
                 break
             except grpc.aio.AioRpcError as exc:
-                self.upstream_failed(rt.name, model, exc.code().name, exc.details() or "")
-                # UNAVAILABLE: that Triton cannot be reached (it died, or is restarting);
-                # another ready replica takes the request, once
-                if exc.code() is grpc.StatusCode.UNAVAILABLE and not tried:
+                status = exc.code().name
+                self.upstream_failed(rt.name, model, status, exc.details() or "")
+                # Triton died, or warmctl is removing that replica: Triton did not run it,
+                # another replica takes it (once, within its deadline)
+                if not tried and self.path.retry_on(rt, model, status, sequence):
                     tried.append(rt.name)
-                    other = self.path.route(model, exclude=tried)
-                    if other is not None:
-                        rt = other
+                    try:
+                        rt, waited = await self.path.admit(
+                            model, self._budget(context), exclude=tried, sequence=sequence)
+                    except ControlPlaneError:
+                        pass  # nowhere else now: the client gets Triton's own answer
+                    else:
+                        if waited and wait_s is None:
+                            cold, wait_s = True, time.time() - arrived
                         continue
-                self.record(header, arrived, time.time(), exc.code().name, cold, wait_s, request)
+                self.record(header, arrived, time.time(), status, cold, wait_s, request)
                 await self.abort(context, exc)
         self.record(header, arrived, time.time(), OK, cold, wait_s, request)
         return response
 
-    async def _infer(self, upstream: Upstream | None, request: bytes, context: Context,
-                     remaining: float | None) -> bytes:
+    async def _infer(self, rt: InstanceRuntime, model: str, request: bytes,
+                     context: Context) -> bytes:
+        upstream = rt.upstream
         assert upstream is not None  # a routable runtime has started
-        upstream.outstanding += 1  # plain ints: this is the hot path
+        remaining = context.time_remaining()
+        upstream.begin(model)  # plain ints: this is the hot path
         upstream.requests += 1
         try:
             response: bytes = await upstream.call("ModelInfer")(
                 request, timeout=self.default_deadline_s if remaining is None else remaining,
                 metadata=forwarded_metadata(context))
         finally:
-            upstream.outstanding -= 1
+            upstream.end(model)
         return response
 
     def upstream_failed(self, instance: str, model: str, status: str, message: str) -> None:
@@ -216,7 +274,8 @@ class Gateway:
         if request is not None and header.raw_spans and outcome == OK:
             if recorder.wants_payload(observation, len(request)):
                 observation = observation._replace(payload=(request, header.raw_spans))
-            elif recorder.wants_witness():  # no copy: the bytes are read at flush time
+            elif len(request) <= _WITNESS_MAX_BYTES and recorder.wants_witness():
+                # no copy: the bytes are read at flush time
                 observation = observation._replace(witness=(request, header.raw_spans))
         recorder.record(observation)
 
@@ -259,7 +318,7 @@ class Gateway:
         except ModelNotFound:
             status = None
         ready = (status is not None and self.models.down_reason() is None
-                 and status.state is not ModelState.FAILED
+                 and status.state is not ModelState.FAILED and not status.quarantined
                  and not status.disabled and not status.held)
         return bytes(service_pb2.ModelReadyResponse(ready=ready).SerializeToString())
 
@@ -281,23 +340,43 @@ class Gateway:
 
         return describe
 
-    def _forward(self, method: str) -> Callable[[bytes, Context], Awaitable[bytes]]:
-        """Server-wide RPCs: to the first serving instance; shared-memory registrations to
-        every serving instance (the first error answers)."""
+    async def _check_guard(self, method: str, request: bytes, context: Context) -> None:
+        if method in GUARDED:
+            refused = self.guard.refusal(method, request, context.invocation_metadata())
+            if refused is not None:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+
+    def _forward(self, method: str) -> Handler:
+        """Server-wide RPCs: to the first serving instance."""
         async def forward(request: bytes, context: Context) -> bytes:
-            if method in GUARDED:
-                refused = self.guard.refusal(method, request, context.invocation_metadata())
-                if refused is not None:
-                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+            await self._check_guard(method, request, context)
             targets = [rt for rt in self.models.order if rt.routable] or self.models.order[:1]
-            if method not in _BROADCAST:
-                targets = targets[:1]
             if not targets:
                 await self.abort(context, TritonUnavailable("no Triton instance is serving"))
-            answers = [await self._call(rt, method, request, context) for rt in targets]
-            return answers[0]
+            return await self._call(targets[0], method, request, context)
 
         return forward
+
+    def _shared_memory(self, method: str) -> Handler:
+        """Shared-memory register, unregister and status: for the whole fleet, through the
+        registry (``fleet/shared_memory.py``): every instance whose Triton serves."""
+        verb = method.removeprefix("System").removeprefix("Cuda").removeprefix("SharedMemory")
+
+        async def shared(request: bytes, context: Context) -> bytes:
+            await self._check_guard(method, request, context)
+            targets = [rt.name for rt in self.models.order if rt.live]
+            if not targets:
+                await self.abort(context, TritonUnavailable("no Triton instance is serving"))
+            registry = self.models.shared_memory
+            act = {"Register": registry.register, "Unregister": registry.unregister,
+                   "Status": registry.status}[verb]
+            try:
+                return await act(method, request, targets)
+            except grpc.aio.AioRpcError as exc:
+                await self.abort(context, exc)
+
+        return shared
+
 
     async def _call(self, rt: InstanceRuntime, method: str, request: bytes,
                     context: Context) -> bytes:
@@ -318,8 +397,9 @@ class Gateway:
         if message.parameters:
             await self.abort(context, InvalidArgument(
                 "config and file overrides are not accepted through the gateway"))
+        # an operator's load, as through the admin API: it ends a hold
         try:
-            await self.models.load(message.model_name, trigger="gateway")
+            await self.models.load(message.model_name, trigger="repository")
         except ControlPlaneError as exc:
             await self.abort(context, exc)
         return bytes(service_pb2.RepositoryModelLoadResponse().SerializeToString())
@@ -327,8 +407,9 @@ class Gateway:
     async def repository_unload(self, request: bytes, context: Context) -> bytes:
         message = service_pb2.RepositoryModelUnloadRequest.FromString(request)
         await self._check_control(context, "unload")
+        # an operator's unload: held cold (ModelReady false) until an operator loads it
         try:
-            await self.models.unload(message.model_name, trigger="gateway")
+            await self.models.unload(message.model_name, trigger="repository")
         except ControlPlaneError as exc:
             await self.abort(context, exc)
         return bytes(service_pb2.RepositoryModelUnloadResponse().SerializeToString())

@@ -6,7 +6,14 @@ from typing import Any, NoReturn
 
 import grpc
 
-from controlplane.errors import ControlPlaneError, ErrorCode, shorten, strip_traceback
+from controlplane.errors import (
+    ControlPlaneError,
+    ErrorCode,
+    shorten,
+    strip_paths,
+    strip_torchscript,
+    strip_traceback,
+)
 
 GRPC_STATUS = {
     ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -35,10 +42,11 @@ def _wire_bytes(ch: str) -> int:
 
 def client_message(text: str, *, expose_tracebacks: bool = False,
                    limit: int = STATUS_MESSAGE_LIMIT) -> str:
-    """An error text as a gRPC client gets it: without Python stack frames (unless
-    ``expose_tracebacks``), at most ``limit`` bytes once encoded, start and end kept."""
+    """An error text as a gRPC client gets it: without Python stack frames, TorchScript's
+    code listing and server paths (unless ``expose_tracebacks``), at most ``limit`` bytes
+    once encoded, start and end kept. The whole text stays in the log and the load record."""
     if not expose_tracebacks:
-        text = strip_traceback(text)
+        text = strip_paths(strip_torchscript(strip_traceback(text)))
     return shorten(text, limit, cost=_wire_bytes)
 
 

@@ -2,8 +2,11 @@
 
 Each model gets an upstream stream of its own: Triton 2.51 aborts (gRPC ``ASSERTION FAILED:
 !byte_buffer->Valid()``) when a decoupled model's responses and another model's share one
-stream, so a client mixing them must not reach Triton as is. Errors that concern one request
-(unknown model, failed load, malformed bytes) answer in-stream and the stream goes on.
+stream, so a client mixing them must not reach Triton as is. A model's requests stay on that
+replica while it serves them; when it stops (its instance drains or dies, the replica is
+trimmed) the next request opens a stream to another one -- except a step of an open
+sequence, whose state is where it started. Errors that concern one request (unknown model,
+failed load, malformed bytes, a bound passed) answer in-stream and the stream goes on.
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
 
     async def drain(model: str, rt: InstanceRuntime, call: Any) -> None:
         # an open upstream stream counts as one outstanding request on its instance: a
-        # drain waits for it (up to its timeout) and the router balances around it
+        # drain waits for it (up to its timeout) and the router balances around it; not per
+        # model, so a trim does not wait for a client's idle stream (its next request goes
+        # to another replica)
         assert rt.upstream is not None
         rt.upstream.outstanding += 1
         try:
@@ -104,17 +109,37 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
         except InvalidArgument as exc:
             await outbox.put(stream_error(str(exc)))
             return
+        try:
+            gateway.buffered.take(len(raw))
+        except ControlPlaneError as exc:
+            await outbox.put(stream_error(exc.message, header.model, header.id))
+            return
+        try:
+            await send(header, raw, arrived)
+        finally:
+            gateway.buffered.give(len(raw))
+
+    def stays(opened: tuple[InstanceRuntime, Any], header: RequestHeader) -> bool:
+        """Whether this request goes on the model's open upstream stream."""
+        rt, sequence = opened[0], header.sequence
+        if sequence is not None and not sequence.start:  # its state is there, if anywhere
+            return rt.live
+        return rt.serves(header.model)
+
+    async def send(header: RequestHeader, raw: bytes, arrived: float) -> None:
         opened = upstreams.get(header.model)
         cold = opened is None and not gateway.models.ready_now(header.model)
         wait_s = None
         try:
             if cold:
                 await gateway.wait_ready(header.model, context)
-            if opened is None or not opened[0].routable:
+            if opened is None or not stays(opened, header):
                 # a model's requests on one client stream stay on one replica (sequence
                 # state, decoupled responses); a new replica only if that one stops serving
                 rt, _ = await gateway.path.admit(header.model, None)
                 assert rt.upstream is not None
+                if opened is not None:  # its answers still come back; it takes no more
+                    await opened[1].done_writing()
                 opened = upstreams[header.model] = (rt, rt.upstream.open_stream(metadata))
                 drains.append(asyncio.create_task(drain(header.model, *opened)))
         except ControlPlaneError as exc:

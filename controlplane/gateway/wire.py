@@ -6,6 +6,9 @@ few microseconds whatever the payload size, where a full parse copies every tens
 
 ModelInferRequest: 1 model_name, 2 model_version, 3 id, 4 parameters, 5 inputs, 6 outputs,
 7 raw_input_contents. InferInputTensor: 1 name, 2 datatype, 3 shape (packed int64).
+parameters: map entries (1 key, 2 InferParameter: 1 bool, 2 int64, 3 string, 4 double,
+5 uint64); only the sequence controls are read (``sequence_id``, ``sequence_start``,
+``sequence_end``: what routes a stateful model's request, see ``fleet/sequences.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from controlplane.errors import InvalidArgument
+from controlplane.fleet.sequences import Sequence
 from controlplane.tensors import TensorShape
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -28,6 +32,8 @@ class RequestHeader(NamedTuple):
     inputs: tuple[InputHeader, ...]
     #: (start, end) of each raw_input_contents entry, in input order
     raw_spans: tuple[tuple[int, int], ...]
+    #: the sequence controls, when the request names a correlation id other than 0
+    sequence: Sequence | None = None
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -88,11 +94,58 @@ def _input(buf: bytes, pos: int, end: int) -> InputHeader:
     return InputHeader(name, datatype, tuple(shape))
 
 
+_SEQUENCE_KEYS = {b"sequence_id": 0, b"sequence_start": 1, b"sequence_end": 2}
+
+
+def _parameter(buf: bytes, pos: int, end: int, found: list[object]) -> None:
+    """One ``parameters`` map entry; a sequence control is stored into ``found``
+    ([id, start, end])."""
+    slot: int | None = None
+    value: object = None
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        field, wire_type = key >> 3, key & 7
+        if field == 1 and wire_type == _LEN:
+            length, pos = _varint(buf, pos)
+            slot = _SEQUENCE_KEYS.get(buf[pos:pos + length])
+            pos += length
+            if slot is None:
+                return  # not a sequence control: the rest of the entry does not matter
+        elif field == 2 and wire_type == _LEN:
+            length, pos = _varint(buf, pos)
+            stop = pos + length
+            while pos < stop:
+                key, pos = _varint(buf, pos)
+                choice, kind = key >> 3, key & 7
+                if choice in (1, 2, 5) and kind == _VARINT:
+                    number, pos = _varint(buf, pos)
+                    value = bool(number) if choice == 1 else (
+                        _signed(number) if choice == 2 else number)
+                elif choice == 3 and kind == _LEN:
+                    length, pos = _varint(buf, pos)
+                    value = buf[pos:pos + length].decode()
+                    pos += length
+                else:
+                    pos = _skip(buf, pos, kind)
+        else:
+            pos = _skip(buf, pos, wire_type)
+    if slot is not None and value is not None:
+        found[slot] = value
+
+
+def _sequence(found: list[object]) -> Sequence | None:
+    corrid = found[0]
+    if corrid is None or corrid == 0 or corrid == "":
+        return None  # Triton: 0 / "" is no sequence
+    return Sequence(str(corrid), bool(found[1]), bool(found[2]))
+
+
 def parse_request_header(buf: bytes) -> RequestHeader:
     """The routing and recording fields of a serialized ModelInferRequest."""
     model = version = request_id = ""
     inputs: list[InputHeader] = []
     spans: list[tuple[int, int]] = []
+    controls: list[object] | None = None
     pos, size = 0, len(buf)
     try:
         while pos < size:
@@ -115,12 +168,17 @@ def parse_request_header(buf: bytes) -> RequestHeader:
                 inputs.append(_input(buf, pos, end))
             elif field == 7:
                 spans.append((pos, end))
+            elif field == 4:
+                if controls is None:
+                    controls = [None, False, False]
+                _parameter(buf, pos, end, controls)
             pos = end
     except (IndexError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"malformed ModelInferRequest: {exc}") from None
     if pos != size:
         raise InvalidArgument("malformed ModelInferRequest: truncated message")
-    return RequestHeader(model, version, request_id, tuple(inputs), tuple(spans))
+    return RequestHeader(model, version, request_id, tuple(inputs), tuple(spans),
+                         None if controls is None else _sequence(controls))
 
 
 def stream_response_id(buf: bytes) -> str:

@@ -26,6 +26,12 @@ class ManagedModel:
     held: bool = False
     #: why it must never be loaded (settings, a name Triton's Python backend cannot serve)
     disabled: str | None = None
+    #: why automatic loads leave it alone: its requests crashed Triton (``fleet/crashes.py``);
+    #: only the operator's load or release ends it
+    quarantined: str | None = None
+    #: the operator loaded this replica on this instance: automatic unloads (trims, evictions,
+    #: room-making) leave it until the operator unloads or releases it
+    kept: bool = False
     #: the last load failed on our timeout, not in Triton: Triton's verdict is still to come
     timed_out: bool = False
     #: the versions Triton's index showed READY when we last looked (see ``ModelStatus``)

@@ -51,8 +51,10 @@ __all__ = ["OPERATOR_TRIGGERS", "LoadPreparer", "ManagedModel", "ModelManager",
 
 log = logging.getLogger(__name__)
 
-#: triggers that are an operator's explicit word: they override holds and back-off
-OPERATOR_TRIGGERS = frozenset({"api"})
+#: triggers that are an operator's explicit word: they override holds, back-off and
+#: quarantine (``api``: the admin API and CLI; ``repository``: RepositoryModelLoad/Unload on
+#: the gateway, where allowed)
+OPERATOR_TRIGGERS = frozenset({"api", "repository"})
 
 
 class ModelManager:
@@ -86,6 +88,9 @@ class ModelManager:
         self._recovery = Recovery(self)
         self._reconciler = Reconciler(self)
         self._loads = Loads(self)
+        #: whether another instance of the fleet serves the model now: a restarted Triton
+        #: restores the pinned models it had, and one it never had only when none does
+        self.elsewhere: Callable[[ModelName], bool] = lambda name: False
         #: called with (model, new state) after every transition; keep it cheap
         self.listeners: list[Callable[[ModelName, ModelState], None]] = []
         #: awaited before a model is unloaded (e.g. to save Triton's statistics)
@@ -134,7 +139,7 @@ class ModelManager:
             m.name, self.instance.name, m.state, m.reason, m.since, m.pinned, m.memory_bytes,
             m.load_s, m.busy, held=m.held, disabled=m.disabled, failures=m.backoff.failures,
             retry_at=None if retry_at is None else time.time() + retry_at - time.monotonic(),
-            versions=m.versions)
+            versions=m.versions, quarantined=m.quarantined, kept=m.kept)
 
     def retry_at(self, name: ModelName) -> float | None:
         """Monotonic time before which automatic loads of a failed model wait; None: no wait."""
@@ -149,11 +154,24 @@ class ModelManager:
         return self._model(name).held
 
     def release(self, name: ModelName) -> ModelStatus:
-        """End an operator's hold (and the failure back-off): automatic loads may resume."""
+        """End an operator's hold, keep and the quarantine (and the failure back-off):
+        automatic loads and unloads may resume."""
         m = self._model(name)
-        m.held = False
+        m.held = m.kept = False
+        m.quarantined = None
         m.backoff.succeeded()
         return self.status(name)
+
+    def keep(self, name: ModelName) -> None:
+        """The operator loaded this replica here: automatic unloads leave it."""
+        self._model(name).kept = True
+
+    def kept(self, name: ModelName) -> bool:
+        return self._model(name).kept
+
+    def quarantine(self, name: ModelName, reason: str) -> None:
+        """Automatic loads leave ``name`` alone until the operator loads or releases it."""
+        self._model(name).quarantined = reason
 
     def statuses(self) -> list[ModelStatus]:
         for name in self.repository.names(refresh=True) - self._models.keys():
@@ -222,10 +240,14 @@ class ModelManager:
             return self.status(name)
         if model.disabled:
             raise ModelLoadFailed(name, f"disabled: {model.disabled}")
+        if model.quarantined and trigger not in OPERATOR_TRIGGERS:
+            raise ModelLoadFailed(name, f"quarantined: {model.quarantined}; the operator's load "
+                                        "or release ends it")
         if model.load_task is None:
             self.check_triton()  # a load now would only fail (dead) or hang (hung)
         if trigger in OPERATOR_TRIGGERS:
             model.held = False
+            model.quarantined = None
         elif model.load_task is None:
             if model.held:
                 raise Conflict(f"model '{name}' was unloaded by the operator and is held cold "
@@ -347,6 +369,7 @@ class ModelManager:
             raise Conflict(f"model '{name}' is pinned; unloading it needs force")
         if trigger in OPERATOR_TRIGGERS:
             model.held = True  # before the lock: no automatic load may slip in meanwhile
+            model.kept = False
         async with model.lock:
             if model.state == ModelState.COLD:
                 return self.status(name)

@@ -121,7 +121,10 @@ class Recovery:
         with contextlib.suppress(ControlPlaneError):
             await self.m.reconcile()
         suspects = sorted(set(r.suspects) - r.wanted - set(self.m.pinned))
-        order = [*self.m.pinned, *sorted(r.wanted - set(self.m.pinned)), *suspects]
+        # what it had; a pinned model it never had only when no other instance has it
+        pinned = [p for p in self.m.pinned
+                  if p in r.wanted or p in r.suspects or not self.m.elsewhere(p)]
+        order = [*pinned, *sorted(r.wanted - set(self.m.pinned)), *suspects]
         results = await self.restore(order, trigger="restore")
         for name in suspects:
             if r.suspects.get(name, 0) < 2:
@@ -138,7 +141,7 @@ class Recovery:
         results: dict[ModelName, str] = {}
         for name in dict.fromkeys(order):
             model = self.m._models.get(name)
-            if model is None or model.held or model.disabled:
+            if model is None or model.held or model.disabled or model.quarantined:
                 continue
             if model.state is ModelState.READY:
                 results[name] = "ready"

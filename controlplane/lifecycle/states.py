@@ -53,6 +53,10 @@ class ModelStatus:
     held: bool = False
     #: why it is never loaded (settings, or a name Triton cannot serve); None: it may be
     disabled: str | None = None
+    #: why automatic loads leave it alone (its requests crashed Triton); None: they may load it
+    quarantined: str | None = None
+    #: the operator loaded this replica here: automatic unloads leave it
+    kept: bool = False
     #: failed loads in a row
     failures: int = 0
     #: wall-clock (epoch seconds) before which automatic loads wait; None: no back-off now

@@ -56,6 +56,10 @@ class TritonSupervisor:
         #: awaited after a restart, before listeners hear of it (fresh gRPC channels: one
         #: that failed to connect waits out its reconnect back-off, seconds after a restart)
         self.on_restart: list[Callable[[], Awaitable[object]]] = []
+        #: awaited each time Triton is about to be live again (restarted, or answering after
+        #: a hang), before anything routes to it: server-wide state it must have first
+        #: (shared-memory registrations); each bounded by the probe timeout plus 5 s
+        self.before_live: list[Callable[[], Awaitable[object]]] = []
         self.state = TritonState.LIVE
         self.reason = "started"
         self.since = clock()
@@ -63,8 +67,16 @@ class TritonSupervisor:
         self.last_ok: float | None = None
         self.last_exit: str | None = None
         self.next_restart_at: float | None = None
-        #: monotonic times of the restarts within the window (the back-off counts them)
-        self.restarts: deque[float] = deque()
+        #: monotonic times of the restarts within the window and the models their crash was
+        #: traced to (the back-off counts them)
+        self.restarts: deque[tuple[float, frozenset[str]]] = deque()
+        #: told (synchronously) of each crash the moment its exit is seen: who was in it
+        self.on_crash: list[Callable[[str], None]] = []
+        #: asked, before a restart, which models the crash it follows is traced to
+        self.cause: Callable[[], frozenset[str]] = frozenset
+        #: whether a crash so traced is explained (a model now quarantined): such restarts
+        #: do not count toward ``max_restarts`` -- the budget counts per cause
+        self.excused: Callable[[frozenset[str]], bool] = lambda cause: False
         #: counters for metrics: times it stopped serving, and restarts that brought it back
         self.outages_total = 0
         self.restarts_total = 0
@@ -178,11 +190,12 @@ class TritonSupervisor:
         self.state, self.reason = state, reason
 
 
-    def _recent_restarts(self) -> deque[float]:
+    def _recent_restarts(self) -> list[float]:
+        """Restarts within the window whose crash no quarantined model explains."""
         horizon = self.clock() - self.options.restart_window_s
-        while self.restarts and self.restarts[0] < horizon:
+        while self.restarts and self.restarts[0][0] < horizon:
             self.restarts.popleft()
-        return self.restarts
+        return [at for at, cause in self.restarts if not (cause and self.excused(cause))]
 
     def _watch_exit(self) -> None:
         if self.process is None:
@@ -198,6 +211,8 @@ class TritonSupervisor:
             reason = f"tritonserver (pid {pid}) {describe_exit(code)}"
             self.last_exit = reason
             log.error("%s: every model is unavailable until it is back", reason)
+            for hook in self.on_crash:
+                hook(reason)
             self._begin_recovery(reason)
 
         self._background.spawn(watch())
@@ -217,6 +232,7 @@ class TritonSupervisor:
                 self._set(TritonState.FAILED, f"{reason}; automatic restart is off "
                                               "(triton.supervision.restart)")
                 return
+            crash_cause = True  # the first restart follows the crash; later ones failed starts
             while not self._closing:
                 recent = self._recent_restarts()
                 if len(recent) >= self.options.max_restarts:
@@ -234,7 +250,10 @@ class TritonSupervisor:
                                                   f"most {self.options.max_restarts}")
                 log.warning("restarting tritonserver in %.1fs (%s)", delay, self.reason)
                 await self.sleep(delay)
-                recent.append(self.clock())
+                # after the delay: the requests that died with it have reported by now
+                self.restarts.append((self.clock(),
+                                      self.cause() if crash_cause else frozenset()))
+                crash_cause = False
                 try:
                     await self._launch(attempts=1)
                     return
@@ -270,6 +289,11 @@ class TritonSupervisor:
     async def _up(self, how: str) -> None:
         if self._closing:
             return
+        for hook in self.before_live:
+            try:
+                await asyncio.wait_for(hook(), self.options.probe_timeout_s + 5)
+            except Exception as exc:  # Triton serves without it rather than not at all
+                log.warning("before Triton turned live again: %s", exc)
         self._set(TritonState.LIVE, how)
         self.misses, self.last_ok, self.next_restart_at = 0, self.clock(), None
 

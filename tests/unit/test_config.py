@@ -100,9 +100,12 @@ def test_our_backends_are_found_from_any_working_directory(
     assert (settings.backends_dir / "torchscript" / "model.py").is_file()
 
 
-def test_gateway_bounds_default_to_256_mib_and_no_tracebacks() -> None:
+def test_gateway_bounds_default_to_tritons_and_no_tracebacks() -> None:
     gateway = load_settings().gateway
-    assert (gateway.max_request_bytes, gateway.expose_tracebacks) == (256 << 20, False)
+    # Triton's own gRPC limit: what plain Triton serves, the gateway serves; the total bound
+    # is computed from the memory at start-up
+    assert (gateway.max_request_bytes, gateway.max_buffered_bytes,
+            gateway.expose_tracebacks) == ((2 << 30) - 1, None, False)
     with pytest.raises(ConfigError, match=r"gateway\.max_request_bytes"):
         load_settings(gateway={"max_request_bytes": 0})
 

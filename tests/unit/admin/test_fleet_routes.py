@@ -68,7 +68,8 @@ async def test_load_on_one_instance_drain_it_and_resume(tmp_path: Path,
             assert resumed["routable"] and not resumed["draining"]
         assert (await http.post("/instances/c/resume")).json()["error"]["code"] == "not_found"
         actions = (await http.get("/fleet/actions")).json()
-        assert [(x["kind"], x["instance"]) for x in actions] == [("drain", "a"), ("drain", "b")]
+        assert [(x["kind"], x["instance"]) for x in actions] == [
+            ("drain", "a"), ("drain", "b"), ("drain load", "a")]
 
         everywhere = (await http.post("/models/rare/load")).json()  # the fleet picks one
         assert list(_on(everywhere).values()).count("ready") == 1

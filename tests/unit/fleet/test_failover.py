@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from controlplane.errors import TritonUnavailable
 from controlplane.fleet.failover import Failover, drain, resume
 from controlplane.lifecycle.states import ModelState
 from controlplane.store.database import Database
 from tests.unit.fleet.support import make_fleet, runtime
+from tests.unit.lifecycle.fake_port import after, succeed
 
 
 def _ready_on(fleet: object, model: str) -> list[str]:
@@ -60,3 +62,63 @@ async def test_a_drain_moves_needed_models_waits_for_in_flight_then_unloads(
     assert not b.routable and fleet.choose("warm") is a
     resume(fleet, "b")
     assert b.routable
+
+
+async def test_a_drain_keeps_serving_until_what_it_holds_is_ready_elsewhere(
+        tmp_path: Path, database: Database) -> None:
+    fleet = await make_fleet(tmp_path, database, ("a", "b"))
+    a, b = fleet.order
+    await fleet.load("rare", trigger="replica", instance="b")
+    gate = asyncio.Event()
+    runtime(a)[0].load_script["rare"].append(after(gate, succeed()))
+    fleet.sequences.opened("rare", "9", "b")  # an open sequence on b
+    draining = asyncio.create_task(drain(fleet, "b"))
+    await asyncio.sleep(0.1)
+    # rare is loading on a: b still serves it, but takes no new loads
+    assert b.cordoned and b.routable and fleet.router.pick("rare") is b
+    assert fleet.choose("warm") is a
+    gate.set()
+    await asyncio.sleep(0.2)
+    # ready on a: b takes no new requests, its open sequence holds the unload
+    assert not b.routable and fleet.router.pick("rare") is a and not draining.done()
+    assert runtime(b)[0].unloads == []
+    fleet.sequences.ended("rare", "9")
+    report = await asyncio.wait_for(draining, 2.0)
+    assert report.moved == {"rare": "a"} and report.sequences_left == 0
+    assert report.unloaded == ["rare"] and report.waited_s >= 0.15
+    assert next((x.kind, x.model, x.instance, x.outcome) for x in fleet.actions) == (
+        "drain load", "rare", "a", "ok")
+
+
+async def test_a_cold_load_moves_elsewhere_when_its_instance_dies_and_waiters_keep_waiting(
+        tmp_path: Path, database: Database) -> None:
+    fleet = await make_fleet(tmp_path, database, ("a", "b"))
+    a, b = fleet.order
+    gate = asyncio.Event()
+    fake_a, sup_a = runtime(a)
+
+    async def dies(fake: object, model: str) -> None:
+        sup_a.serving = False
+        raise TritonUnavailable("Triton at fake is unreachable: connection reset")
+
+    fake_a.load_script["hot"].append(after(gate, dies))
+    waiters = [asyncio.create_task(fleet.ensure_ready("hot")) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*waiters), 2.0)
+    assert fleet.router.pick("hot") is b
+    assert [len(runtime(rt)[0].loads) for rt in (a, b)] == [1, 1]
+
+
+async def test_a_cold_load_moves_elsewhere_when_a_drain_starts_meanwhile(
+        tmp_path: Path, database: Database) -> None:
+    fleet = await make_fleet(tmp_path, database, ("a", "b"))
+    a, b = fleet.order
+    gate = asyncio.Event()
+    runtime(a)[0].load_script["hot"].append(after(gate, succeed()))
+    waiter = asyncio.create_task(fleet.ensure_ready("hot"))
+    await asyncio.sleep(0.05)
+    a.cordoned = a.draining = True  # drained while the load ran
+    gate.set()
+    await asyncio.wait_for(waiter, 2.0)
+    assert fleet.router.pick("hot") is b

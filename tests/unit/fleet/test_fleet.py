@@ -66,13 +66,31 @@ async def test_no_load_goes_to_a_draining_or_dead_instance(
 async def test_status_is_the_best_replicas_and_unload_takes_every_replica(
         tmp_path: Path, database: Database) -> None:
     fleet = await make_fleet(tmp_path, database, ("a", "b"))
-    await fleet.load("hot", trigger="api", instance="a")
-    await fleet.load("hot", trigger="api", instance="b")
+    await fleet.load("hot", trigger="replica", instance="a")
+    await fleet.load("hot", trigger="replica", instance="b")
     assert fleet.status("hot").state is ModelState.READY
     assert [s.instance for s in fleet.replicas("hot")] == ["a", "b"]
     await fleet.unload("hot", trigger="scheduler")
     assert fleet.state("hot") is ModelState.COLD
     assert [len(runtime(rt)[0].unloads) for rt in fleet.order] == [1, 1]
+
+
+async def test_a_replica_the_operator_loaded_stays_until_the_operator_releases_it(
+        tmp_path: Path, database: Database) -> None:
+    fleet = await make_fleet(tmp_path, database, ("a", "b"))
+    await fleet.load("hot", trigger="replica", instance="a")
+    kept = await fleet.load("hot", trigger="api", instance="b")
+    assert kept.kept and [s.kept for s in fleet.replicas("hot")] == [False, True]
+    await fleet.unload("hot", trigger="scheduler")  # an eviction: b's replica stays
+    assert [s.state for s in fleet.replicas("hot")] == [ModelState.COLD, ModelState.READY]
+    b = fleet.order[1]
+    assert b.manager is not None
+    b.manager.release("hot")
+    await fleet.unload("hot", trigger="scheduler")
+    assert fleet.state("hot") is ModelState.COLD
+    await fleet.load("hot", trigger="api", instance="a")
+    await fleet.unload("hot", trigger="api")  # the operator's own unload takes it too
+    assert fleet.state("hot") is ModelState.COLD and not fleet.status("hot").kept
 
 
 async def test_an_operator_load_may_target_one_instance(tmp_path: Path,

@@ -62,8 +62,8 @@ async def test_a_full_instance_evicts_its_replicated_idle_models_first(
     assert a.manager is not None
     a.manager.before_load.append(lambda model, trigger: placer.make_room(a, model))
     for model in ("warm", "rare"):
-        await fleet.load(model, trigger="api", instance="a")
-    await fleet.load("warm", trigger="api", instance="b")  # warm has a replica elsewhere
+        await fleet.load(model, trigger="replica", instance="a")
+    await fleet.load("warm", trigger="replica", instance="b")  # warm has a replica elsewhere
     await fleet.load("hot", trigger="api", instance="a")  # 300 MB on a 250 MB instance
     assert _ready_on(fleet, "warm") == ["b"] and _ready_on(fleet, "rare") == ["a"]
     assert _ready_on(fleet, "hot") == ["a"]

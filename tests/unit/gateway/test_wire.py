@@ -75,3 +75,30 @@ def test_stream_response_id() -> None:
     assert stream_response_id(service_pb2.ModelStreamInferResponse(
         error_message="boom").SerializeToString()) == ""
     assert stream_response_id(b"\xff\xff") == ""
+
+
+@pytest.mark.parametrize(("kind", "value", "expected"), [
+    ("int64_param", 5, "5"), ("uint64_param", 2**63 + 5, str(2**63 + 5)),
+    ("string_param", "client-7", "client-7")])
+def test_sequence_controls_are_read_from_the_parameters(kind: str, value: object,
+                                                        expected: str) -> None:
+    request = service_pb2.ModelInferRequest(model_name="acc", id="r1")
+    setattr(request.parameters["sequence_id"], kind, value)
+    request.parameters["sequence_start"].bool_param = True
+    request.parameters["priority"].uint64_param = 3  # other parameters are skipped
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+    header = parse_request_header(request.SerializeToString())
+    assert header.sequence == (expected, True, False)
+    assert (header.model, header.id, header.inputs[0].shape) == ("acc", "r1", (1, 1))
+    request.parameters["sequence_start"].bool_param = False
+    request.parameters["sequence_end"].bool_param = True
+    assert parse_request_header(request.SerializeToString()).sequence == (expected, False, True)
+
+
+def test_no_sequence_without_a_correlation_id_or_with_id_zero() -> None:
+    request = service_pb2.ModelInferRequest(model_name="acc")
+    assert parse_request_header(request.SerializeToString()).sequence is None
+    request.parameters["sequence_start"].bool_param = True
+    assert parse_request_header(request.SerializeToString()).sequence is None
+    request.parameters["sequence_id"].int64_param = 0  # Triton: 0 is "no sequence"
+    assert parse_request_header(request.SerializeToString()).sequence is None

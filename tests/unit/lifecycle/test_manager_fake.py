@@ -311,3 +311,33 @@ async def test_triton_down_while_warming_fails_the_load_and_restores_the_model(
     fake.down = False
     assert await manager.triton_up() == {"m": "ok"}
     assert manager.ready_now("m") and len(fake.loads) == 2
+
+
+async def test_a_restarted_triton_restores_what_it_had_not_a_pinned_model_served_elsewhere(
+        make: MakeManager) -> None:
+    manager, fake = await make(pinned=["m", "other"])
+    await manager.load("m", trigger="replica")
+    manager.elsewhere = lambda name: name == "other"  # another instance serves 'other'
+    await manager.triton_down("tritonserver (pid 7) was killed by signal 9 (SIGKILL)")
+    fake.entries.clear()
+    assert await manager.triton_up() == {"m": "ok"}
+    assert manager.state("other") is ModelState.COLD
+    manager.elsewhere = lambda name: False  # now nobody does: this instance restores it
+    await manager.triton_down("tritonserver (pid 8) was killed by signal 9 (SIGKILL)")
+    fake.entries.clear()
+    assert await manager.triton_up() == {"m": "ok", "other": "ok"}
+
+
+async def test_a_quarantined_model_is_left_alone_until_the_operator_loads_it(
+        make: MakeManager) -> None:
+    manager, fake = await make()
+    await manager.load("m", trigger="gateway")
+    manager.quarantine("m", "its requests were in tritonserver at 2 crashes")
+    await manager.triton_down("tritonserver (pid 7) was killed by signal 11 (SIGSEGV)")
+    fake.entries.clear()
+    assert await manager.triton_up() == {}  # not restored
+    with pytest.raises(ModelLoadFailed, match="quarantined: its requests"):
+        await manager.load("m", trigger="scheduler")
+    assert manager.status("m").quarantined
+    await manager.load("m", trigger="api")
+    assert manager.ready_now("m") and manager.status("m").quarantined is None

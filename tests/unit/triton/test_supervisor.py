@@ -211,3 +211,47 @@ async def test_closing_is_not_a_crash() -> None:
 def test_exit_codes_read_as_words() -> None:
     assert describe_exit(-11) == "was killed by signal 11 (SIGSEGV)"
     assert describe_exit(2) == "exited with code 2"
+
+
+async def test_the_restart_budget_counts_per_cause() -> None:
+    """Crashes a quarantined model explains do not bring the instance nearer to giving up;
+    the others do. A crash's cause is asked for after the restart delay, once."""
+    process = FakeProcess()
+    supervisor, _, _ = make(process, max_restarts=2)
+    crashes: list[str] = []
+    causes = iter([frozenset({"crasher"}), frozenset({"crasher"}), frozenset({"crasher"}),
+                   frozenset()])
+    quarantined: set[str] = set()
+    supervisor.on_crash.append(crashes.append)
+    supervisor.cause = lambda: next(causes)
+    supervisor.excused = lambda cause: bool(cause & quarantined)
+    supervisor.start()
+    for n in (1, 2):
+        process.die(code=-signal.SIGSEGV)
+        await until(lambda n=n: process.launches == n and supervisor.serving)
+    assert len(crashes) == 2 and "SIGSEGV" in crashes[0]
+    assert supervisor.snapshot()["restarts_in_window"] == 2
+    quarantined.add("crasher")  # the tracker traced both crashes to it
+    assert supervisor.snapshot()["restarts_in_window"] == 0
+    process.die(code=-signal.SIGSEGV)  # a third crash of the same cause: still restarted
+    await until(lambda: process.launches == 3 and supervisor.serving)
+    process.die(code=-signal.SIGSEGV)  # one of no known cause: counts
+    await until(lambda: process.launches == 4 and supervisor.serving)
+    assert supervisor.snapshot()["restarts_in_window"] == 1
+    await supervisor.close()
+
+
+async def test_before_live_hooks_run_before_it_serves_again() -> None:
+    process = FakeProcess()
+    supervisor, _, _ = make(process)
+    seen: list[bool] = []
+
+    async def hook() -> None:
+        seen.append(supervisor.serving)
+
+    supervisor.before_live.append(hook)
+    supervisor.start()
+    process.die()
+    await until(lambda: process.launches == 1 and supervisor.serving)
+    assert seen == [False]
+    await supervisor.close()
