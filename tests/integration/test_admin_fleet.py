@@ -99,6 +99,10 @@ async def test_every_instance_is_listed_checked_and_measured(cp: ControlPlane) -
             {("triton_instance", name), ("model", "pinned"), ("state", "ready")}))] == 1
     status = (await _call(cp, "GET", "/status")).json()
     assert [i["name"] for i in status["instances"]] == ["a", "b"]
+    # the page's replicas column: ready on both instances; no scheduler, so no plan
+    shown = {m["name"]: (m["replicas"], m["planned_replicas"], m["instances_per_replica"])
+             for m in status["models"]}
+    assert shown == {"pinned": (2, None, 1), "m": (0, None, 1)}
 
 
 async def test_load_on_b_then_drain_b_moves_it_and_resume(

@@ -288,8 +288,9 @@ async def test_status_page_in_a_browser(cp: ControlPlane) -> None:
             pytest.fail("chromium missing: scripts/install.sh --dev installs it")
         pytest.skip("chromium not installed (apt-get install chromium)")
     await asyncio.to_thread(_infer, cp, "ident", 2)
-    assert cp.recorder is not None
+    assert cp.recorder is not None and cp.scheduler is not None
     await cp.recorder.flush()
+    await cp.scheduler.tick()  # a replica plan: planned replicas to show
     api = (await _call(cp, "GET", "/status", token=READ)).json()
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium,
@@ -309,8 +310,19 @@ async def test_status_page_in_a_browser(cp: ControlPlane) -> None:
                     == model["requests"]
                 assert int(await row.locator('[data-field="cold_starts"]').inner_text()) \
                     == model["cold_starts"]
+                # replicas: the instances it is ready on (one instance here), and the plan's
+                ready = sum(r["state"] == "ready" for r in model["instances"])
+                assert model["replicas"] == ready == (1 if model["state"] == "ready" else 0)
+                planned = model["planned_replicas"]
+                assert await row.locator('[data-field="replicas"]').inner_text() == \
+                    f"{ready} ready" + ("" if planned is None else f" / {planned} planned")
+                assert model["instances_per_replica"] == 1  # instance_group count 1
+                assert await row.locator('[data-field="instances_per_replica"]').inner_text() \
+                    == "1 instance per replica"
                 cells = page.locator(f'#heatmap [data-model="{model["name"]}"] .cells i')
                 assert await cells.count() == api["minutes"]
+            warm = next(m for m in api["models"] if m["name"] == "warm")  # pinned: ready
+            assert (warm["replicas"], warm["planned_replicas"]) == (1, 1)
             ident = next(m for m in api["models"] if m["name"] == "ident")
             assert ident["requests"] >= 2 and ident["cold_starts"] == 1  # alone or after others
             bars = page.locator('#instances [data-instance="default"] .bar')
