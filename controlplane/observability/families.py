@@ -20,7 +20,7 @@ and ``_bytes`` units). Labels:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -55,6 +55,8 @@ class InstanceFigures:
     draining: bool
     #: inference requests the gateway sent to it since start
     requests: int = 0
+    #: model -> (warm-up probes sent, failed) in its newest successful load here
+    probes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield from _lifecycle(snap)
     yield from _parts(snap)
     yield from _models(snap.status)
+    yield from _probes(snap)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:
@@ -235,3 +238,25 @@ def _models(status: StatusView) -> Iterator[Metric]:
             if mem.budget_mb is not None:
                 budget.add_metric([inst.name, mem.level], mem.budget_mb * _MB)
     yield from (state, level, memory, decision, resident, budget)
+
+
+def _probes(snap: Snapshot) -> Iterator[Metric]:
+    """Warm-up probes of the load each ready replica serves from. Probes never fail a load,
+    so a model whose every probe failed is ready (its reason says so): these show it."""
+    ready = {(r.instance, m.name) for m in snap.status.models for r in m.instances
+             if r.state is ModelState.READY}
+    sent = GaugeMetricFamily(
+        "warmctl_model_probe_requests",
+        "Warm-up probe requests sent in the load the ready replica serves from",
+        labels=[INSTANCE_LABEL, "model"])
+    failed = GaugeMetricFamily(
+        "warmctl_model_probe_failures",
+        "Warm-up probe requests that failed in the load the ready replica serves from "
+        "(equal to warmctl_model_probe_requests: every probe failed, yet the model serves)",
+        labels=[INSTANCE_LABEL, "model"])
+    for inst in snap.instances:
+        for model, (n, bad) in sorted(inst.probes.items()):
+            if (inst.name, model) in ready:
+                sent.add_metric([inst.name, model], n)
+                failed.add_metric([inst.name, model], bad)
+    yield from (sent, failed)

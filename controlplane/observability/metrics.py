@@ -99,7 +99,8 @@ class Metrics:
                 "grpc_url": inst.grpc_url,
                 "metrics_url": inst.metrics.url if inst.metrics else ""},
             outstanding=rt.outstanding, draining=rt.draining,
-            requests=0 if rt.upstream is None else rt.upstream.requests)
+            requests=0 if rt.upstream is None else rt.upstream.requests,
+            probes=dict(e.probes))
 
     def _count_actions(self) -> None:
         """New scheduler action records since the last scrape."""

@@ -108,7 +108,7 @@ def test_no_family_of_ours_has_a_label_prometheus_owns() -> None:
         durations={("load", "api", "ok"): wait.copy()}, phases={"probe": wait.copy()},
         triton_up=True, restarts=1, outages=1,
         triton_info={"grpc_url": "127.0.0.1:8001", "metrics_url": "http://x/metrics"},
-        outstanding=0, draining=False, requests=5)
+        outstanding=0, draining=False, requests=5, probes={"m": (3, 0)})
     status = StatusView(
         at=0.0, minutes=1, first_minute=0, next_preloads=[], rollouts=[],
         instances=[InstanceStatus(
@@ -118,7 +118,9 @@ def test_no_family_of_ours_has_a_label_prometheus_owns() -> None:
         models=[ModelOverview(
             name="m", instance="a", state=ModelState.READY, reason=None, level="cpu",
             pinned=False, held=False, replicas=1, memory_mb=10.0, last_load=None, requests=5,
-            cold_starts=1, per_minute=[5], decision="keep", why="hot", preload_at=None)])
+            cold_starts=1, per_minute=[5], decision="keep", why="hot", preload_at=None,
+            instances=[ReplicaOverview(instance="a", state=ModelState.READY, level="cpu",
+                                       routable=True)])])
     snap = Snapshot(requests={("m", "OK"): 5}, cold_starts={"m": 1}, waits={"m": wait},
                     recorder=(1, 0, 5, 0), actions={("load", "ok"): 1}, gateway=(0, 0),
                     instances=[figures], fleet_actions={("a", "add replica", "ok"): 1},
@@ -129,3 +131,34 @@ def test_no_family_of_ours_has_a_label_prometheus_owns() -> None:
     labels = {name for f in found for s in f.samples for name in s.labels}
     assert "triton_instance" in labels and {"model", "state", "level"} <= labels
     assert not labels & {"instance", "job"}, sorted(labels)
+
+
+def test_probe_gauges_show_ready_replicas_whose_probes_failed() -> None:
+    """m is ready on a, where every probe of its load failed, and was on b (cold now):
+    only the replica that serves is shown."""
+    status = StatusView(at=0.0, minutes=1, first_minute=0, instances=[], next_preloads=[],
+                        rollouts=[], models=[ModelOverview(
+                            name="m", instance="a", state=ModelState.READY, reason=None,
+                            level="cpu", pinned=False, held=False, replicas=1,
+                            memory_mb=None, last_load=None, requests=0, cold_starts=0,
+                            per_minute=[0], decision=None, why=None, preload_at=None,
+                            instances=[ReplicaOverview(instance="a", state=ModelState.READY,
+                                                       level="cpu", routable=True),
+                                       ReplicaOverview(instance="b", state=ModelState.COLD,
+                                                       level="cold", routable=False)])])
+
+    def figures(name: str, probes: dict[str, tuple[int, int]]) -> InstanceFigures:
+        return InstanceFigures(name=name, events={}, durations={}, phases={}, triton_up=True,
+                               restarts=0, outages=0, triton_info=None, outstanding=0,
+                               draining=False, probes=probes)
+
+    snap = Snapshot(requests={}, cold_starts={}, waits={}, recorder=None, actions={},
+                    gateway=None, instances=[figures("a", {"m": (4, 4)}),
+                                             figures("b", {"m": (2, 0)})],
+                    fleet_actions={}, status=status)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in families(snap) for s in family.samples
+               if s.name.startswith("warmctl_model_probe_")}
+    on_a = (("model", "m"), ("triton_instance", "a"))
+    assert samples == {("warmctl_model_probe_requests", on_a): 4,
+                       ("warmctl_model_probe_failures", on_a): 4}
