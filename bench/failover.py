@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, machine, percentile
 from controlplane.app import ControlPlane
 from controlplane.config import load_settings
+from controlplane.fleet.fleet import FleetAction
 from controlplane.lifecycle.states import ModelState
 from tests.support.repository import add_identity
 
@@ -123,6 +124,20 @@ def summarize(requests: Sequence[Request], kill: Kill, *, before_s: float, after
                 _within(served_again[m], limits[m]) for m in others),
         },
     }
+
+
+def actions_since(actions: Iterable[FleetAction], epoch: float) -> list[dict[str, Any]]:
+    """The fleet's actions at or after ``epoch`` (``time.time()`` seconds), in order, each
+    with its seconds after ``epoch``. ``FleetAction.at`` is a timezone-aware datetime, so it
+    is turned into epoch seconds before the comparison (a datetime and a float do not
+    compare)."""
+    found = []
+    for a in actions:
+        after_s = a.at.timestamp() - epoch
+        if after_s >= 0:
+            found.append({"after_s": round(after_s, 3), "kind": a.kind, "model": a.model,
+                          "instance": a.instance, "outcome": a.outcome})
+    return found
 
 
 def _within(value: float | None, limit: float) -> bool:
@@ -236,9 +251,7 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         final_load_s = _load_s(cp)
         final = {m: _ready_on(cp, m) for m in MODELS}
         # what the fleet did on its own after the kill (failover loads, replicas), in order
-        actions = [{"after_s": round(a.at - kill_epoch, 3), "kind": a.kind, "model": a.model,
-                    "instance": a.instance, "outcome": a.outcome}
-                   for a in cp.fleet.actions if a.at >= kill_epoch]
+        actions = actions_since(cp.fleet.actions, kill_epoch)
     finally:
         await cp.stop()
 

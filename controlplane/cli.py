@@ -75,18 +75,27 @@ def _on(args: argparse.Namespace) -> dict[str, str]:
     return {"instance": args.instance} if getattr(args, "instance", None) else {}
 
 
-def _replica_state(model: dict[str, Any], instance: str | None) -> str:
-    """The model's state on ``instance`` (its replica there), else the fleet's."""
+def _replica(model: dict[str, Any], instance: str | None) -> dict[str, Any] | None:
+    """The model's replica on ``instance``; None without one (or without ``instance``)."""
     for replica in model.get("replicas") or []:
         if replica["instance"] == instance:
-            return f"{replica['state']} on {instance}"
-    return str(model["state"])
+            return dict(replica)
+    return None
+
+
+def _replica_state(model: dict[str, Any], instance: str | None) -> str:
+    """The model's state on ``instance`` (its replica there), else the fleet's."""
+    replica = _replica(model, instance)
+    return str(model["state"]) if replica is None else f"{replica['state']} on {instance}"
 
 
 def cmd_load(args: argparse.Namespace) -> int:
     model = request(args, "POST", f"/models/{args.model}/load", params=_on(args) or None,
                      slow=f"model '{args.model}' is still loading")
-    load = "" if model.get("load_s") is None else f" (load {model['load_s']:.2f}s)"
+    # the model view's own figures are its best replica's, which may be on another
+    # instance: with --instance, the load time is the replica's there
+    figures = model if args.instance is None else _replica(model, args.instance) or {}
+    load = "" if figures.get("load_s") is None else f" (load {figures['load_s']:.2f}s)"
     print(f"{model['name']}: {_replica_state(model, args.instance)}{load}")
     return 0
 

@@ -1,12 +1,15 @@
 """Configuration: one ``Settings`` object, prefix ``WARMCTL_``.
 
 Sources, strongest first: keyword arguments, environment (``WARMCTL_TRITON__GRPC_PORT=9001``),
-then a TOML file named by ``WARMCTL_CONFIG_FILE`` or passed to :func:`load_settings`.
+then a TOML file named by ``WARMCTL_CONFIG_FILE`` or passed to :func:`load_settings`. A
+refused setting is reported with where it was set: the argument, the ``WARMCTL_*`` variable,
+or the file and its table.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
@@ -24,8 +27,10 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -453,8 +458,6 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings, turning any validation problem into one clear :class:`ConfigError`."""
-    import os
-
     if config_file is None and (env_file := os.environ.get(f"{ENV_PREFIX}CONFIG_FILE")):
         config_file = Path(env_file)
     if config_file is not None and not config_file.is_file():
@@ -463,18 +466,85 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(_problem(err["loc"], err["type"], err["msg"])
+        origins = _Origins(overrides, config_file)
+        problems = "; ".join(_problem(err["loc"], err["type"], err["msg"], origins)
                              for err in exc.errors())
-        source = f" in {config_file}" if config_file else ""
-        raise ConfigError(f"invalid configuration{source}: {problems}") from None
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    except SettingsError as exc:  # a WARMCTL_* value that is not the JSON its field needs
+        raise ConfigError(f"invalid configuration: {exc}") from None
     except ValueError as exc:  # malformed TOML
         raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
     finally:
         _config_file.reset(token)
 
 
-def _problem(loc: tuple[int | str, ...], kind: str, message: str) -> str:
+class _Origins:
+    """Where a setting came from, for error messages: the sources ``Settings`` merged,
+    strongest first (keyword arguments, ``WARMCTL_*`` variables, the TOML file), read again.
+    Only built when the settings were refused."""
+
+    def __init__(self, overrides: dict[str, Any], config_file: Path | None) -> None:
+        self.overrides = overrides
+        self.env = EnvSettingsSource(Settings)()
+        self.config_file = config_file
+        self.toml = (TomlConfigSettingsSource(Settings, toml_file=config_file)()
+                     if config_file is not None else {})
+
+    def of(self, loc: tuple[int | str, ...]) -> str | None:
+        """``argument``, ``environment variable WARMCTL_…``, or ``<file>, [table]``; None
+        for a problem of the whole settings (no key)."""
+        if not loc:
+            return None
+        if _holds(self.overrides, loc):
+            return "argument"
+        if _holds(self.env, loc):
+            return f"environment variable {_variable(loc)}"
+        if _holds(self.toml, loc):
+            return f"{self.config_file}, {_toml_table(loc)}"
+        return None
+
+
+def _holds(values: Any, loc: tuple[int | str, ...]) -> bool:
+    """``values`` (nested dicts and lists) has an entry at ``loc``."""
+    for part in loc:
+        found = (part in values if isinstance(values, dict) else
+                 isinstance(values, list) and isinstance(part, int) and 0 <= part < len(values))
+        if not found:
+            return False
+        values = values[part]
+    return True
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The ``WARMCTL_*`` variable that set ``loc``: ``WARMCTL_GATEWAY__PORT``, or, for a key
+    inside a JSON value, the variable holding it (``WARMCTL_GATEWAY='{"port": 1}'``). Names
+    are matched without case, as pydantic-settings reads them."""
+    names = {name.lower(): name for name in os.environ}
+    keys = [str(p) for p in loc[:next((i for i, p in enumerate(loc) if isinstance(p, int)),
+                                      len(loc))]]
+    for n in range(len(keys), 0, -1):
+        name = names.get((ENV_PREFIX + "__".join(keys[:n])).lower())
+        if name is not None:
+            return name
+    return ENV_PREFIX + "__".join(keys).upper()
+
+
+def _toml_table(loc: tuple[int | str, ...]) -> str:
+    """The TOML table holding the key at ``loc``: ``[gateway]``, ``[[scheduler.rules]] entry
+    1``, or ``top level``."""
+    table = loc[:-1]
+    if not table:
+        return "top level"
+    if isinstance(table[-1], int):  # an entry of an array of tables
+        return f"[[{'.'.join(str(p) for p in table[:-1])}]] entry {table[-1] + 1}"
+    return f"[{'.'.join(str(p) for p in table)}]"
+
+
+def _problem(loc: tuple[int | str, ...], kind: str, message: str, origins: _Origins) -> str:
     where = ".".join(str(p) for p in loc) or "<root>"
+    origin = origins.of(loc)
+    if origin is not None:
+        where += f" ({origin})"
     if kind != "extra_forbidden":
         return f"{where}: {message}"
     close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6)

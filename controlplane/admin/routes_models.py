@@ -66,7 +66,9 @@ async def get_model(name: str, fleet: FleetDep, cp: ControlPlaneDep) -> ModelDet
 async def load_model(name: str, fleet: FleetDep, instance: InstanceQuery = None) -> ModelView:
     """Load now: ends an operator hold and skips a failed model's back-off. Without
     ``instance``: ready on one instance (the plan's or the freest) unless it is ready on one
-    already; with it: on that instance (404 for an unknown one)."""
+    already; with it: on that instance (404 for an unknown one). The answer's own fields are
+    the fleet's (its best replica's, maybe on another instance); the loaded replica's state
+    and ``load_s`` are its entry in ``replicas``."""
     await fleet.load(name, trigger="api", instance=instance)
     return model_view(fleet, fleet.status(name))
 

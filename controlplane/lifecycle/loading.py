@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from controlplane.lifecycle.manager import ModelManager
 
 log = logging.getLogger(__name__)
+
+#: the first probe error as a model's reason quotes it (the load's details keep more)
+_REASON_ERROR_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class Loads:
                 await self.m._set(model, ModelState.WARMING, "probing before routing traffic",
                                   cause=Cause.PROBE)
             details.update(await self.m.probe.probe(spec))
+            if (warning := probes_all_failed(details)) is not None:
+                log.warning("%s is loaded and serves, but %s", model.name, warning)
         footprint = await self.footprint(model.name)
         details.update(footprint)
         versions = await self.versions(model.name)
@@ -146,6 +152,31 @@ class Loads:
         except ControlPlaneError as exc:
             log.warning("cannot read the loaded versions of %s: %s", name, exc)
             return None
+
+
+def probes_all_failed(details: Mapping[str, Any]) -> str | None:
+    """``all N warm-up probes failed: <the first error>`` when probes were sent in this load
+    and none was answered; else None (none sent, or one succeeded)."""
+    sent, ok = int(details.get("probe_count") or 0), int(details.get("probe_ok") or 0)
+    if sent == 0 or ok > 0:
+        return None
+    # one line (Triton's Python backend appends a traceback's "At:" lines), then bounded
+    first = " ".join(str(details.get("probe_first_error") or details.get("probe_error")
+                         or "no detail").split())
+    first = first if len(first) <= _REASON_ERROR_CHARS else \
+        first[:_REASON_ERROR_CHARS - 3] + "..."
+    which = "its only warm-up probe" if sent == 1 else f"all {sent} warm-up probes"
+    return f"{which} failed: {first}"
+
+
+def ready_reason(reason: str | None, details: Mapping[str, Any]) -> str | None:
+    """The reason a model that just loaded is ready with. Probes never fail a load (what
+    plain Triton serves, warmctl serves), so a load whose every probe failed is ready, and
+    its reason says so: ``ready, but all N warm-up probes failed: …``."""
+    warning = probes_all_failed(details)
+    if warning is None:
+        return reason
+    return f"ready, but {warning}" if reason is None else f"{reason}; ready, but {warning}"
 
 
 def failure_reason(exc: BaseException, timeout_s: float) -> str:

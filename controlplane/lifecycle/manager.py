@@ -25,7 +25,7 @@ from controlplane.errors import (
     ModelNotFound,
 )
 from controlplane.lifecycle.backoff import Backoff, BackoffPolicy
-from controlplane.lifecycle.loading import BroughtUp, Loads
+from controlplane.lifecycle.loading import BroughtUp, Loads, ready_reason
 from controlplane.lifecycle.managed import ManagedModel
 from controlplane.lifecycle.port import LoadPreparer, ReadinessProbe, TritonPort, model_entries
 from controlplane.lifecycle.reconcile import Reconciler
@@ -343,6 +343,7 @@ class ModelManager:
         """A load or reload succeeded: the model is ready, the record finished, hooks told."""
         model.memory_bytes, model.load_s = up.memory_bytes or model.memory_bytes, load_s
         model.backoff.succeeded()
+        reason = ready_reason(reason, details)  # says so when every probe failed
         await self._set(model, ModelState.READY, reason, cause=Cause.LOADED,
                         memory_bytes=up.memory_bytes, load_s=load_s, versions=up.versions)
         await self._finish(event_id, EventOutcome(

@@ -1,16 +1,26 @@
 """The metric families of one scrape, built from a :class:`Snapshot` (in a worker thread).
 
 Names follow Prometheus' conventions (``warmctl_`` prefix, ``_total`` counters, ``_seconds``
-and ``_bytes`` units); every family is labelled by ``instance``: the Triton instance for
-per-instance figures (lifecycle, Triton, models, memory, requests in flight), the control
-plane's own ``instance_name`` for what is counted over the whole fleet (gateway traffic, the
-recorder, scheduler actions, plan decisions). With one instance both are the same name.
+and ``_bytes`` units). Labels:
+
+- ``triton_instance``: the Triton instance of the fleet a per-instance figure is about
+  (lifecycle, Triton, replicas' states and memory, requests in flight, the fleet's actions).
+- Figures of the control plane as a whole (gateway traffic, the recorder, scheduler actions,
+  plan decisions) carry no label for it: one control plane is one scrape target, and
+  Prometheus itself labels every series with the target (``instance``, ``job``, and whatever
+  target labels the scrape config adds). A label of ours repeating that would only be
+  redundant.
+- Never ``instance`` or ``job``: Prometheus sets those to the scrape target's, renaming a
+  scraped one to ``exported_instance`` (unless ``honor_labels``, where ours would replace the
+  target's and two control planes' series would collide).
+
+``docs/metrics.md`` lists the families and a scrape config.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -45,6 +55,8 @@ class InstanceFigures:
     draining: bool
     #: inference requests the gateway sent to it since start
     requests: int = 0
+    #: model -> (warm-up probes sent, failed) in its newest successful load here
+    probes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,52 +77,56 @@ class Snapshot:
     status: StatusView
 
 
-def families(snap: Snapshot, instance: str) -> Iterator[Metric]:
-    """Every family of a scrape; ``instance`` labels the fleet-wide ones."""
-    yield from _traffic(snap, instance)
-    yield from _lifecycle(snap, instance)
-    yield from _parts(snap, instance)
-    yield from _models(snap.status, instance)
+#: the label of per-Triton-instance figures (never ``instance``: see the module's doc)
+INSTANCE_LABEL = "triton_instance"
+
+
+def families(snap: Snapshot) -> Iterator[Metric]:
+    """Every family of a scrape."""
+    yield from _traffic(snap)
+    yield from _lifecycle(snap)
+    yield from _parts(snap)
+    yield from _models(snap.status)
+    yield from _probes(snap)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:
     family.add_metric(labels, h.buckets(), h.total)
 
 
-def _traffic(snap: Snapshot, i: str) -> Iterator[Metric]:
+def _traffic(snap: Snapshot) -> Iterator[Metric]:
     requests = CounterMetricFamily(
         "warmctl_requests", "Inference requests through the gateway, by outcome (OK or the "
         "gRPC status name); counted when the recorder flushes",
-        labels=["instance", "model", "outcome"])
+        labels=["model", "outcome"])
     for (model, outcome), n in sorted(snap.requests.items()):
-        requests.add_metric([i, model, outcome], n)
+        requests.add_metric([model, outcome], n)
     cold = CounterMetricFamily(
         "warmctl_cold_starts", "Requests that arrived while their model was not ready",
-        labels=["instance", "model"])
+        labels=["model"])
     for model, n in sorted(snap.cold_starts.items()):
-        cold.add_metric([i, model], n)
+        cold.add_metric([model], n)
     wait = HistogramMetricFamily(
         "warmctl_lazy_load_wait_seconds", "Time cold requests waited for their model",
-        labels=["instance", "model"])
+        labels=["model"])
     for model, h in sorted(snap.waits.items()):
-        _histogram(wait, [i, model], h)
+        _histogram(wait, [model], h)
     yield from (requests, cold, wait)
     if snap.recorder is not None:
         buffered, dropped, written, unknown = snap.recorder
-        yield _gauge("warmctl_recorder_buffered_observations",
-                     "Requests recorded and not yet flushed to the database", i, buffered)
+        yield GaugeMetricFamily("warmctl_recorder_buffered_observations",
+                                "Requests recorded and not yet flushed to the database",
+                                value=buffered)
         for name, help_, value in (
                 ("dropped", "Observations dropped because the buffer was full", dropped),
                 ("written", "Observations written to the database", written),
                 ("unknown_model", "Requests for names not in the repository (not stored)",
                  unknown)):
-            family = CounterMetricFamily(f"warmctl_recorder_{name}", help_, labels=["instance"])
-            family.add_metric([i], value)
-            yield family
+            yield CounterMetricFamily(f"warmctl_recorder_{name}", help_, value=value)
 
 
-def _lifecycle(snap: Snapshot, i: str) -> Iterator[Metric]:
-    labels = ["instance", "action", "trigger", "outcome"]
+def _lifecycle(snap: Snapshot) -> Iterator[Metric]:
+    labels = [INSTANCE_LABEL, "action", "trigger", "outcome"]
     ops = CounterMetricFamily(
         "warmctl_model_operations", "Finished loads, reloads and unloads", labels=labels)
     durations = HistogramMetricFamily(
@@ -120,7 +136,7 @@ def _lifecycle(snap: Snapshot, i: str) -> Iterator[Metric]:
     phases = HistogramMetricFamily(
         "warmctl_load_phase_duration_seconds",
         "Warm-up and readiness-probe time within successful loads",
-        labels=["instance", "phase"])
+        labels=[INSTANCE_LABEL, "phase"])
     for inst in snap.instances:
         for key, n in sorted(inst.events.items()):
             ops.add_metric([inst.name, *key], n)
@@ -130,39 +146,34 @@ def _lifecycle(snap: Snapshot, i: str) -> Iterator[Metric]:
             _histogram(phases, [inst.name, phase], h)
     actions = CounterMetricFamily(
         "warmctl_scheduler_actions", "Actions the scheduler took, by kind and outcome",
-        labels=["instance", "kind", "outcome"])
+        labels=["kind", "outcome"])
     for (kind, outcome), n in sorted(snap.actions.items()):
-        actions.add_metric([i, kind, outcome], n)
+        actions.add_metric([kind, outcome], n)
     fleet = CounterMetricFamily(
         "warmctl_fleet_actions", "Replicas added and removed, failovers and drains, by the "
-        "instance acted on", labels=["instance", "kind", "outcome"])
+        "instance acted on", labels=[INSTANCE_LABEL, "kind", "outcome"])
     for (name, kind, outcome), n in sorted(snap.fleet_actions.items()):
         fleet.add_metric([name, kind, outcome], n)
     yield from (ops, durations, phases, actions, fleet)
 
 
-def _gauge(name: str, help_: str, instance: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, help_, labels=["instance"])
-    family.add_metric([instance], value)
-    return family
-
-
 def _per_instance(name: str, help_: str, values: dict[str, float],
                   counter: bool = False) -> Metric:
     family: Metric = (CounterMetricFamily if counter else GaugeMetricFamily)(
-        name, help_, labels=["instance"])
+        name, help_, labels=[INSTANCE_LABEL])
     for instance, value in values.items():
         family.add_metric([instance], value)  # type: ignore[attr-defined]
     return family
 
 
-def _parts(snap: Snapshot, i: str) -> Iterator[Metric]:
+def _parts(snap: Snapshot) -> Iterator[Metric]:
     yield InfoMetricFamily("warmctl_build", "warmctl's version", value={"version": __version__})
     if snap.gateway is not None:
-        yield _gauge("warmctl_gateway_in_flight_requests",
-                     "Unary inference requests being served now", i, snap.gateway[0])
-        yield _gauge("warmctl_gateway_open_streams", "Streaming inference calls open now", i,
-                     snap.gateway[1])
+        yield GaugeMetricFamily("warmctl_gateway_in_flight_requests",
+                                "Unary inference requests being served now",
+                                value=snap.gateway[0])
+        yield GaugeMetricFamily("warmctl_gateway_open_streams",
+                                "Streaming inference calls open now", value=snap.gateway[1])
     figures = snap.instances
     yield _per_instance("warmctl_triton_up", "1 while Triton serves",
                         {f.name: float(f.triton_up) for f in figures})
@@ -183,7 +194,7 @@ def _parts(snap: Snapshot, i: str) -> Iterator[Metric]:
                         "1 while the instance is drained (takes no new requests or loads)",
                         {f.name: float(f.draining) for f in figures})
     info = InfoMetricFamily("warmctl_triton", "Where Triton's ports are (scrape its own "
-                            "metrics at metrics_url)", labels=["instance"])
+                            "metrics at metrics_url)", labels=[INSTANCE_LABEL])
     for f in figures:
         if f.triton_info is not None:
             info.add_metric([f.name], f.triton_info)
@@ -191,17 +202,17 @@ def _parts(snap: Snapshot, i: str) -> Iterator[Metric]:
         yield info
 
 
-def _models(status: StatusView, i: str) -> Iterator[Metric]:
+def _models(status: StatusView) -> Iterator[Metric]:
     state = GaugeMetricFamily("warmctl_model_state", "1 for the model's lifecycle state",
-                              labels=["instance", "model", "state"])
+                              labels=[INSTANCE_LABEL, "model", "state"])
     level = GaugeMetricFamily("warmctl_model_level",
                               "1 for the model's warmth level (gpu, cpu, staged, cold)",
-                              labels=["instance", "model", "level"])
+                              labels=[INSTANCE_LABEL, "model", "level"])
     memory = GaugeMetricFamily("warmctl_model_memory_bytes",
                                "Memory the model holds when loaded (measured or assumed)",
-                               labels=["instance", "model"])
+                               labels=[INSTANCE_LABEL, "model"])
     decision = GaugeMetricFamily("warmctl_plan_decision", "1 for the plan's decision",
-                                 labels=["instance", "model", "decision"])
+                                 labels=["model", "decision"])
     for model in status.models:
         # each replica on its instance; a model seen on none yet: as the fleet reports it
         replicas = [(r.instance, r.state, r.level) for r in model.instances] or \
@@ -214,16 +225,38 @@ def _models(status: StatusView, i: str) -> Iterator[Metric]:
             if model.memory_mb is not None:
                 memory.add_metric([where, model.name], model.memory_mb * _MB)
         if model.decision is not None:
-            decision.add_metric([i, model.name, model.decision], 1.0)
+            decision.add_metric([model.name, model.decision], 1.0)
     resident = GaugeMetricFamily("warmctl_memory_resident_bytes",
                                  "Memory held by loaded models, per level",
-                                 labels=["instance", "level"])
+                                 labels=[INSTANCE_LABEL, "level"])
     budget = GaugeMetricFamily("warmctl_memory_budget_bytes",
                                "The budget of each level (absent: unlimited)",
-                               labels=["instance", "level"])
+                               labels=[INSTANCE_LABEL, "level"])
     for inst in status.instances:
         for mem in inst.memory:
             resident.add_metric([inst.name, mem.level], mem.resident_mb * _MB)
             if mem.budget_mb is not None:
                 budget.add_metric([inst.name, mem.level], mem.budget_mb * _MB)
     yield from (state, level, memory, decision, resident, budget)
+
+
+def _probes(snap: Snapshot) -> Iterator[Metric]:
+    """Warm-up probes of the load each ready replica serves from. Probes never fail a load,
+    so a model whose every probe failed is ready (its reason says so): these show it."""
+    ready = {(r.instance, m.name) for m in snap.status.models for r in m.instances
+             if r.state is ModelState.READY}
+    sent = GaugeMetricFamily(
+        "warmctl_model_probe_requests",
+        "Warm-up probe requests sent in the load the ready replica serves from",
+        labels=[INSTANCE_LABEL, "model"])
+    failed = GaugeMetricFamily(
+        "warmctl_model_probe_failures",
+        "Warm-up probe requests that failed in the load the ready replica serves from "
+        "(equal to warmctl_model_probe_requests: every probe failed, yet the model serves)",
+        labels=[INSTANCE_LABEL, "model"])
+    for inst in snap.instances:
+        for model, (n, bad) in sorted(inst.probes.items()):
+            if (inst.name, model) in ready:
+                sent.add_metric([inst.name, model], n)
+                failed.add_metric([inst.name, model], bad)
+    yield from (sent, failed)

@@ -93,6 +93,9 @@ class LoadEventFeed:
         #: phases of successful loads: warm-up and probes
         self.phases: dict[str, Histogram] = {"warmup": Histogram(DURATION_BUCKETS),
                                              "probe": Histogram(DURATION_BUCKETS)}
+        #: model -> (probes sent, probes failed) in its newest successful load or reload
+        #: (the one a ready replica serves from; a failed reload leaves the old one serving)
+        self.probes: dict[str, tuple[int, int]] = {}
         self._after: int | None = None  # records up to this id were seen (None: not started)
         self._open: set[int] = set()  # seen unfinished: counted once they finish
 
@@ -112,17 +115,23 @@ class LoadEventFeed:
         with self.db.session() as session:
             rows = session.execute(
                 select(LoadEvent.id, LoadEvent.action, LoadEvent.trigger, LoadEvent.outcome,
-                       LoadEvent.duration_s, LoadEvent.warmup_s, LoadEvent.probe_s)
+                       LoadEvent.duration_s, LoadEvent.warmup_s, LoadEvent.probe_s,
+                       ModelRecord.name, LoadEvent.probe_count, LoadEvent.details)
                 .join(ModelRecord).where(ModelRecord.instance == self.instance)
-                .where(or_(LoadEvent.id > after, LoadEvent.id.in_(self._open)))).all()
+                .where(or_(LoadEvent.id > after, LoadEvent.id.in_(self._open)))
+                .order_by(LoadEvent.id)).all()
         counted = 0
-        for event_id, action, trigger, outcome, duration_s, warmup_s, probe_s in rows:
+        for (event_id, action, trigger, outcome, duration_s, warmup_s, probe_s, model,
+             probe_count, details) in rows:
             self._after = max(self._after or 0, event_id)
             if outcome is None:
                 self._open.add(event_id)
                 continue
             self._open.discard(event_id)
             self._count(action, trigger, outcome, duration_s, (warmup_s, probe_s))
+            if outcome == "ok" and action in ("load", "reload"):
+                sent = probe_count or 0  # a column; ``probe_ok`` stays in the details
+                self.probes[model] = (sent, sent - int((details or {}).get("probe_ok") or 0))
             counted += 1
         return counted
 

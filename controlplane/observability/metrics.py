@@ -1,9 +1,10 @@
 """``GET /metrics``: warmctl's Prometheus exposition (``warmctl_`` prefix).
 
 Nothing here runs per request. Counters come from the recorder's flushes and the lifecycle's
-records (``feeds.py``); gauges are read from the parts' state when Prometheus scrapes. Every
-family carries an ``instance`` label: per-instance figures are collected for every Triton
-instance of the fleet (``families.py`` says which are fleet-wide).
+records (``feeds.py``); gauges are read from the parts' state when Prometheus scrapes.
+Per-instance figures are collected for every Triton instance of the fleet and labelled
+``triton_instance``; figures of the whole control plane have no such label (``families.py``
+says why).
 
 One registry per control plane (not prometheus-client's global one): tests and benchmarks
 run several in one process. A scrape snapshots the loop-owned figures on the event loop,
@@ -38,8 +39,6 @@ class Metrics:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
-        #: the label of fleet-wide families (traffic, recorder, scheduler, decisions)
-        self.instance = cp.settings.instance_name
         self.traffic = TrafficCounts()
         #: per instance, in the fleet's order
         self.events = {rt.name: LoadEventFeed(cp.database, rt.name) for rt in cp.fleet.order}
@@ -100,7 +99,8 @@ class Metrics:
                 "grpc_url": inst.grpc_url,
                 "metrics_url": inst.metrics.url if inst.metrics else ""},
             outstanding=rt.outstanding, draining=rt.draining,
-            requests=0 if rt.upstream is None else rt.upstream.requests)
+            requests=0 if rt.upstream is None else rt.upstream.requests,
+            probes=dict(e.probes))
 
     def _count_actions(self) -> None:
         """New scheduler action records since the last scrape."""
@@ -166,4 +166,4 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         if self.m._snapshot is not None:
-            yield from families(self.m._snapshot, self.m.instance)
+            yield from families(self.m._snapshot)

@@ -92,8 +92,8 @@ class ModelOverview(BaseModel):
     level: str
     pinned: bool
     held: bool
-    #: instances per Triton instance (config.pbtxt's instance_group count)
-    replicas: int | None
+    #: Triton instances of the fleet the model is ready on
+    replicas: int
     memory_mb: float | None
     last_load: LastLoad | None
     #: totals over the window, and requests per minute (oldest first, ``minutes`` long)
@@ -106,6 +106,11 @@ class ModelOverview(BaseModel):
     preload_at: float | None
     #: the model on each Triton instance (fleet order)
     instances: list[ReplicaOverview] = []
+    #: replicas the last replica plan wants; None before the first plan (or without one)
+    planned_replicas: int | None = None
+    #: model instances in each replica (config.pbtxt's instance_group count); None when the
+    #: config cannot be read
+    instances_per_replica: int | None = None
 
 
 class StatusView(BaseModel):
@@ -207,20 +212,24 @@ async def build_status(cp: ControlPlane, minutes: int = 180, *,
         per_minute = [series.get(first + i, (0, 0))[0] for i in range(minutes)]
         d = decisions.get(s.name)
         try:
-            replicas: int | None = cp.repository.spec(s.name).instance_count
+            per_replica: int | None = cp.repository.spec(s.name).instance_count
         except ControlPlaneError:
-            replicas = None
+            per_replica = None
+        replicas = replica_overviews(cp, s.name)
+        planned = fleet.plan.replicas.get(s.name)
         mem = memory_mb(cp, s)
         models.append(ModelOverview(
             name=s.name, instance=s.instance, state=s.state, reason=s.reason,
             level=level_of(cp, s).value, pinned=s.pinned,
             held=s.held or (cp.scheduler is not None and s.name in cp.scheduler.state.held),
-            replicas=replicas, memory_mb=None if mem is None else round(mem, 1),
+            replicas=sum(r.state is ModelState.READY for r in replicas),
+            planned_replicas=None if planned is None else len(planned),
+            instances_per_replica=per_replica, memory_mb=None if mem is None else round(mem, 1),
             last_load=last.get(s.name), requests=sum(per_minute),
             cold_starts=sum(c for _, c in series.values()),
             per_minute=per_minute, decision=getattr(d, "decision", None),
             why=getattr(d, "why", None), preload_at=getattr(d, "preload_at", None),
-            instances=replica_overviews(cp, s.name)))
+            instances=replicas))
     preloads = sorted(((m.name, m.preload_at) for m in models if m.preload_at is not None),
                       key=lambda p: p[1])
     return StatusView(at=now, minutes=minutes, first_minute=first,

@@ -1,4 +1,7 @@
-"""Reads what our plugin reports on Triton's Prometheus endpoint (``warmctl_*`` families)."""
+"""Reads what our plugin reports on Triton's Prometheus endpoint (``warmctl_*`` families,
+labelled ``model``, ``version`` and ``model_instance``: the model instance of the
+instance_group, as Triton names it; never ``instance``, which Prometheus sets to the scrape
+target when it scrapes Triton itself)."""
 
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ def footprints(samples: list[Sample]) -> dict[ModelName, ModelFootprint]:
         if model is None:
             continue
         fp = result.setdefault(model, ModelFootprint(model))
-        instances[model].add(s.labels.get("instance", ""))
+        instances[model].add(s.labels.get("model_instance", ""))
         if s.name == "warmctl_resident_bytes":
             kind = s.labels.get("kind")
             if kind == "rss":

@@ -7,8 +7,9 @@ then the applied and proven samples, most frequent first, until latency settles.
 traffic reached yet gets one batch-1 request at the config's default dims when its data is
 known to be safe (see :func:`controlplane.warmup.generate.default_probe`), else no probe.
 Probe failures are harmless: the model is loaded already; they end up in the load details
-(``probe_error``). Stateful, decoupled and ensemble models, and models with warm-up switched
-off, get no probes.
+(``probe_error``), and when every probe of a load failed, in the model's reason (the
+lifecycle's ``loading.ready_reason``). Stateful, decoupled and ensemble models, and models
+with warm-up switched off, get no probes.
 """
 
 from __future__ import annotations
@@ -245,6 +246,8 @@ class WarmupProbe:
                if proofs else {}),
             **({"probe_error": "; ".join(errors[:_ERRORS_KEPT])
                 + (f" (+{len(errors) - _ERRORS_KEPT} more)" if len(errors) > _ERRORS_KEPT
-                   else "")} if errors else {}),
+                   else ""),
+                # on its own: the model's reason quotes it when every probe failed
+                "probe_first_error": errors[0]} if errors else {}),
         }
 

@@ -91,13 +91,18 @@ async def test_every_instance_is_listed_checked_and_measured(cp: ControlPlane) -
 
     s = await _metrics(cp)
     for name in ("a", "b"):
-        assert s[("warmctl_triton_up", frozenset({("instance", name)}))] == 1
-        assert s[("warmctl_instance_outstanding_requests", frozenset({("instance", name)}))] == 0
-        assert s[("warmctl_instance_draining", frozenset({("instance", name)}))] == 0
+        on = frozenset({("triton_instance", name)})
+        assert s[("warmctl_triton_up", on)] == 1
+        assert s[("warmctl_instance_outstanding_requests", on)] == 0
+        assert s[("warmctl_instance_draining", on)] == 0
         assert s[("warmctl_model_state", frozenset(
-            {("instance", name), ("model", "pinned"), ("state", "ready")}))] == 1
+            {("triton_instance", name), ("model", "pinned"), ("state", "ready")}))] == 1
     status = (await _call(cp, "GET", "/status")).json()
     assert [i["name"] for i in status["instances"]] == ["a", "b"]
+    # the page's replicas column: ready on both instances; no scheduler, so no plan
+    shown = {m["name"]: (m["replicas"], m["planned_replicas"], m["instances_per_replica"])
+             for m in status["models"]}
+    assert shown == {"pinned": (2, None, 1), "m": (0, None, 1)}
 
 
 async def test_load_on_b_then_drain_b_moves_it_and_resume(
@@ -132,9 +137,9 @@ async def test_load_on_b_then_drain_b_moves_it_and_resume(
     health = (await _call(cp, "GET", "/healthz")).json()
     assert health["status"] == "ok" and health["detail"]["instances"]["b"]["draining"]
     s = await _metrics(cp)
-    assert s[("warmctl_instance_draining", frozenset({("instance", "b")}))] == 1
+    assert s[("warmctl_instance_draining", frozenset({("triton_instance", "b")}))] == 1
     assert s[("warmctl_fleet_actions_total", frozenset(
-        {("instance", "b"), ("kind", "drain"), ("outcome", "unloaded")}))] == 2
+        {("triton_instance", "b"), ("kind", "drain"), ("outcome", "unloaded")}))] == 2
     actions = (await _call(cp, "GET", "/fleet/actions")).json()
     assert {(x["kind"], x["model"], x["instance"]) for x in actions} >= {
         ("drain", "m", "b"), ("drain", "pinned", "b")}

@@ -68,7 +68,14 @@ def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
            **labels: str) -> float:
-    return samples.get((name, frozenset({"instance": "default", **labels}.items())), 0.0)
+    """A sample of a family of the whole control plane (no Triton instance label)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def _here(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
+          **labels: str) -> float:
+    """A sample of a per-instance family, on the one Triton instance (``default``)."""
+    return _value(samples, name, triton_instance="default", **labels)
 
 
 def _infer(cp: ControlPlane, model: str, n: int) -> None:
@@ -94,18 +101,22 @@ async def test_metrics_count_what_was_sent_and_pass_promtool(cp: ControlPlane) -
     assert _value(s, "warmctl_lazy_load_wait_seconds_count", model="ident") == 1
     assert _value(s, "warmctl_lazy_load_wait_seconds_sum", model="ident") > 0
     ops = "warmctl_model_operations_total"
-    assert _value(s, ops, action="load", trigger="gateway", outcome="ok") == 1
-    assert _value(s, ops, action="load", trigger="api", outcome="ok") == 1
-    assert _value(s, ops, action="load", trigger="startup", outcome="ok") == 1
-    assert _value(s, "warmctl_model_operation_duration_seconds_count", action="load",
-                  trigger="api", outcome="ok") == 1
+    assert _here(s, ops, action="load", trigger="gateway", outcome="ok") == 1
+    assert _here(s, ops, action="load", trigger="api", outcome="ok") == 1
+    assert _here(s, ops, action="load", trigger="startup", outcome="ok") == 1
+    assert _here(s, "warmctl_model_operation_duration_seconds_count", action="load",
+                 trigger="api", outcome="ok") == 1
     for model in ("ident", "warm", "other"):
-        assert _value(s, "warmctl_model_state", model=model, state="ready") == 1
-        assert _value(s, "warmctl_model_state", model=model, state="cold") == 0
-    assert _value(s, "warmctl_model_level", model="ident", level="cpu") == 1
-    assert _value(s, "warmctl_triton_up") == 1
-    assert ("warmctl_gateway_in_flight_requests", frozenset({("instance", "default")})) in s
+        assert _here(s, "warmctl_model_state", model=model, state="ready") == 1
+        assert ("warmctl_model_state", frozenset({("triton_instance", "default"),
+                                                  ("model", model), ("state", "cold")})) in s
+        assert _here(s, "warmctl_model_state", model=model, state="cold") == 0
+    assert _here(s, "warmctl_model_level", model="ident", level="cpu") == 1
+    assert _here(s, "warmctl_triton_up") == 1
+    assert ("warmctl_gateway_in_flight_requests", frozenset()) in s
     assert _value(s, "warmctl_gateway_in_flight_requests") == 0
+    # Prometheus sets instance and job to the scrape target's (renaming ours)
+    assert not {label for _, labels in s for label, _ in labels} & {"instance", "job"}
     assert _value(s, "warmctl_recorder_written_total") >= 8
     assert _value(s, "warmctl_recorder_dropped_total") == 0
     info = [labels for (name, labels) in s if name == "warmctl_triton_info"]
@@ -159,12 +170,12 @@ async def test_an_operator_restart_of_triton_shows_in_the_metrics(cp: ControlPla
     restarted = await _call(cp, "POST", "/triton/restart", token=ADMIN)
     assert restarted.status_code == 200, restarted.text
     s = _samples((await _call(cp, "GET", "/metrics", token=READ)).text)
-    assert _value(s, "warmctl_triton_restarts_total") == 1
-    assert _value(s, "warmctl_triton_outages_total") >= 1
-    assert _value(s, "warmctl_triton_up") == 1
-    assert _value(s, "warmctl_model_state", model="warm", state="ready") == 1
-    assert _value(s, "warmctl_model_operations_total", action="load", trigger="restore",
-                  outcome="ok") >= 1
+    assert _here(s, "warmctl_triton_restarts_total") == 1
+    assert _here(s, "warmctl_triton_outages_total") >= 1
+    assert _here(s, "warmctl_triton_up") == 1
+    assert _here(s, "warmctl_model_state", model="warm", state="ready") == 1
+    assert _here(s, "warmctl_model_operations_total", action="load", trigger="restore",
+                 outcome="ok") >= 1
 
 
 async def test_cross_site_writes_are_refused(cp: ControlPlane) -> None:
@@ -277,8 +288,9 @@ async def test_status_page_in_a_browser(cp: ControlPlane) -> None:
             pytest.fail("chromium missing: scripts/install.sh --dev installs it")
         pytest.skip("chromium not installed (apt-get install chromium)")
     await asyncio.to_thread(_infer, cp, "ident", 2)
-    assert cp.recorder is not None
+    assert cp.recorder is not None and cp.scheduler is not None
     await cp.recorder.flush()
+    await cp.scheduler.tick()  # a replica plan: planned replicas to show
     api = (await _call(cp, "GET", "/status", token=READ)).json()
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium,
@@ -298,8 +310,19 @@ async def test_status_page_in_a_browser(cp: ControlPlane) -> None:
                     == model["requests"]
                 assert int(await row.locator('[data-field="cold_starts"]').inner_text()) \
                     == model["cold_starts"]
+                # replicas: the instances it is ready on (one instance here), and the plan's
+                ready = sum(r["state"] == "ready" for r in model["instances"])
+                assert model["replicas"] == ready == (1 if model["state"] == "ready" else 0)
+                planned = model["planned_replicas"]
+                assert await row.locator('[data-field="replicas"]').inner_text() == \
+                    f"{ready} ready" + ("" if planned is None else f" / {planned} planned")
+                assert model["instances_per_replica"] == 1  # instance_group count 1
+                assert await row.locator('[data-field="instances_per_replica"]').inner_text() \
+                    == "1 instance per replica"
                 cells = page.locator(f'#heatmap [data-model="{model["name"]}"] .cells i')
                 assert await cells.count() == api["minutes"]
+            warm = next(m for m in api["models"] if m["name"] == "warm")  # pinned: ready
+            assert (warm["replicas"], warm["planned_replicas"]) == (1, 1)
             ident = next(m for m in api["models"] if m["name"] == "ident")
             assert ident["requests"] >= 2 and ident["cold_starts"] == 1  # alone or after others
             bars = page.locator('#instances [data-instance="default"] .bar')

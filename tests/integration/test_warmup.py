@@ -13,8 +13,10 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane.app import ControlPlane
+from controlplane.cli import main
 from controlplane.lifecycle.states import ModelState
 from tests.integration.conftest import StartControlPlane
 from tests.support.repository import add_example, add_identity
@@ -110,6 +112,46 @@ async def test_not_routed_until_probes_converge(repo: Path, start_cp: StartContr
     assert event.probe_count is not None and event.probe_count >= 6
     assert event.probe_latency_ms is not None and event.probe_latency_ms < event.first_probe_ms / 3
     assert event.details["probe_converged"] is True
+
+
+async def test_a_model_whose_every_probe_fails_serves_and_says_so(
+    repo: Path, start_cp: StartControlPlane, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Our probes never turn a model Triton loaded into a failing one; when none of them was
+    answered, the reason says so in the model view, ``warmctl status`` and the metrics."""
+    add_identity(repo, "broken", execute_fail="refused on purpose")
+    add_identity(repo, "ident")
+    cp = await start_cp()
+    assert cp.manager is not None
+    status = await cp.manager.load("broken")  # no traffic yet: the default batch-1 probe
+    assert status.state is ModelState.READY and cp.manager.ready_now("broken")
+    event = cp.manager.store.events("broken", limit=1)[0]
+    assert (event.outcome, event.probe_count) == ("ok", 1)
+    assert status.reason is not None
+    assert status.reason.startswith("ready, but its only warm-up probe failed: default "), \
+        status.reason
+    assert "refused on purpose" in status.reason
+    await cp.manager.load("ident")  # its probes are answered: no word
+    assert cp.manager.status("ident").reason is None
+
+    async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
+        view = (await http.get("/models/broken")).json()
+        metrics = (await http.get("/metrics")).text
+    assert (view["state"], view["reason"]) == ("ready", status.reason)
+    assert [(r["state"], r["reason"]) for r in view["replicas"]] == [("ready", status.reason)]
+    samples = {(s.name, s.labels.get("model")): s.value
+               for family in text_string_to_metric_families(metrics) for s in family.samples
+               if s.name.startswith("warmctl_model_probe_")
+               and s.labels.get("triton_instance") == "default"}
+    assert samples[("warmctl_model_probe_requests", "broken")] == 1
+    assert samples[("warmctl_model_probe_failures", "broken")] == 1
+    assert samples[("warmctl_model_probe_failures", "ident")] == 0
+    assert samples[("warmctl_model_probe_requests", "ident")] >= 5
+
+    await asyncio.to_thread(main, ["status", "--admin-url", cp.admin_url, "--wide"])
+    line = next(line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("broken "))
+    assert line.split()[1] == "ready" and line.endswith(status.reason)
 
 
 async def test_drift_regenerates_and_reloads_while_serving(

@@ -14,7 +14,8 @@ EXAMPLES = ROOT / "model_repository"
 # initialize appends a line to the file named by parameter ``init_log``, so tests can count
 # how many times Triton really loaded it; ``init_sleep_s`` and ``init_fail`` make it hang or
 # fail on purpose; ``slow_executions`` makes its first N executions sleep ``slow_ms``, times
-# ``slow_decay`` after each (a stand-in for a model whose latency settles after some runs).
+# ``slow_decay`` after each (a stand-in for a model whose latency settles after some runs);
+# ``execute_fail`` makes every execution raise with that message (it loads, and serves nothing).
 _IDENTITY_MODEL = textwrap.dedent('''
     import json, os, time
     import numpy as np
@@ -33,8 +34,11 @@ _IDENTITY_MODEL = textwrap.dedent('''
             self.slow_left = int(params.get("slow_executions", "0"))
             self.slow_s = float(params.get("slow_ms", "0")) / 1e3
             self.slow_decay = float(params.get("slow_decay", "1"))
+            self.execute_fail = params.get("execute_fail")
 
         def execute(self, requests):
+            if self.execute_fail:
+                raise pb_utils.TritonModelException(self.execute_fail)
             if self.slow_left > 0:
                 self.slow_left -= 1
                 time.sleep(self.slow_s)

@@ -21,6 +21,14 @@ MODELS = [{"name": f"model_{i:05d}", "state": "cold", "pinned": False, "memory_b
            "load_s": None, "reason": None} for i in range(5000)]
 
 
+#: a model on three instances as the admin API answers a load: the top-level figures are its
+#: best replica's (on a), each replica has its own
+FLEET_MODEL = {"name": "fleet", "state": "ready", "load_s": 0.4, "replicas": [
+    {"instance": "a", "state": "ready", "load_s": 0.4},
+    {"instance": "b", "state": "ready", "load_s": 2.25},
+    {"instance": "c", "state": "loading", "load_s": None}]}
+
+
 class _StubAdmin(BaseHTTPRequestHandler):
     def _answer(self, status: int, body: bytes, kind: str = "application/json") -> None:
         with contextlib.suppress(ConnectionError):  # the client gave up (the timeout test)
@@ -41,6 +49,9 @@ class _StubAdmin(BaseHTTPRequestHandler):
             self._answer(502, b"<html>Bad Gateway</html>", "text/html")
 
     def do_POST(self) -> None:
+        if self.path.startswith("/models/fleet/load"):
+            self._answer(200, json.dumps(FLEET_MODEL).encode())
+            return
         if self.path == "/models/slow/load":
             time.sleep(1.5)  # longer than the client's --timeout
         self._answer(200, json.dumps({"name": "slow", "state": "ready", "load_s": 1.5}).encode())
@@ -78,6 +89,16 @@ def test_load_that_outlives_the_client_timeout_says_still_loading(
     message = str(exited.value.code)
     assert message.startswith("warmctl: model 'slow' is still loading after 0.5s")
     assert "cannot reach" not in message
+
+
+def test_load_on_one_instance_prints_that_replicas_load_time(
+        admin_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for instance, line in (("b", "fleet: ready on b (load 2.25s)"),
+                           ("c", "fleet: loading on c"),  # no load time of its own yet
+                           (None, "fleet: ready (load 0.40s)")):
+        where = ["--instance", instance] if instance else []
+        assert main(["load", "fleet", *where, "--admin-url", admin_url]) == 0
+        assert capsys.readouterr().out == line + "\n"
 
 
 def test_unreachable_admin_api_is_one_line() -> None:

@@ -47,7 +47,6 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     [
         ("[admin]\nport = 'eighty'\n", "admin.port"),
         ("[triton]\nload_timeout_s = -1\n", "triton.load_timeout_s"),
-        ("unknown_key = 1\n", "unknown_key"),
         ("[admin\nport = 1\n", "cannot read config file"),
     ],
 )
@@ -64,32 +63,70 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("text", "key", "table", "expected"),
     [
-        ("[scheduler]\nmemory_budget = 8000\n",
-         "scheduler.memory_budget: unknown key (did you mean 'memory_budget_mb'?)"),
-        ("[models.ranker]\npined = true\n",
-         "models.ranker.pined: unknown key (did you mean 'pinned'?)"),
-        ("[warmup.probe]\nwindw = 3\n", "warmup.probe.windw: unknown key (did you mean 'window'?)"),
+        ("[scheduler]\nmemory_budget = 8000\n", "scheduler.memory_budget", "[scheduler]",
+         "unknown key (did you mean 'memory_budget_mb'?)"),
+        ("[models.ranker]\npined = true\n", "models.ranker.pined", "[models.ranker]",
+         "unknown key (did you mean 'pinned'?)"),
+        ("[warmup.probe]\nwindw = 3\n", "warmup.probe.windw", "[warmup.probe]",
+         "unknown key (did you mean 'window'?)"),
         ("[[scheduler.rules]]\nmodel = 'm'\nstart = '08:00'\nend = '09:00'\nday = 'sat'\n",
-         "scheduler.rules.0.day: unknown key (did you mean 'days'?)"),
-        ("[gateway]\nfrobnicate = 1\n", "gateway.frobnicate: unknown key"),
+         "scheduler.rules.0.day", "[[scheduler.rules]] entry 1",
+         "unknown key (did you mean 'days'?)"),
+        ("[gateway]\nfrobnicate = 1\n", "gateway.frobnicate", "[gateway]", "unknown key"),
+        ("unknown_key = 1\n", "unknown_key", "top level", "unknown key"),
     ],
 )
 def test_unknown_keys_in_any_section_are_refused_by_name(
-        tmp_path: Path, text: str, expected: str) -> None:
+        tmp_path: Path, text: str, key: str, table: str, expected: str) -> None:
     config = tmp_path / "typo.toml"
     config.write_text(text)
     with pytest.raises(ConfigError) as refused:
         load_settings(config)
-    assert str(refused.value) == f"invalid configuration in {config}: {expected}"
+    assert str(refused.value) == f"invalid configuration: {key} ({config}, {table}): {expected}"
 
 
-def test_unknown_nested_key_from_the_environment_is_refused(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WARMCTL_SCHEDULER__MEMORY_BUDGET", "8000")
-    with pytest.raises(ConfigError, match=r"scheduler\.memory_budget: unknown key"):
-        load_settings()
+def test_unknown_key_from_the_environment_names_the_variable_not_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file is in use, but the misspelt key is an environment variable's."""
+    config = tmp_path / "warmctl.toml"
+    config.write_text("[gateway]\nport = 9001\n")
+    monkeypatch.setenv("WARMCTL_GATEWAY__MAX_REQUEST_BYTEZ", "1")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    assert str(refused.value) == (
+        "invalid configuration: gateway.max_request_bytez (environment variable "
+        "WARMCTL_GATEWAY__MAX_REQUEST_BYTEZ): unknown key (did you mean 'max_request_bytes'?)")
+
+
+def test_each_problem_names_its_own_source(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file, a variable holding JSON, a lower-case variable name, and an argument."""
+    config = tmp_path / "warmctl.toml"
+    config.write_text("[admin]\nport = 'eighty'\n")
+    monkeypatch.setenv("WARMCTL_MODELS__RANKER", '{"pined": true}')
+    monkeypatch.setenv("warmctl_scheduler__memory_budget", "8000")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config, gateway={"frobnicate": 1})
+    problems = str(refused.value).removeprefix("invalid configuration: ").split("; ")
+    assert sorted(p.split(": ")[0] for p in problems) == [
+        f"admin.port ({config}, [admin])",
+        "gateway.frobnicate (argument)",
+        "models.ranker.pined (environment variable WARMCTL_MODELS__RANKER)",
+        "scheduler.memory_budget (environment variable warmctl_scheduler__memory_budget)"]
+
+
+def test_an_environment_value_that_is_not_json_is_not_blamed_on_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "warmctl.toml"
+    config.write_text("[gateway]\nport = 9001\n")
+    monkeypatch.setenv("WARMCTL_MODELS", "not json")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    message = str(refused.value)
+    assert message.startswith("invalid configuration: ") and '"models"' in message
+    assert str(config) not in message and "config file" not in message
 
 
 def test_our_backends_are_found_from_any_working_directory(

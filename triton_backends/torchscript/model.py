@@ -85,7 +85,8 @@ class TritonPythonModel:
         self.metrics = Metrics({
             "model": args["model_name"],
             "version": args["model_version"],
-            "instance": args["model_instance_name"],
+            # not "instance": Prometheus sets that to the scrape target of Triton's /metrics
+            "model_instance": args["model_instance_name"],
         })
         self.metrics.phase("import", t_import)
         try:

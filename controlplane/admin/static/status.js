@@ -100,6 +100,19 @@ function lastLoad(load) {
     bar);
 }
 
+function replicasCell(m) {
+  // replicas: the Triton instances the model is ready on, against the replica plan's
+  // number when there is a plan; each replica runs instance_group's count of model instances
+  const planned = m.planned_replicas === null ? "" : " / " + m.planned_replicas + " planned";
+  return el("td", {},
+    el("div", {"data-field": "replicas", style: "white-space: nowrap"},
+       m.replicas + " ready" + planned),
+    m.instances_per_replica === null ? null :
+      el("div", {class: "why", "data-field": "instances_per_replica"},
+         m.instances_per_replica + " instance" + (m.instances_per_replica === 1 ? "" : "s") +
+         " per replica"));
+}
+
 function drawModels(view) {
   const rows = view.models.map(m => el("tr", {"data-model": m.name},
     el("td", {}, el("strong", {}, m.name), " ",
@@ -112,7 +125,7 @@ function drawModels(view) {
          .join(", ") || "-" : m.instance),
     el("td", {}, el("span", {class: "badge " + m.state, "data-field": "state"}, m.state)),
     el("td", {"data-field": "level"}, m.level),
-    el("td", {class: "num", "data-field": "replicas"}, m.replicas ?? "-"),
+    replicasCell(m),
     el("td", {class: "num", "data-field": "memory"}, fmtMb(m.memory_mb)),
     lastLoad(m.last_load),
     el("td", {class: "num", "data-field": "requests"}, m.requests),

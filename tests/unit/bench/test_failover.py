@@ -3,9 +3,11 @@ tritonservers and a minute; its arithmetic is checked here)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.failover import Kill, Request, summarize
+from bench.failover import Kill, Request, actions_since, summarize
+from controlplane.fleet.fleet import FleetAction
 
 KILL = Kill(at=100.0, instance="a", in_flight=2, models={"hot": 2, "solo": 1})
 
@@ -85,3 +87,20 @@ def test_p99_after_over_before_uses_ok_requests_in_each_window() -> None:
     assert latency["p99_ratio_after_before"] == 2.0
     assert latency["by_model"]["hot"]["after"] == latency["after"]
     assert latency["by_model"]["hot"]["before"]["p99"] == 10.0
+
+
+def test_fleet_actions_are_kept_from_the_kill_on_with_their_delay() -> None:
+    """``FleetAction.at`` is a datetime; the kill is ``time.time()`` seconds."""
+    kill = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+    def action(after_s: float, kind: str, model: str) -> FleetAction:
+        return FleetAction(kill + timedelta(seconds=after_s), kind, model, "b", "why", "ok")
+
+    actions = [action(-5.0, "add replica", "hot"), action(0.0, "failover", "solo"),
+               action(1.5, "failover", "other")]
+    assert actions_since(actions, kill.timestamp()) == [
+        {"after_s": 0.0, "kind": "failover", "model": "solo", "instance": "b",
+         "outcome": "ok"},
+        {"after_s": 1.5, "kind": "failover", "model": "other", "instance": "b",
+         "outcome": "ok"}]
+    assert actions_since(actions, kill.timestamp() + 10) == []

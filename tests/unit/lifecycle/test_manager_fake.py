@@ -341,3 +341,36 @@ async def test_a_quarantined_model_is_left_alone_until_the_operator_loads_it(
     assert manager.status("m").quarantined
     await manager.load("m", trigger="api")
     assert manager.ready_now("m") and manager.status("m").quarantined is None
+
+
+class ScriptedProbe:
+    """A readiness probe answering with the figures the test sets."""
+
+    def __init__(self, figures: dict[str, Any]) -> None:
+        self.figures = figures
+
+    async def probe(self, spec: ModelSpec) -> dict[str, Any]:
+        return dict(self.figures)
+
+
+async def test_every_probe_failing_leaves_the_model_ready_and_says_so(
+        make: MakeManager) -> None:
+    """Probes never fail a load; the reason tells the operator that none was answered."""
+    first = "default batch 1: " + "x" * 400
+    probe = ScriptedProbe({"probe_count": 4, "probe_ok": 0, "probe_first_error": first,
+                           "probe_error": f"{first}; another"})
+    manager, fake = await make(probe=probe)
+    status = await manager.load("m")
+    assert status.state is ModelState.READY and manager.ready_now("m")
+    assert status.reason == "ready, but all 4 warm-up probes failed: " + first[:197] + "..."
+    event = manager.store.events("m", limit=1)[0]
+    assert (event.outcome, event.probe_count) == ("ok", 4)
+
+    probe.figures = {"probe_count": 4, "probe_ok": 1, "probe_error": "one of four failed"}
+    assert (await manager.reload("m")).reason == "reloaded by api"  # one answered: no word
+    probe.figures = {"probe_count": 1, "probe_ok": 0, "probe_error": "refused"}
+    assert (await manager.reload("m", trigger="drift")).reason == \
+        "reloaded by drift; ready, but its only warm-up probe failed: refused"
+    probe.figures = {"probe": "none: ensemble"}  # no probe sent: nothing failed
+    assert (await manager.reload("m")).reason == "reloaded by api"
+    assert len(fake.loads) == 4

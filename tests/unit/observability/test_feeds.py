@@ -54,3 +54,26 @@ def test_load_events_counted_once_when_they_finish(database: Database) -> None:
     assert feed.events == {("unload", "api", "ok"): 1, ("load", "gateway", "ok"): 1}
     assert feed.durations["load", "gateway", "ok"].total == 2.0
     assert feed.phases["warmup"].total == 0.3 and feed.phases["probe"].total == 0.2
+
+
+def test_probes_of_the_newest_successful_load_per_model(database: Database) -> None:
+    """What a ready replica serves from: a failed reload leaves the earlier load's figures."""
+    store = LifecycleStore(database, "default")
+    store.sync_models(["m", "ok"], [], initial_state="cold")
+    feed = LoadEventFeed(database, "default")
+    feed.start()
+    t0 = utcnow()
+
+    def event(model: str, action: str, outcome: str, sent: int | None, ok: int) -> None:
+        details = {} if sent is None else {"probe_count": sent, "probe_ok": ok}
+        record = store.begin_event(model, action, "api", t0)
+        store.finish_event(record, EventOutcome(outcome, details=details), t0)
+
+    event("m", "load", "ok", 3, 3)
+    event("m", "reload", "ok", 4, 0)  # every probe failed, and it serves
+    event("m", "reload", "failed", 2, 2)  # failed: the one before serves
+    event("ok", "load", "ok", None, 0)  # no probes (e.g. warm-up off)
+    assert feed.refresh() == 4
+    assert feed.probes == {"m": (4, 4), "ok": (0, 0)}
+    event("m", "load", "ok", 5, 4)
+    assert feed.refresh() == 1 and feed.probes["m"] == (5, 1)

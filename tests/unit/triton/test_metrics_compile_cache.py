@@ -6,10 +6,10 @@ from controlplane.triton.metrics import footprints, parse_prometheus
 
 TEXT = """\
 # TYPE warmctl_compile_cache_bytes gauge
-warmctl_compile_cache_bytes{model="m",version="1",instance="m_0",state="hit",key="abc"} 2048
-warmctl_compile_cache_bytes{model="m",version="1",instance="m_1",state="hit",key="abc"} 4096
-warmctl_load_phase_seconds{model="m",version="1",instance="m_0",phase="compile"} 1.5
-warmctl_load_phase_seconds{model="p",version="1",instance="p_0",phase="import"} 1.0
+warmctl_compile_cache_bytes{model="m",version="1",model_instance="m_0",state="hit",key="abc"} 2048
+warmctl_compile_cache_bytes{model="m",version="1",model_instance="m_1",state="hit",key="abc"} 4096
+warmctl_load_phase_seconds{model="m",version="1",model_instance="m_0",phase="compile"} 1.5
+warmctl_load_phase_seconds{model="p",version="1",model_instance="p_0",phase="import"} 1.0
 """
 
 
