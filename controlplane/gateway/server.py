@@ -341,6 +341,9 @@ class Gateway:
         return describe
 
     async def _check_guard(self, method: str, request: bytes, context: Context) -> None:
+        """Refuse what the caller may not do; parse the request first, so malformed bytes are
+        INVALID_ARGUMENT here (the catch-all) and never reach Triton as INTERNAL."""
+        getattr(service_pb2, f"{method}Request").FromString(request)
         if method in GUARDED:
             refused = self.guard.refusal(method, request, context.invocation_metadata())
             if refused is not None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from controlplane.errors import (
@@ -21,6 +21,7 @@ from controlplane.errors import (
     TritonUnavailable,
 )
 from controlplane.lifecycle.port import model_entries
+from controlplane.lifecycle.recovery import fresh_instances
 from controlplane.lifecycle.states import Cause, LoadPlan, ModelState, ready_versions
 from controlplane.types import ModelName
 
@@ -59,6 +60,9 @@ class Loads:
         spec = self.m.repository.spec(model.name)
         plan = await self.m.preparer.prepare(spec) if self.m.preparer else LoadPlan()
         details.update(plan.details or {})
+        if model.stub_dead:  # the same config again would leave its dead stub in place
+            plan = replace(plan, config=fresh_instances(plan.config or dict(spec.config)))
+            details["stub_restart"] = True
         t_call = time.monotonic()
         await self.load(model.name, plan, details)
         triton_s = details["triton_s"] = time.monotonic() - t_call

@@ -34,6 +34,9 @@ class ManagedModel:
     kept: bool = False
     #: the last load failed on our timeout, not in Triton: Triton's verdict is still to come
     timed_out: bool = False
+    #: its stub process died and no fresh one replaced it: Triton keeps the model READY with
+    #: a dead stub, ignores a load of the same config and cannot finish an unload of it
+    stub_dead: bool = False
     #: the versions Triton's index showed READY when we last looked (see ``ModelStatus``)
     versions: tuple[str, ...] = ()
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

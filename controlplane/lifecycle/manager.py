@@ -343,6 +343,7 @@ class ModelManager:
         """A load or reload succeeded: the model is ready, the record finished, hooks told."""
         model.memory_bytes, model.load_s = up.memory_bytes or model.memory_bytes, load_s
         model.backoff.succeeded()
+        model.stub_dead = False
         reason = ready_reason(reason, details)  # says so when every probe failed
         await self._set(model, ModelState.READY, reason, cause=Cause.LOADED,
                         memory_bytes=up.memory_bytes, load_s=load_s, versions=up.versions)
@@ -378,6 +379,8 @@ class ModelManager:
                 # Triton is still running our timed-out load: an unload would queue behind
                 # it, and calling the model cold would let the next request start another
                 return self.status(name)
+            if model.stub_dead:
+                await self._fresh_stub_for_unload(model)
             event_id = await self._begin(name, "unload", trigger)
             if model.state is ModelState.READY:
                 for hook in self.before_unload:
@@ -405,6 +408,20 @@ class ModelManager:
             await self._set(model, ModelState.COLD, f"unloaded by {trigger}",
                             cause=Cause.UNLOADED)
         return self.status(name)
+
+    async def _fresh_stub_for_unload(self, model: ManagedModel) -> None:
+        """Triton cannot finish unloading a model whose stub died (it stays UNLOADING until
+        the server restarts): swap a live stub in first. When that fails too, only a restart
+        of its Triton clears the model: Conflict, saying so, the model unchanged."""
+        try:
+            await self._recovery.fresh_stub(model)
+        except ControlPlaneError as exc:
+            raise Conflict(
+                f"model '{model.name}' cannot be unloaded: its stub process died and a fresh "
+                f"one did not start ({exc}); Triton keeps such a model until it restarts: "
+                f"restart its Triton (warmctl triton restart --instance "
+                f"{self.instance.name}, or POST /triton/restart?instance="
+                f"{self.instance.name})") from exc
 
     async def close(self) -> None:
         """Stop watchers and wait for in-flight loads (their records must be finished)."""

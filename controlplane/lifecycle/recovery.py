@@ -44,6 +44,16 @@ LOSS_WINDOW_S = 300.0
 DEATH_SLACK_S = 2.0
 
 
+def fresh_instances(config: dict[str, object]) -> dict[str, object]:
+    """``config`` with one parameter changed: loaded, it makes Triton start fresh model
+    instances (new stubs) and swap them in, where a load of an unchanged config does
+    nothing (python_backend keeps a model whose stub died READY)."""
+    raw = config.get("parameters")
+    parameters = dict(raw) if isinstance(raw, dict) else {}
+    parameters["warmctl.stub_restart"] = {"string_value": f"{time.time():.3f}"}
+    return {**config, "parameters": parameters}
+
+
 def is_stub_death(message: str) -> bool:
     return STUB_DEATH in message and "not healthy" in message
 
@@ -199,6 +209,7 @@ class Recovery:
                 continue
             if other == name and stub_died:
                 lost[other] = f"its stub process died ({reason[:200]})"
+                model.stub_dead = True
             elif state_from_index(by_model.get(other, []))[0] is not ModelState.READY:
                 lost[other] = "Triton no longer has it loaded (restarted, or unloaded it " \
                               "behind our back)"
@@ -224,6 +235,14 @@ class Recovery:
         if order:
             r.last_restore = await self.restore(order, trigger="recovery")
 
+    async def fresh_stub(self, model: ManagedModel) -> None:
+        """Swap a live stub in for ``model``'s dead one (see :func:`fresh_instances`); the
+        caller holds its lock. Errors as ``TritonPort.load``."""
+        config = await self.m.instance.model_config(model.name)
+        await self.m.instance.load(model.name, timeout_s=self.m.load_timeout_s,
+                                   config=fresh_instances(config))
+        model.stub_dead = False
+
     async def _restart_stub(self, model: ManagedModel, why: str) -> None:
         """Triton keeps a model whose stub died READY; a load with the same config does
         nothing for it and an unload can hang. A load of its own config with one parameter
@@ -233,11 +252,7 @@ class Recovery:
                 self.m.store.begin_event, model.name, "reload", "recovery", utcnow())
             t0 = time.monotonic()
             try:
-                config = await self.m.instance.model_config(model.name)
-                parameters = dict(config.get("parameters") or {})
-                parameters["warmctl.stub_restart"] = {"string_value": f"{time.time():.3f}"}
-                await self.m.instance.load(model.name, timeout_s=self.m.load_timeout_s,
-                                           config={**config, "parameters": parameters})
+                await self.fresh_stub(model)
             except ControlPlaneError as exc:
                 model.backoff.failed(time.monotonic())
                 reason = f"{why}; reload failed: {exc}"

@@ -53,10 +53,24 @@ class InstanceFigures:
     #: requests in flight on it (the router balances on this)
     outstanding: int
     draining: bool
+    #: open sequences of stateful models held there (a drain waits for them)
+    sequences: int = 0
     #: inference requests the gateway sent to it since start
     requests: int = 0
     #: model -> (warm-up probes sent, failed) in its newest successful load here
     probes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayFigures:
+    in_flight: int
+    open_streams: int
+    #: request bytes held now, across requests and streams
+    buffered_bytes: int
+    #: bound (setting name) -> requests refused by it
+    refused: dict[str, int] = field(default_factory=dict)
+    #: models quarantined because their requests crashed a Triton
+    quarantined: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,8 +83,8 @@ class Snapshot:
     #: buffered, dropped, written, unknown-model requests; None without a recorder
     recorder: tuple[int, int, int, int] | None
     actions: dict[tuple[str, str], int]
-    #: in-flight requests, open streams; None without a gateway
-    gateway: tuple[int, int] | None
+    #: None without a gateway
+    gateway: GatewayFigures | None
     instances: list[InstanceFigures]
     #: (instance, kind, outcome) -> what the fleet did on its own (replicas, failover, drain)
     fleet_actions: dict[tuple[str, str, str], int]
@@ -168,12 +182,28 @@ def _per_instance(name: str, help_: str, values: dict[str, float],
 
 def _parts(snap: Snapshot) -> Iterator[Metric]:
     yield InfoMetricFamily("warmctl_build", "warmctl's version", value={"version": __version__})
-    if snap.gateway is not None:
+    gw = snap.gateway
+    if gw is not None:
         yield GaugeMetricFamily("warmctl_gateway_in_flight_requests",
                                 "Unary inference requests being served now",
-                                value=snap.gateway[0])
+                                value=gw.in_flight)
         yield GaugeMetricFamily("warmctl_gateway_open_streams",
-                                "Streaming inference calls open now", value=snap.gateway[1])
+                                "Streaming inference calls open now", value=gw.open_streams)
+        yield GaugeMetricFamily("warmctl_gateway_buffered_bytes",
+                                "Request bytes the gateway holds now (gateway.max_buffered_bytes "
+                                "bounds it)", value=gw.buffered_bytes)
+        refused = CounterMetricFamily(
+            "warmctl_gateway_refused_requests", "Requests refused at once by a bound on "
+            "request bytes (the setting's name)", labels=["bound"])
+        for bound, n in sorted(gw.refused.items()):
+            refused.add_metric([bound], n)
+        yield refused
+        quarantined = GaugeMetricFamily(
+            "warmctl_model_quarantined", "1 while automatic loads leave the model alone "
+            "because its requests crashed a Triton", labels=["model"])
+        for model in gw.quarantined:
+            quarantined.add_metric([model], 1.0)
+        yield quarantined
     figures = snap.instances
     yield _per_instance("warmctl_triton_up", "1 while Triton serves",
                         {f.name: float(f.triton_up) for f in figures})
@@ -193,6 +223,9 @@ def _parts(snap: Snapshot) -> Iterator[Metric]:
     yield _per_instance("warmctl_instance_draining",
                         "1 while the instance is drained (takes no new requests or loads)",
                         {f.name: float(f.draining) for f in figures})
+    yield _per_instance("warmctl_instance_open_sequences",
+                        "Open sequences of stateful models held on the instance",
+                        {f.name: f.sequences for f in figures})
     info = InfoMetricFamily("warmctl_triton", "Where Triton's ports are (scrape its own "
                             "metrics at metrics_url)", labels=[INSTANCE_LABEL])
     for f in figures:

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, TypeVar
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
-from controlplane.observability.families import InstanceFigures, Snapshot, families
+from controlplane.observability.families import (
+    GatewayFigures,
+    InstanceFigures,
+    Snapshot,
+    families,
+)
 from controlplane.observability.feeds import LoadEventFeed, TrafficCounts
 from controlplane.observability.status import StatusView, build_status
 
@@ -83,7 +88,9 @@ class Metrics:
             recorder=None if rec is None else (len(rec._buffer), rec.dropped, rec.written,
                                                rec.unknown_models),
             actions=dict(self.actions),
-            gateway=None if gw is None else (gw.in_flight, gw.open_streams),
+            gateway=None if gw is None else GatewayFigures(
+                gw.in_flight, gw.open_streams, gw.buffered.held, dict(gw.buffered.refused),
+                tuple(sorted(cp.crashes.quarantined))),
             instances=[self._figures(rt) for rt in cp.fleet.order],
             fleet_actions=dict(self.fleet_actions), status=status)
 
@@ -99,6 +106,7 @@ class Metrics:
                 "grpc_url": inst.grpc_url,
                 "metrics_url": inst.metrics.url if inst.metrics else ""},
             outstanding=rt.outstanding, draining=rt.draining,
+            sequences=self.cp.fleet.sequences.open_on(rt.name),
             requests=0 if rt.upstream is None else rt.upstream.requests,
             probes=dict(e.probes))
 

@@ -246,17 +246,33 @@ async def test_repository_control_and_malformed_requests(
         assert "admin API" in (refused.value.message() or "")
     assert cp.gateway_url is not None
     async with grpc.aio.insecure_channel(cp.gateway_url) as channel:
-        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-        with pytest.raises(grpc.aio.AioRpcError) as garbage:
-            await infer(b"\xff\xff\xff", timeout=5)
-        assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # bytes that are no protobuf: INVALID_ARGUMENT with a short reason, on every method
+        for method in ("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig",
+                       "RepositoryModelLoad", "SystemSharedMemoryStatus"):
+            call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+            with pytest.raises(grpc.aio.AioRpcError) as garbage:
+                await call(b"\xff\xff\xff", timeout=5)
+            assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            details = garbage.value.details() or ""
+            assert details.startswith("malformed ") and len(details) < 200, details
+            assert "DecodeError" not in details and "class" not in details
 
     allowed = await start_cp(gateway={"allow_repository_control": True})
+    assert allowed.manager is not None
     with gateway_client(allowed) as c:
         await asyncio.to_thread(c.load_model, "ident")
-        assert allowed.manager is not None and allowed.manager.ready_now("ident")
+        assert allowed.manager.ready_now("ident")
         await asyncio.to_thread(c.unload_model, "ident")
-        assert allowed.manager.state("ident") == "cold"
+        # an operator's unload, as through the admin API: held cold, and not ready at once
+        status = allowed.manager.status("ident")
+        assert status.state == "cold" and status.held
+        assert await asyncio.to_thread(c.is_model_ready, "ident") is False
+        with pytest.raises(InferenceServerException) as held:
+            await asyncio.to_thread(c.infer, "ident", identity_input([[1.0]]))
+        assert "held cold" in (held.value.message() or "")
+        await asyncio.to_thread(c.load_model, "ident")  # the operator's load ends the hold
+        assert await asyncio.to_thread(c.is_model_ready, "ident") is True
+        assert not allowed.manager.status("ident").held
 
 
 async def test_stream_errors_arrive_in_stream_and_the_stream_goes_on(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -20,10 +21,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from controlplane.app import ControlPlane
+from controlplane.lifecycle.states import ModelState
 from controlplane.triton.process import TritonProcess
 from tests.integration.conftest import StartControlPlane
 from tests.support.gateway import gateway_client, identity_input
 from tests.support.repository import add_identity
+from tests.support.waiting import until
 
 FAST = {"supervision": {"probe_interval_s": 0.5, "probe_timeout_s": 0.5, "probe_misses": 2}}
 
@@ -315,3 +318,41 @@ async def test_an_external_triton_that_forgets_a_model_is_noticed_on_the_first_e
     assert events[0]["trigger"] in ("recovery", "gateway")
     with pytest.raises(httpx.HTTPStatusError):
         (await _get(cp, "/triton/restart", "POST")).raise_for_status()  # 409: external
+
+
+_STUB_DIES = textwrap.dedent('''
+    import os
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            os._exit(1)  # the stub process dies on every request
+''')
+
+
+async def test_a_model_whose_stub_keeps_dying_is_unloaded_within_the_timeout(
+        repo: Path, start_cp: StartControlPlane) -> None:
+    """Triton keeps a model whose stub died READY, and never finishes unloading it (it stays
+    UNLOADING until the server restarts): the unload swaps a live stub in first."""
+    (add_identity(repo, "dies") / "1" / "model.py").write_text(_STUB_DIES)
+    cp = await start_cp(scheduler={"enabled": False}, triton={"unload_timeout_s": 20})
+    assert cp.manager is not None and cp.instance is not None
+    manager = cp.manager
+
+    def given_up() -> bool:
+        return "lost repeatedly" in (manager.status("dies").reason or "")
+
+    with gateway_client(cp) as c:
+        for _ in range(6):  # lost three times: automatic reloads back off
+            with pytest.raises(InferenceServerException):
+                await asyncio.to_thread(c.infer, "dies", identity_input([[1.0]]))
+            if await until(given_up, 3):
+                break
+    status = cp.manager.status("dies")
+    assert status.state is ModelState.FAILED and "lost repeatedly" in (status.reason or "")
+    t0 = time.monotonic()
+    await cp.fleet.unload("dies", trigger="api")
+    assert time.monotonic() - t0 < 10
+    assert cp.manager.state("dies") is ModelState.COLD
+    entries = [e for e in await cp.instance.client.index() if e.name == "dies"]
+    assert [e.state for e in entries] == ["UNAVAILABLE"]

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from controlplane.lifecycle.states import ModelState
-from controlplane.observability.families import InstanceFigures, Snapshot, families
+from controlplane.observability.families import GatewayFigures, InstanceFigures, Snapshot, families
 from controlplane.observability.feeds import WAIT_BUCKETS, Histogram
 from controlplane.observability.metrics import Metrics, TritonWatch
 from controlplane.observability.status import (
@@ -122,7 +122,8 @@ def test_no_family_of_ours_has_a_label_prometheus_owns() -> None:
             instances=[ReplicaOverview(instance="a", state=ModelState.READY, level="cpu",
                                        routable=True)])])
     snap = Snapshot(requests={("m", "OK"): 5}, cold_starts={"m": 1}, waits={"m": wait},
-                    recorder=(1, 0, 5, 0), actions={("load", "ok"): 1}, gateway=(0, 0),
+                    recorder=(1, 0, 5, 0), actions={("load", "ok"): 1},
+                    gateway=GatewayFigures(0, 0, 1024, {"max_buffered_bytes": 2}, ("bad",)),
                     instances=[figures], fleet_actions={("a", "add replica", "ok"): 1},
                     status=status)
     found = list(families(snap))
