@@ -1,12 +1,19 @@
-"""Failover: steady load over 3 embedded Tritons, one of them killed (SIGKILL) mid-run.
+"""Failover: steady load over 3 embedded Tritons; a replica trimmed, an instance drained,
+then one of them killed (SIGKILL) mid-run.
 
-    python bench/failover.py [--clients 8] [--rate 100] [--before-s 20] [--after-s 30]
+    python bench/failover.py [--clients 8] [--rate 100] [--before-s 20] [--phase-s 5]
+                             [--after-s 30]
 
 Small Python-backend models (no torch): ``hot`` is pinned, so it has replicas on two
 instances; ``solo_a`` and ``solo_b`` (slower loads) are loaded on one of those two only, and
 ``bystander`` on another. ``--clients`` tasks send requests through the gateway at ``--rate``
-requests/s in all (70 % to ``hot``) for ``--before-s``; then the instance holding ``hot``,
-``solo_a`` and ``solo_b`` has its tritonserver killed and the load goes on for ``--after-s``.
+requests/s in all (70 % to ``hot``) for ``--before-s``. Then, under the same load: a second
+replica of ``bystander`` is added and, ``--phase-s`` later, trimmed (as the replica placer
+trims a surplus one); the instance holding ``bystander`` is drained (its models made ready
+elsewhere first), then resumed; for each, the requests that failed and those that waited for
+a load (the recorder's cold requests) while it ran and ``--phase-s`` after (targets 0 and 0).
+Last, the instance holding ``hot``, ``solo_a`` and ``solo_b`` has its tritonserver killed and
+the load goes on for ``--after-s``.
 
 Prints JSON: requests and failures by gRPC status; failures beyond those in flight on the
 killed instance at the kill (a failure is excused only if it was sent before the kill plus
@@ -43,8 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, machine, percentile
 from controlplane.app import ControlPlane
 from controlplane.config import load_settings
-from controlplane.fleet.fleet import FleetAction
+from controlplane.fleet.failover import drain, resume
+from controlplane.fleet.fleet import REPLICA_TRIGGER, FleetAction
 from controlplane.lifecycle.states import ModelState
+from controlplane.traffic.observation import Observation
 from tests.support.repository import add_identity
 
 INSTANCES = ("a", "b", "c")
@@ -126,6 +135,32 @@ def summarize(requests: Sequence[Request], kill: Kill, *, before_s: float, after
     }
 
 
+@dataclass(frozen=True)
+class Phase:
+    """A fleet operation under load: when it ran (monotonic and epoch seconds)."""
+
+    name: str
+    start: float
+    end: float
+    start_epoch: float
+    end_epoch: float
+
+
+def phase_figures(phase: Phase, requests: Sequence[Request],
+                  cold_epochs: Sequence[float], settle_s: float) -> dict[str, Any]:
+    """Requests sent while ``phase`` ran or within ``settle_s`` after it: how many, how many
+    failed (by status), how many waited for a load (``cold_epochs``: the arrival times, epoch
+    seconds, of the requests the recorder saw wait for their model)."""
+    sent = [r for r in requests if phase.start <= r.sent <= phase.end + settle_s]
+    failed = [r for r in sent if r.status != "OK"]
+    waited = [t for t in cold_epochs
+              if phase.start_epoch <= t <= phase.end_epoch + settle_s]
+    return {"took_s": round(phase.end - phase.start, 3), "requests": len(sent),
+            "failed": len(failed), "failed_by_status": dict(Counter(r.status for r in failed)),
+            "waited_for_load": len(waited),
+            "latency_ms": _ms(_latencies(sent, phase.start, phase.end + settle_s))}
+
+
 def actions_since(actions: Iterable[FleetAction], epoch: float) -> list[dict[str, Any]]:
     """The fleet's actions at or after ``epoch`` (``time.time()`` seconds), in order, each
     with its seconds after ``epoch``. ``FleetAction.at`` is a timezone-aware datetime, so it
@@ -190,6 +225,42 @@ def _load_s(cp: ControlPlane) -> dict[str, dict[str, float | None]]:
     return {m: {s.instance: s.load_s for s in cp.fleet.replicas(m)} for m in MODELS}
 
 
+async def _trim(cp: ControlPlane, instance: str, model: str) -> None:
+    """What the replica placer does to a surplus replica. Before issue 16 (no removal
+    module) it unloaded it at once: the bench runs on that code too, for the comparison."""
+    try:
+        from controlplane.fleet.removal import remove_replica
+    except ImportError:
+        await cp.fleet.unload(model, trigger=REPLICA_TRIGGER, instance=instance, force=True)
+        return
+    await remove_replica(cp.fleet, cp.fleet.runtimes[instance], model, trigger=REPLICA_TRIGGER)
+
+
+async def _trim_and_drain(cp: ControlPlane, spare: str, victim: str,
+                          phase_s: float) -> list[Phase]:
+    """Under the clients' load: a second replica of ``bystander`` added on the instance that
+    is neither ``spare`` nor ``victim``, then trimmed; ``spare`` drained and resumed (its
+    replica of ``hot`` loaded again after, as the replica placer would)."""
+    other = next(n for n in INSTANCES if n not in (spare, victim))
+    await cp.fleet.load("bystander", trigger="replica", instance=other)
+    await asyncio.sleep(phase_s)  # traffic reaches both replicas
+    phases = []
+    t0, e0 = time.monotonic(), time.time()
+    await _trim(cp, other, "bystander")
+    phases.append(Phase("trim", t0, time.monotonic(), e0, time.time()))
+    await asyncio.sleep(phase_s)
+    had_hot = spare in _ready_on(cp, "hot")
+    t0, e0 = time.monotonic(), time.time()
+    await drain(cp.fleet, spare)
+    phases.append(Phase("drain", t0, time.monotonic(), e0, time.time()))
+    await asyncio.sleep(phase_s)
+    resume(cp.fleet, spare)
+    if had_hot:
+        await cp.fleet.load("hot", trigger="replica", instance=spare)
+    await asyncio.sleep(1.0)
+    return phases
+
+
 async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     repo = state / "repository"
     for model in MODELS:
@@ -223,12 +294,17 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         assert cp.gateway_url is not None
 
         requests: list[Request] = []
+        cold_epochs: list[float] = []  # arrival (epoch) of each request that waited for a load
+        assert cp.recorder is not None
+        cp.recorder.listeners.append(lambda batch: cold_epochs.extend(
+            o.arrived_at for o in batch if isinstance(o, Observation) and o.cold))
         stop = asyncio.Event()
         interval = args.clients / args.rate
         clients = [asyncio.create_task(_client(cp.gateway_url, seed, interval, args.timeout_s,
                                                stop, requests))
                    for seed in range(args.clients)]
         await asyncio.sleep(args.warmup_s + args.before_s)
+        phases = await _trim_and_drain(cp, spare, victim, args.phase_s)
 
         runtime = cp.fleet.runtimes[victim]
         assert runtime.instance is not None and runtime.instance.process is not None
@@ -248,6 +324,7 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
             await asyncio.sleep(0.01 if out_s is None else 0.1)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*clients), args.timeout_s + 5)
+        await cp.recorder.flush()
         final_load_s = _load_s(cp)
         final = {m: _ready_on(cp, m) for m in MODELS}
         # what the fleet did on its own after the kill (failover loads, replicas), in order
@@ -261,6 +338,11 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     report = summarize(requests, kill, before_s=args.before_s, after_s=args.after_s,
                        epsilon_s=args.epsilon_ms / 1e3, load_s=measured)
     report["killed"] |= {"out_of_routing_after_s": out_s, "routable_again_after_s": back_s}
+    for phase in phases:
+        figures = phase_figures(phase, requests, cold_epochs, args.phase_s)
+        report[phase.name] = figures
+        report["targets"][f"{phase.name}_failed_none"] = figures["failed"] == 0
+        report["targets"][f"{phase.name}_waited_for_load_none"] = figures["waited_for_load"] == 0
     report["placement"] = {"before": placed, "after": final, "fleet_actions": actions,
                            "setup_notes": notes}
     report["load_to_ready_s"] = {"before_kill": setup_load_s, "at_end": final_load_s}
@@ -273,6 +355,8 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s, all clients")
     parser.add_argument("--warmup-s", type=float, default=2.0, help="load not measured")
     parser.add_argument("--before-s", type=float, default=20.0)
+    parser.add_argument("--phase-s", type=float, default=5.0,
+                        help="load between the trim, the drain and the kill")
     parser.add_argument("--after-s", type=float, default=30.0)
     parser.add_argument("--timeout-s", type=float, default=10.0, help="per request")
     parser.add_argument("--epsilon-ms", type=float, default=5.0,

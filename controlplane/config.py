@@ -143,8 +143,9 @@ class GatewaySettings(Section):
     max_request_bytes: int = Field(default=(2 << 30) - 1, gt=0, le=(2 << 30) - 1)
     #: request bytes held at once across every request in progress (waiting for a load,
     #: forwarded); past it a request is refused at once with RESOURCE_EXHAUSTED naming this
-    #: setting. None: a quarter of the memory the process may use (the machine's, or its
-    #: cgroup limit if lower; ``gateway/buffered.py``)
+    #: setting. None: an eighth of the memory the process may use (the machine's, or its
+    #: cgroup limit if lower): the process holds up to ~3.5x this at the peak of a burst of
+    #: large requests (``gateway/buffered.py``, ``bench/request_memory.py``)
     max_buffered_bytes: int | None = Field(default=None, gt=0)
     #: send a model's Python traceback (Triton's error text after "At:"/"Traceback") to
     #: clients; by default they get the error's first line (the root cause) only

@@ -3,13 +3,18 @@
 gRPC reads a message whole before a handler sees it (as Triton does, up to 2 GiB), so the
 bounds act the moment a request arrives: a request over ``gateway.max_request_bytes``, or one
 that would take the bytes held by every request in progress (waiting for a load, forwarded
-upstream) over ``gateway.max_buffered_bytes``, is refused at once with RESOURCE_EXHAUSTED
-naming the setting -- before it waits for anything, so a burst of large requests cannot
-grow the process without bound.
+upstream, its answer on the way back) over ``gateway.max_buffered_bytes``, is refused at once
+with RESOURCE_EXHAUSTED naming the setting -- before it waits for anything, so a burst of
+large requests cannot grow the process without bound. What the process holds for a request
+is a small multiple of the bytes counted here (gRPC's receive buffers, our copy, the upstream
+call's send buffers, the answer): ``bench/request_memory.py`` measures it.
 
-After such a burst glibc keeps the freed pages of its arenas (the many small buffers gRPC
-receives a message in); :class:`Buffered` asks it to give them back (``malloc_trim``) once
-the bytes held fall back to zero after a large peak, off the event loop.
+After such a burst two things keep memory that is no longer used: a refused or failed
+request's bytes stay reachable from its exception's traceback (a reference cycle) until
+Python's cycle collector happens to run, and glibc keeps the freed pages of its arenas (the
+many small buffers gRPC receives a message in). :class:`Buffered` collects the cycles and asks
+glibc to give the pages back (``malloc_trim``) once the bytes held fall back to zero after a
+large peak.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 from pathlib import Path
@@ -26,10 +32,17 @@ from controlplane.errors import ResourceExhausted
 
 log = logging.getLogger(__name__)
 
-#: the default total bound: this share of the memory the process may use
-DEFAULT_SHARE = 0.25
+#: the default total bound: this share of the memory the process may use. The process holds
+#: up to about 3.5x the bytes counted here at the peak of a burst (bench/request_memory.py:
+#: gRPC's buffers and copies of each request and its answer), so an eighth keeps even a
+#: burst of the largest requests under half the memory
+DEFAULT_SHARE = 0.125
 #: a peak of held bytes above this, then zero: return freed memory to the OS
 TRIM_AFTER_BYTES = 64 << 20
+TRIM_DELAY_S = 1.0
+#: requests from this size on are held until their answer has been sent (a done callback);
+#: smaller ones until the handler returns (no callback on the hot path)
+TRACK_UNTIL_SENT_BYTES = 1 << 20
 
 
 def memory_limit_bytes() -> int:
@@ -47,7 +60,7 @@ def memory_limit_bytes() -> int:
 
 
 def default_max_buffered_bytes() -> int:
-    """``gateway.max_buffered_bytes`` when unset: a quarter of :func:`memory_limit_bytes`."""
+    """``gateway.max_buffered_bytes`` when unset: an eighth of :func:`memory_limit_bytes`."""
     return int(memory_limit_bytes() * DEFAULT_SHARE)
 
 
@@ -89,10 +102,25 @@ class Buffered:
         self._since_trim = max(self._since_trim, self.held)
         self.peak = max(self.peak, self.held)
 
+    def hold(self, size: int) -> None:
+        """Count ``size`` more bytes without a check (an answer on its way back)."""
+        self.held += size
+        self._since_trim = max(self._since_trim, self.held)
+        self.peak = max(self.peak, self.held)
+
     def give(self, size: int) -> None:
         self.held -= size
         if self.held == 0 and self._since_trim >= TRIM_AFTER_BYTES and (
                 self._trimming is None or self._trimming.done()):
-            self._since_trim = 0
             self._trimming = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(_malloc_trim), name="malloc-trim")
+                self._trim(), name="malloc-trim")
+
+    async def _trim(self) -> None:
+        # a moment later: gRPC frees its send buffers after the last answer went out
+        await asyncio.sleep(TRIM_DELAY_S)
+        if self.held == 0:
+            self._since_trim = 0
+            # a refused or failed request's bytes stay reachable from its exception's
+            # traceback (a reference cycle) until the cycle collector runs: now, once
+            gc.collect()
+            await asyncio.to_thread(_malloc_trim)

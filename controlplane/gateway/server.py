@@ -33,7 +33,11 @@ from controlplane.fleet.inference import InferencePath
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.fleet.shared_memory import METHODS as SHARED_MEMORY_METHODS
 from controlplane.fleet.upstream import UNARY
-from controlplane.gateway.buffered import Buffered, default_max_buffered_bytes
+from controlplane.gateway.buffered import (
+    TRACK_UNTIL_SENT_BYTES,
+    Buffered,
+    default_max_buffered_bytes,
+)
 from controlplane.gateway.describe import config_response, metadata_response
 from controlplane.gateway.guard import GUARDED, Guard
 from controlplane.gateway.status import abort, abort_upstream, grpc_status
@@ -194,10 +198,18 @@ class Gateway:
             self.buffered.take(size)
         except ResourceExhausted as exc:  # counted by the bound (``/metrics``), not recorded
             await self.abort(context, exc)
-        try:
-            return await self._serve(header, request, context, arrived)
-        finally:
-            self.buffered.give(size)
+        if size < TRACK_UNTIL_SENT_BYTES:
+            try:
+                return await self._serve(header, request, context, arrived)
+            finally:
+                self.buffered.give(size)
+        # a large one: held with its answer until gRPC has sent it (the RPC is done)
+        held = [size]
+        context.add_done_callback(lambda _: self.buffered.give(held[0]))
+        response = await self._serve(header, request, context, arrived)
+        self.buffered.hold(len(response))
+        held[0] += len(response)
+        return response
 
     async def _serve(self, header: RequestHeader, request: bytes, context: Context,
                      arrived: float) -> bytes:

@@ -16,6 +16,7 @@ async def test_bounds_refuse_by_name_and_free_what_they_held(
     trims: list[int] = []
     monkeypatch.setattr(buffered, "_malloc_trim", lambda: trims.append(1))
     monkeypatch.setattr(buffered, "TRIM_AFTER_BYTES", 150)
+    monkeypatch.setattr(buffered, "TRIM_DELAY_S", 0.01)
     bound = Buffered(max_request_bytes=100, max_buffered_bytes=250)
     with pytest.raises(ResourceExhausted, match=r"101 bytes is over gateway\.max_request_bytes "
                                                 r"\(100 bytes; WARMCTL_GATEWAY__MAX_REQUEST"):
@@ -35,7 +36,7 @@ async def test_bounds_refuse_by_name_and_free_what_they_held(
     assert (bound.held, bound.peak, trims) == (0, 200, [1])  # memory handed back once
 
 
-def test_the_default_total_bound_is_a_quarter_of_the_memory_we_may_use() -> None:
+def test_the_default_total_bound_is_an_eighth_of_the_memory_we_may_use() -> None:
     limit = memory_limit_bytes()
     assert 0 < limit <= 1 << 50
-    assert default_max_buffered_bytes() == limit // 4
+    assert default_max_buffered_bytes() == limit // 8
