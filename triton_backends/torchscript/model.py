@@ -5,9 +5,10 @@ folder's file decides the format (``warmctl_plugin/formats.py``): ``model.pt`` T
 ``model.pt2`` an ExportedProgram (``torch.export.save``) or an AOTInductor package; an
 ExportedProgram can be served under ``torch.compile`` with warmctl's compile cache
 (``warmctl_plugin/compiled.py``). The name stays ``torchscript`` so existing configs keep
-working. Inputs are passed to the model positionally in config order; outputs are taken in
-config order from a tensor or a tuple or list of tensors. The device follows
-``instance_group`` (KIND_GPU -> cuda:<id>).
+working. Inputs are passed to the model positionally in config order; outputs are taken
+from a tensor, a (nested) tuple or list of tensors in config order, or a dict keyed by output
+name (``warmctl_plugin/outputs.py``). The device follows ``instance_group`` (KIND_GPU ->
+cuda:<id>).
 
 No request can take the server down. ``execute`` never raises, and answers every request
 with its outputs or an error object of its own: one ``pb_utils.TritonError`` attached to
@@ -46,7 +47,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from warmctl_plugin import cache, compiled, errors, formats
+from warmctl_plugin import cache, compiled, errors, formats, outputs
 from warmctl_plugin.metrics import Metrics
 
 _RSS_REFRESH_S = 1.0
@@ -265,19 +266,20 @@ class TritonPythonModel:
         return self._forward(arrays, int(arrays[0].shape[0]))
 
     def _forward(self, arrays: list[np.ndarray], rows: int | None) -> list[np.ndarray]:
-        """The model's outputs for ``arrays`` in config order (``rows``: the batch, None
-        without batching)."""
+        """The model's outputs for ``arrays`` in config order; ``rows``: the batch, which
+        every output's first dim must be (None without batching)."""
         torch = self.torch
         tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
-        out = self.module(*tensors)
-        if isinstance(out, torch.Tensor):
-            out = (out,)  # TorchScript and ExportedProgram return a tensor; AOTI returns a list
-        if len(out) != len(self.outputs):
-            raise ValueError(f"model returned {len(out)} outputs, config declares "
-                             f"{len(self.outputs)}")
-        return [
-            t.detach().cpu().numpy().astype(dtype, copy=False)
-            for t, (_, dtype) in zip(out, self.outputs, strict=True)]
+        leaves = outputs.flatten(self.module(*tensors), self.output_names, torch.Tensor)
+        result = []
+        for t, (_, dtype) in zip(leaves, self.outputs, strict=True):
+            t = t.detach()
+            if t.dtype == torch.bfloat16:  # numpy has no bfloat16
+                t = t.float()
+            result.append(t.cpu().numpy().astype(dtype, copy=False))
+        if rows is not None:
+            outputs.check_rows(result, self.output_names, rows)
+        return result
 
     def finalize(self) -> None:
         # Dropping the metric objects removes their series from /metrics; otherwise an unloaded
