@@ -16,7 +16,10 @@ several responses segfaults tritonserver 2.51 (python_backend PR#268), taking ev
 it down. A batch whose forward pass fails is run again request by request, so one bad
 request (an out-of-range id) fails alone, with the model's error text cleaned for the client
 (``warmctl_plugin/errors.py``: no TorchScript code, no server paths, bounded) and logged in
-full.
+full. At initialize the model is checked against its config (``warmctl_plugin/checks.py``):
+outputs that cannot map fail the load; an exported program that takes fewer batch sizes than
+``max_batch_size`` sends is served in pieces it accepts, with a warning saying how to export
+it (why serve rather than refuse: see there).
 
 Two things here exist for the control plane:
 
@@ -47,7 +50,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from warmctl_plugin import cache, compiled, errors, formats, outputs
+from warmctl_plugin import cache, checks, compiled, errors, formats, outputs
 from warmctl_plugin.metrics import Metrics
 
 _RSS_REFRESH_S = 1.0
@@ -135,6 +138,14 @@ class TritonPythonModel:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t3 = time.perf_counter()
+        try:
+            self.pieces, warnings = checks.check_loaded(
+                loaded, fmt, path, config, params, torch, np, _NUMPY_TYPES, self.device)
+        except (checks.CheckError, outputs.OutputError) as exc:
+            raise pb_utils.TritonModelException(
+                f"{os.path.basename(path)} does not fit its config: {exc}") from None
+        for warning in warnings:
+            _log("warn", f"{args['model_name']}: {warning}")
         self.module = loaded.module
         self.format = fmt
         self.metrics.phase("read_weights", t2 - t1)
@@ -262,8 +273,19 @@ class TritonPythonModel:
                                                              strict=True)])
 
     def _rows(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Outputs for a batch of rows."""
-        return self._forward(arrays, int(arrays[0].shape[0]))
+        """Outputs for a batch of rows, in the pieces the model accepts (``checks.Pieces``)."""
+        rows = int(arrays[0].shape[0])
+        pieces = self.pieces
+        if pieces is None or rows == 0 or pieces.low <= rows <= pieces.high:
+            return self._forward(arrays, rows)
+        parts = []
+        for start, stop, padded in pieces.split(rows):
+            piece = [a[start:stop] for a in arrays]
+            if padded > stop - start:  # repeat the last row; its answers are dropped
+                piece = [np.concatenate([p, np.repeat(p[-1:], padded - len(p), axis=0)])
+                         for p in piece]
+            parts.append([out[:stop - start] for out in self._forward(piece, padded)])
+        return [np.concatenate(col) for col in zip(*parts, strict=True)]
 
     def _forward(self, arrays: list[np.ndarray], rows: int | None) -> list[np.ndarray]:
         """The model's outputs for ``arrays`` in config order; ``rows``: the batch, which
