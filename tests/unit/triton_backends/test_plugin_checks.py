@@ -25,11 +25,14 @@ def test_batch_bounds_decide_pieces_and_the_warning() -> None:
     assert checks.batch_pieces([(0, None), (1, 32)], 8, "m.pt2", ["a", "b"]) == (None, None)
     pieces, warning = checks.batch_pieces([(1, 1)], 8, "model.pt2", ["ids"])
     assert pieces == checks.Pieces(1, 1)
-    assert warning is not None and "model.pt2 takes a batch of exactly 1 rows" in warning
+    assert warning is not None
+    assert "model.pt2 takes batches of exactly 1 row(s) but max_batch_size is 8: every forward " \
+        "pass is split into pieces of at most 1 row(s); batching gains nothing." in warning
     assert "dynamic_shapes={'ids': {0: torch.export.Dim('batch', max=8)}}" in warning
     pieces, warning = checks.batch_pieces([(1, 4), (1, None)], 8, "m.pt2", ["a", "b"])
-    assert pieces == checks.Pieces(1, 4) and "pieces of at most 4 rows" in str(warning)
-    with pytest.raises(checks.CheckError, match="takes a batch of exactly 16 rows, which "
+    assert pieces == checks.Pieces(1, 4)
+    assert "pieces of at most 4 row(s). To batch up to 8, export" in str(warning)
+    with pytest.raises(checks.CheckError, match=r"takes batches of exactly 16 row\(s\), which "
                        "max_batch_size 8 never sends: export it with dynamic_shapes"):
         checks.batch_pieces([(16, 16)], 8, "m.pt2", ["ids"])
 

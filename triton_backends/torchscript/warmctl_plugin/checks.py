@@ -50,6 +50,10 @@ class CheckError(Exception):
     """The model cannot serve what its config promises: the load fails with this reason."""
 
 
+class tensor:  # lower case: the name ``outputs.describe`` shows for a leaf of a spec
+    """A leaf of an output spec: a tensor whose shape is not known until the model runs."""
+
+
 @dataclass(frozen=True)
 class Pieces:
     """How to split a batch of rows into forward passes the model accepts."""
@@ -131,12 +135,13 @@ def batch_pieces(batch_bounds: Sequence[Bounds], max_batch_size: int, model_file
         f"'{n}': {{0: torch.export.Dim('batch', max={max_batch_size})}}" for n in input_names)
         + "} (and an example batch of 2 or more)")
     if high < low:
-        raise CheckError(f"{model_file} takes a batch of {accepted} rows, which max_batch_size "
-                         f"{max_batch_size} never sends: {hint}")
-    warning = (f"{model_file} takes a batch of {accepted} rows but max_batch_size is "
+        raise CheckError(f"{model_file} takes batches of {accepted} row(s), which "
+                         f"max_batch_size {max_batch_size} never sends: {hint}")
+    warning = (f"{model_file} takes batches of {accepted} row(s) but max_batch_size is "
                f"{max_batch_size}: every forward pass is split into pieces of at most {high} "
-               + (f"(padded to {low}) " if low > 1 else "")
-               + f"rows, so batching saves nothing. To batch for real, {hint}")
+               + (f"(padded to {low}) " if low > 1 else "") + "row(s)"
+               + ("; batching gains nothing" if high == 1 else "")
+               + f". To batch up to {max_batch_size}, {hint}")
     return Pieces(low, high), warning
 
 
@@ -209,9 +214,9 @@ def check_loaded(loaded: Any, fmt: str, path: str, config: dict[str, Any],
     if loaded.out_spec is not None:
         from torch.utils import _pytree
 
-        shaped = _pytree.tree_unflatten([torch.empty(0)] * loaded.out_spec.num_leaves,
+        shaped = _pytree.tree_unflatten([tensor()] * loaded.out_spec.num_leaves,
                                         loaded.out_spec)
-        outputs.flatten(shaped, names, torch.Tensor)
+        outputs.flatten(shaped, names, tensor)
     elif fmt == "torchscript":
         example = example_inputs(inputs, params, max_batch_size > 0, dtypes, np)
         if example is None:
