@@ -43,6 +43,14 @@ class Nested(nn.Module):
         return x + 1, (x * 3, x.amax(dim=1, keepdim=True))
 
 
+class Picker(nn.Module):
+    """Each row's first value picks the column to answer: a value of 3 or more fails inside
+    the TorchScript interpreter (torch.gather's bounds check), with the serialized code."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.gather(x, 1, x[:, :1].long())
+
+
 def config(name: str, inputs: str, outputs: str, *, max_batch_size: int = 8,
            delay_us: int | None = None, params: dict[str, str] | None = None) -> str:
     batching = "" if delay_us is None else \
