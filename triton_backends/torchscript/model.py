@@ -5,9 +5,21 @@ folder's file decides the format (``warmctl_plugin/formats.py``): ``model.pt`` T
 ``model.pt2`` an ExportedProgram (``torch.export.save``) or an AOTInductor package; an
 ExportedProgram can be served under ``torch.compile`` with warmctl's compile cache
 (``warmctl_plugin/compiled.py``). The name stays ``torchscript`` so existing configs keep
-working. Inputs are passed to the model positionally in config order; outputs are taken in
-config order from a tensor or a tuple or list of tensors. The device follows
-``instance_group`` (KIND_GPU -> cuda:<id>).
+working. Inputs are passed to the model positionally in config order; outputs are taken
+from a tensor, a (nested) tuple or list of tensors in config order, or a dict keyed by output
+name (``warmctl_plugin/outputs.py``). The device follows ``instance_group`` (KIND_GPU ->
+cuda:<id>).
+
+No request can take the server down. ``execute`` never raises, and answers every request
+with its outputs or an error object of its own: one ``pb_utils.TritonError`` attached to
+several responses segfaults tritonserver 2.51 (python_backend PR#268), taking every model on
+it down. A batch whose forward pass fails is run again request by request, so one bad
+request (an out-of-range id) fails alone, with the model's error text cleaned for the client
+(``warmctl_plugin/errors.py``: no TorchScript code, no server paths, bounded) and logged in
+full. At initialize the model is checked against its config (``warmctl_plugin/checks.py``):
+outputs that cannot map fail the load; an exported program that takes fewer batch sizes than
+``max_batch_size`` sends is served in pieces it accepts, with a warning saying how to export
+it (why serve rather than refuse: see there).
 
 Two things here exist for the control plane:
 
@@ -38,7 +50,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from warmctl_plugin import cache, compiled, formats
+from warmctl_plugin import cache, checks, compiled, errors, formats, outputs
 from warmctl_plugin.metrics import Metrics
 
 _RSS_REFRESH_S = 1.0
@@ -49,6 +61,21 @@ _NUMPY_TYPES = {
     "TYPE_INT16": np.int16, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64,
     "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
 }
+
+
+def _log(level: str, message: str) -> None:
+    """To Triton's log through the stub (stderr outside a stub, as in unit tests)."""
+    logger = getattr(pb_utils, "Logger", None)
+    if logger is None:
+        print(f"[torchscript backend] {level}: {message}", file=sys.stderr, flush=True)
+    else:
+        getattr(logger, f"log_{level}")(message)
+
+
+def _error_response(text: str) -> object:
+    # A fresh TritonError per response, always: a shared one is freed with the first
+    # response and read back as garbage (or a segfault) for the others.
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(text))
 
 
 def _rss_bytes() -> int:
@@ -76,11 +103,15 @@ class TritonPythonModel:
             self.device = torch.device("cpu")
         self.batching = int(config.get("max_batch_size", 0)) > 0
         self.inputs = [(i["name"], i["data_type"]) for i in config["input"]]
+        for kind, specs in (("input", config["input"]), ("output", config["output"])):
+            for spec in specs:
+                if spec["data_type"] not in _NUMPY_TYPES:
+                    raise pb_utils.TritonModelException(
+                        f"{kind} '{spec['name']}': {spec['data_type']} is not supported by "
+                        f"the torchscript backend ({', '.join(_NUMPY_TYPES)})")
         self.outputs = [(o["name"], _NUMPY_TYPES[o["data_type"]]) for o in config["output"]]
-        for name, dtype in self.inputs:
-            if dtype not in _NUMPY_TYPES:
-                raise pb_utils.TritonModelException(
-                    f"input '{name}': {dtype} is not supported by the torchscript backend")
+        self.output_names = [name for name, _ in self.outputs]
+        self.failures = errors.LogLimiter()
 
         self.metrics = Metrics({
             "model": args["model_name"],
@@ -108,6 +139,14 @@ class TritonPythonModel:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t3 = time.perf_counter()
+        try:
+            self.pieces, warnings = checks.check_loaded(
+                loaded, fmt, path, config, params, torch, np, _NUMPY_TYPES, self.device)
+        except (checks.CheckError, outputs.OutputError) as exc:
+            raise pb_utils.TritonModelException(
+                f"{os.path.basename(path)} does not fit its config: {exc}") from None
+        for warning in warnings:
+            _log("warn", f"{args['model_name']}: {warning}")
         self.module = loaded.module
         self.format = fmt
         self.metrics.phase("read_weights", t2 - t1)
@@ -143,37 +182,58 @@ class TritonPythonModel:
 
     def execute(self, requests: list[object]) -> list[object]:
         t0 = time.perf_counter()
-        arrays = [
-            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name, _ in self.inputs]
-            for r in requests
-        ]
-        responses: list[object] = [None] * len(requests)
-        for members in self._group(arrays):
-            try:
-                outputs = self._run([arrays[i] for i in members])
-            except Exception as exc:  # one bad group must not fail the others
-                error = pb_utils.TritonError(f"{type(exc).__name__}: {exc}")
-                for i in members:
-                    responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=error)
-                continue
-            for i, tensors in zip(members, outputs, strict=True):
-                responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
-        if self._first_execute:
-            self._first_execute = False
-            self.metrics.phase("first_execute", time.perf_counter() - t0)
-        if self.compiled is not None:
-            self.compiled.save()  # new graphs (warm-up, a new traffic shape) join the cache
-        self._report_memory()
+        responses: list[object | None] = [None] * len(requests)
+        try:
+            self._execute(requests, responses)
+        except Exception as exc:  # a bug of ours: still one answer per request, never a raise
+            _log("error", errors.log_text(exc, "torchscript backend: execute failed"))
+            text = f"torchscript backend: {errors.client_text(exc)}"
+            responses = [r if r is not None else _error_response(text) for r in responses]
+        try:
+            if self._first_execute:
+                self._first_execute = False
+                self.metrics.phase("first_execute", time.perf_counter() - t0)
+            if self.compiled is not None:
+                self.compiled.save()  # new graphs (warm-up, a new traffic shape) join the cache
+            self._report_memory()
+        except Exception as exc:  # bookkeeping must not fail requests that were answered
+            _log("warn", errors.log_text(exc, "torchscript backend: after execute"))
         return responses
 
-    def _group(self, arrays: list[list[np.ndarray]]) -> list[list[int]]:
+    def _execute(self, requests: list[object], responses: list[object | None]) -> None:
+        arrays: dict[int, list[np.ndarray]] = {}
+        for i, request in enumerate(requests):
+            try:
+                arrays[i] = [self._input(request, name) for name, _ in self.inputs]
+            except Exception as exc:
+                responses[i] = self._failed(exc)
+        with self.torch.inference_mode():
+            for members in self._group(arrays):
+                answers = self._run_group([arrays[i] for i in members])
+                for i, answer in zip(members, answers, strict=True):
+                    responses[i] = answer
+
+    @staticmethod
+    def _input(request: object, name: str) -> np.ndarray:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            raise ValueError(f"the request has no input '{name}'")
+        return tensor.as_numpy()
+
+    def _failed(self, exc: BaseException) -> object:
+        text = errors.client_text(exc)
+        if self.failures.allow():
+            _log("error", errors.log_text(exc, f"request failed ({self.failures.note()})"))
+        return _error_response(text)
+
+    def _group(self, arrays: dict[int, list[np.ndarray]]) -> list[list[int]]:
         """Split requests into groups that share one forward pass; count their shapes.
 
         With batching, requests whose dims after the batch dim agree are concatenated;
         without it, every request runs alone.
         """
         groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
-        for i, tensors in enumerate(arrays):
+        for i, tensors in arrays.items():
             self.metrics.shape(";".join(
                 f"{name}:{'x'.join(str(d) for d in t.shape)}"
                 for (name, _), t in zip(self.inputs, tensors, strict=True)), 1)
@@ -183,33 +243,66 @@ class TritonPythonModel:
                 groups[((i,),)] = [i]
         return list(groups.values())
 
-    def _run(self, batch: list[list[np.ndarray]]) -> list[list[object]]:
-        """Output tensors per request of ``batch`` (one group from ``_group``)."""
-        with self.torch.inference_mode():
-            if self.batching and len(batch) > 1:
-                merged = self._forward([np.concatenate(col) for col in zip(*batch, strict=True)])
-                ends = np.cumsum([tensors[0].shape[0] for tensors in batch])
-                per_request = [
-                    [out[end - len_:end] for out in merged]
-                    for end, len_ in zip(ends, (t[0].shape[0] for t in batch), strict=True)]
-            else:
-                per_request = [self._forward(tensors) for tensors in batch]
-        return [
-            [pb_utils.Tensor(name, out) for (name, _), out in zip(self.outputs, outs, strict=True)]
-            for outs in per_request]
+    def _run_group(self, batch: list[list[np.ndarray]]) -> list[object]:
+        """One response per request of ``batch`` (a group from ``_group``).
 
-    def _forward(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        The group runs as one forward pass; if that fails, request by request, so that only
+        the request that caused it fails (Triton's own backends fail the whole batch).
+        """
+        if self.batching and len(batch) > 1:
+            try:
+                merged = self._rows([np.concatenate(col) for col in zip(*batch, strict=True)])
+                ends = np.cumsum([tensors[0].shape[0] for tensors in batch])
+                return [self._response([out[end - tensors[0].shape[0]:end] for out in merged])
+                        for end, tensors in zip(ends, batch, strict=True)]
+            except Exception as exc:
+                if self.failures.allow():
+                    _log("info", f"a batch of {len(batch)} requests failed "
+                         f"({errors.client_text(exc, 200)}); running them one by one")
+        answers = []
+        for tensors in batch:
+            try:
+                outs = self._rows(tensors) if self.batching else self._forward(tensors, None)
+                answers.append(self._response(outs))
+            except Exception as exc:
+                answers.append(self._failed(exc))
+        return answers
+
+    def _response(self, arrays: list[np.ndarray]) -> object:
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor(name, out) for name, out in zip(self.output_names, arrays,
+                                                             strict=True)])
+
+    def _rows(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Outputs for a batch of rows, in the pieces the model accepts (``checks.Pieces``)."""
+        rows = int(arrays[0].shape[0])
+        pieces = self.pieces
+        if pieces is None or rows == 0 or pieces.low <= rows <= pieces.high:
+            return self._forward(arrays, rows)
+        parts = []
+        for start, stop, padded in pieces.split(rows):
+            piece = [a[start:stop] for a in arrays]
+            if padded > stop - start:  # repeat the last row; its answers are dropped
+                piece = [np.concatenate([p, np.repeat(p[-1:], padded - len(p), axis=0)])
+                         for p in piece]
+            parts.append([out[:stop - start] for out in self._forward(piece, padded)])
+        return [np.concatenate(col) for col in zip(*parts, strict=True)]
+
+    def _forward(self, arrays: list[np.ndarray], rows: int | None) -> list[np.ndarray]:
+        """The model's outputs for ``arrays`` in config order; ``rows``: the batch, which
+        every output's first dim must be (None without batching)."""
         torch = self.torch
         tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
-        out = self.module(*tensors)
-        if isinstance(out, torch.Tensor):
-            out = (out,)  # TorchScript and ExportedProgram return a tensor; AOTI returns a list
-        if len(out) != len(self.outputs):
-            raise ValueError(f"model returned {len(out)} outputs, config declares "
-                             f"{len(self.outputs)}")
-        return [
-            t.detach().cpu().numpy().astype(dtype, copy=False)
-            for t, (_, dtype) in zip(out, self.outputs, strict=True)]
+        leaves = outputs.flatten(self.module(*tensors), self.output_names, torch.Tensor)
+        result = []
+        for t, (_, dtype) in zip(leaves, self.outputs, strict=True):
+            t = t.detach()
+            if t.dtype == torch.bfloat16:  # numpy has no bfloat16
+                t = t.float()
+            result.append(t.cpu().numpy().astype(dtype, copy=False))
+        if rows is not None:
+            outputs.check_rows(result, self.output_names, rows)
+        return result
 
     def finalize(self) -> None:
         # Dropping the metric objects removes their series from /metrics; otherwise an unloaded

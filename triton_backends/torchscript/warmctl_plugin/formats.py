@@ -35,6 +35,10 @@ class Loaded:
     module: Any
     #: inputs saved with an ExportedProgram (``torch.export.export``'s args); None otherwise
     example_inputs: tuple[Any, ...] | None
+    #: the pytree spec of what it returns (ExportedProgram, AOTInductor); None: unknown
+    out_spec: Any = None
+    #: the ExportedProgram (its input shapes are checked against the config: ``checks.py``)
+    program: Any = None
 
     def to(self, device: Any, fmt: str) -> None:
         if fmt != "aoti":
@@ -108,29 +112,40 @@ def load(path: str, fmt: str, torch: Any, device: Any) -> Loaded:
         program = torch.export.load(path)
         # The graph was exported in eval mode: no train/eval switch is left to make.
         example = program.example_inputs[0] if program.example_inputs else None
-        return Loaded(program.module(), tuple(example) if example else None)
+        return Loaded(program.module(), tuple(example) if example else None,
+                      program.call_spec.out_spec, program)
     if fmt == "aoti":
         _check_aoti_target(path, aoti_target(path), device, torch)
         index = device.index if device.type == "cuda" and device.index is not None else -1
-        return Loaded(_aoti_runner(path, torch, index), None)
+        return Loaded(*_aoti_runner(path, torch, index))
     raise FormatError(f"unknown format {fmt!r}")
 
 
-def _aoti_runner(path: str, torch: Any, device_index: int) -> Any:
-    """A callable running the package. torch's C++ loader directly when the package takes
-    plain positional tensors: ``aoti_load_package`` imports most of inductor first (5.5 s of
-    a 5.6 s load here, against 0.02 s); the Python API for any other input structure."""
+def _aoti_runner(path: str, torch: Any, device_index: int) -> tuple[Any, None, Any]:
+    """A callable running the package, with its output spec. torch's C++ loader directly
+    when the package takes plain positional tensors: ``aoti_load_package`` imports most of
+    inductor first (5.5 s of a 5.6 s load here, against 0.02 s); the Python API for any other
+    input structure. The loader answers a flat list: unflattened with the output spec, so a
+    package returns a dict or a tuple as its exported program did."""
+    from torch.utils import _pytree
+
     loader_class = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
     if loader_class is not None:
         loader = loader_class(path, "model", False, 1, device_index)
-        in_spec = json.loads(loader.get_call_spec()[0])[1]
+        call_spec = loader.get_call_spec()
+        out_spec = _pytree.treespec_loads(call_spec[1])
+        in_spec = json.loads(call_spec[0])[1]
         args, kwargs = in_spec["children_spec"] if in_spec.get("type") == "builtins.tuple" \
             else (None, None)
         if (args is not None and kwargs is not None and kwargs.get("children_spec") == []
                 and args.get("type") == "builtins.tuple"
                 and all(c.get("type") is None for c in args["children_spec"])):
-            return lambda *tensors: loader.boxed_run(list(tensors))
-    return torch._inductor.aoti_load_package(path, device_index=device_index)
+            return (lambda *tensors: _pytree.tree_unflatten(loader.boxed_run(list(tensors)),
+                                                            out_spec)), None, out_spec
+    runner = torch._inductor.aoti_load_package(path, device_index=device_index)
+    loader = getattr(runner, "loader", None)
+    out_spec = None if loader is None else _pytree.treespec_loads(loader.get_call_spec()[1])
+    return runner, None, out_spec
 
 
 def _check_aoti_target(path: str, meta: dict[str, str], device: Any, torch: Any) -> None:
