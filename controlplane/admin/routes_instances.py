@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -75,3 +75,11 @@ async def fleet_actions(
     """What the fleet did on its own (replicas added and removed, failovers, drains),
     newest first."""
     return [FleetActionView.of(a) for a in list(fleet.actions)[::-1][:limit]]
+
+
+@actions_router.get("/shared-memory")
+async def shared_memory_regions(fleet: FleetDep) -> list[dict[str, Any]]:
+    """The shared-memory regions clients registered through the gateway, each with the
+    instances it is registered on now (a restarted instance gets them again before it takes
+    traffic)."""
+    return fleet.shared_memory.regions()

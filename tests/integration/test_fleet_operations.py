@@ -11,6 +11,7 @@ import time
 from multiprocessing import shared_memory
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpc_aio
@@ -222,7 +223,9 @@ async def test_shared_memory_requests_succeed_across_a_triton_restart(
             after = [await shm_infer() for _ in range(40)]
             assert after == ["ok"] * 40, sorted(set(after))
             # every request still reaches both replicas, a's included
-            assert cp.fleet.shared_memory.regions() == [
+            async with httpx.AsyncClient(base_url=cp.admin_url) as http:
+                registered = (await http.get("/fleet/shared-memory")).json()
+            assert registered == [
                 {"kind": "system", "name": n, "instances": ["a", "b"]} for n in ("in", "out")]
             status = await client.get_system_shared_memory_status(as_json=True)
             assert sorted(status["regions"]) == ["in", "out"]
