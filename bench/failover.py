@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import ROOT, machine, percentile
 from controlplane.app import ControlPlane
 from controlplane.config import load_settings
-from controlplane.fleet.failover import drain, resume
 from controlplane.fleet.fleet import REPLICA_TRIGGER, FleetAction
 from controlplane.lifecycle.states import ModelState
 from controlplane.traffic.observation import Observation
@@ -223,6 +222,12 @@ def _ready_on(cp: ControlPlane, model: str) -> list[str]:
 def _load_s(cp: ControlPlane) -> dict[str, dict[str, float | None]]:
     """Model -> instance -> load-to-ready of its last successful load there."""
     return {m: {s.instance: s.load_s for s in cp.fleet.replicas(m)} for m in MODELS}
+
+
+try:
+    from controlplane.fleet.drain import drain, resume
+except ImportError:  # before issue 16 the drain lived in failover.py
+    from controlplane.fleet.failover import drain, resume  # type: ignore[attr-defined,no-redef]
 
 
 async def _trim(cp: ControlPlane, instance: str, model: str) -> None:

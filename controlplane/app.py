@@ -25,6 +25,7 @@ from controlplane.errors import ConfigError
 from controlplane.fleet.crashes import CrashTracker
 from controlplane.fleet.failover import Failover
 from controlplane.fleet.fleet import Fleet
+from controlplane.fleet.pinned import warm_pinned
 from controlplane.fleet.placement import ReplicaPlacer
 from controlplane.fleet.provider import ConfiguredProvider
 from controlplane.fleet.runtime import InstanceRuntime, Shared
@@ -161,6 +162,7 @@ class ControlPlane:
                     functools.partial(self.fleet.shared_memory.restore, rt.name))
                 rt.start_supervision()
             stack.push_async_callback(self.crashes.close)
+            stack.push_async_callback(self.fleet.close)
             stack.push_async_callback(self.placer.close)
             self.readiness.manager = self.readiness.supervisor = self.fleet
             if self.preparer is not None:
@@ -296,7 +298,7 @@ class ControlPlane:
         return f"{self.settings.gateway.host}:{self.gateway.port}"
 
     async def _warm_pinned(self) -> None:
-        self.readiness.pinned_failures = await self.fleet.warm_pinned()
+        self.readiness.pinned_failures = await warm_pinned(self.fleet)
         for name, error in self.readiness.pinned_failures.items():
             log.error("pinned model %s did not load: %s", name, error)
         self.readiness.pinned_done = True

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from controlplane.admin.deps import FleetDep
 from controlplane.admin.schemas_fleet import DrainReportView, FleetActionView, InstanceView
 from controlplane.errors import Conflict
-from controlplane.fleet import failover
+from controlplane.fleet import drain
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.views import describe
 
@@ -56,7 +56,7 @@ async def drain_instance(
     if rt.routable and not others and not force:
         raise Conflict(f"instance '{name}' is the last one serving: draining it would leave "
                        "every model unserved (force=true to drain anyway)")
-    report = await failover.drain(fleet, name)
+    report = await drain.drain(fleet, name)
     return DrainReportView.of(report, instance_view(fleet, name))
 
 
@@ -64,7 +64,7 @@ async def drain_instance(
 async def resume_instance(name: str, fleet: FleetDep) -> InstanceView:
     """End a drain: the instance takes requests and replicas again (its models come back as
     the plan and the traffic ask for them)."""
-    failover.resume(fleet, name)
+    drain.resume(fleet, name)
     return instance_view(fleet, name)
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from controlplane.admin.deps import ControlPlaneDep
 from controlplane.errors import TritonUnavailable
-from controlplane.fleet import failover
+from controlplane.fleet import drain
 from controlplane.fleet.runtime import InstanceRuntime
 
 router = APIRouter(prefix="/triton", tags=["triton"])
@@ -59,7 +59,7 @@ async def restart_triton(
     rt = _runtime(cp, instance)
     assert rt.supervisor is not None
     # with other instances serving, its traffic moves first: no request fails or waits
-    await failover.restart(cp.fleet, rt.name)
+    await drain.restart(cp.fleet, rt.name)
     if wait:
         await rt.supervisor.wait_restored()
     return _view(rt)

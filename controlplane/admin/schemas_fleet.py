@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from controlplane.lifecycle.states import ModelState, ModelStatus
 
 if TYPE_CHECKING:
-    from controlplane.fleet.failover import DrainReport
+    from controlplane.fleet.drain import DrainReport
     from controlplane.fleet.fleet import FleetAction
     from controlplane.fleet.runtime import InstanceRuntime
 

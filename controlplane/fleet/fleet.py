@@ -19,12 +19,15 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from controlplane.background import Background
 from controlplane.config import FleetSettings
-from controlplane.errors import ControlPlaneError, InstanceNotFound, TritonUnavailable
+from controlplane.errors import InstanceNotFound, TritonUnavailable
+from controlplane.fleet.cold import ColdLoads
 from controlplane.fleet.router import Router
 from controlplane.fleet.runtime import InstanceRuntime
-from controlplane.fleet.sequences import DEFAULT_IDLE_S, Sequences
+from controlplane.fleet.sequences import Sequences
 from controlplane.fleet.shared_memory import SharedMemoryRegistry
+from controlplane.fleet.traits import ModelTraits
 from controlplane.lifecycle.manager import OPERATOR_TRIGGERS, ModelManager
 from controlplane.lifecycle.states import ModelState, ModelStatus
 from controlplane.policy.replicas import ReplicaPlan
@@ -66,6 +69,9 @@ class Fleet:
         self.repository = repository
         self.options = options
         self.pinned = list(pinned)
+        #: stateful or not, a sequence's idle limit (``traits.py``)
+        self.traits = ModelTraits(repository)
+        self.stateful = self.traits.stateful
         self.router = Router(lambda: self._order, sticky=self.stateful)
         #: awaited with (model, trigger) before a load the scheduler did not plan (its
         #: ``make_room``); not for replicas the fleet adds
@@ -79,15 +85,16 @@ class Fleet:
         #: models the operator or a rule keeps resident (never evicted to make room)
         self.held: Callable[[ModelName], bool] = lambda model: False
         self.actions: deque[FleetAction] = deque(maxlen=200)
+        #: work the fleet goes on with after a caller returned (a drained instance's stateful
+        #: models, unloaded once their sequences end)
+        self.background = Background()
         #: where each open sequence of a stateful model lives (``sequences.py``)
-        self.sequences = Sequences(self.sequence_idle_s)
+        self.sequences = Sequences(self.traits.sequence_idle_s)
         #: shared-memory registrations clients made through the gateway, for every instance
         self.shared_memory = SharedMemoryRegistry(self._send)
         self.call_timeout_s = call_timeout_s
-        #: model -> the shared cold load and the instances it must not use
-        self._cold: dict[ModelName, tuple[asyncio.Task[None], frozenset[InstanceName]]] = {}
-        self._stateful: dict[ModelName, bool] = {}
-        self._idle_s: dict[ModelName, float] = {}
+        #: one load per cold model, shared by its callers (``cold.py``)
+        self.cold = ColdLoads(self)
 
     # -- reading ------------------------------------------------------------------------------
     @property
@@ -120,33 +127,8 @@ class Fleet:
     def state(self, model: ModelName) -> ModelState:
         return self.status(model).state
 
-    def stateful(self, model: ModelName) -> bool:
-        """``sequence_batching``: one replica serves it (cached; refreshed by statuses)."""
-        found = self._stateful.get(model)
-        if found is None:
-            try:
-                found = self.repository.spec(model).sequence_batching
-            except ControlPlaneError:
-                found = False
-            self._stateful[model] = found
-        return found
-
-    def sequence_idle_s(self, model: ModelName) -> float:
-        """How long Triton keeps an idle sequence of ``model`` (its
-        ``max_sequence_idle_microseconds``; 1 s when unset, Triton's default)."""
-        found = self._idle_s.get(model)
-        if found is None:
-            try:
-                config = self.repository.spec(model).config.get("sequence_batching") or {}
-                micros = int(config.get("max_sequence_idle_microseconds") or 0)
-            except (ControlPlaneError, TypeError, ValueError):
-                micros = 0
-            found = self._idle_s[model] = micros / 1e6 if micros > 0 else DEFAULT_IDLE_S
-        return found
-
     def statuses(self) -> list[ModelStatus]:
-        self._stateful.clear()
-        self._idle_s.clear()
+        self.traits.clear()
         names = self.repository.names(refresh=True)
         for _, m in self.managers():
             m.statuses()  # picks up models added to the repository since start-up
@@ -253,44 +235,9 @@ class Fleet:
             if trigger in OPERATOR_TRIGGERS:
                 rt.manager.keep(model)
             return rt.manager.status(model)
-        if self.ready_now(model, exclude):
-            return self.status(model)
-        excluded = frozenset(exclude)
-        found = self._cold.get(model)
-        if found is None or not excluded <= found[1]:
-            task = asyncio.create_task(self._load_somewhere(model, trigger, set(excluded)),
-                                       name=f"fleet-load-{model}")
-            self._cold[model] = found = (task, excluded)
-            task.add_done_callback(lambda t: self._cold_done(model, t))
-        await asyncio.shield(found[0])
+        if not self.ready_now(model, exclude):
+            await self.cold.load(model, trigger, exclude)
         return self.status(model)
-
-    async def _load_somewhere(self, model: ModelName, trigger: str,
-                              exclude: set[InstanceName]) -> None:
-        """One load of ``model`` on the instance :meth:`choose` names; if that instance dies
-        or stops accepting during the load, the next one (the waiters keep waiting)."""
-        while True:
-            rt = self.choose(model, exclude=exclude)
-            assert rt.manager is not None
-            try:
-                await rt.manager.load(model, trigger=trigger)
-            except ControlPlaneError as exc:
-                if rt.accepting and not _triton_went_away(exc):
-                    raise
-                log.warning("load of %s on %s did not finish (%s): loading it elsewhere",
-                            model, rt.name, exc)
-                exclude.add(rt.name)
-                continue
-            if self.ready_now(model, exclude) or rt.accepting:
-                return
-            exclude.add(rt.name)  # ready, but its instance stopped taking requests meanwhile
-
-    def _cold_done(self, model: ModelName, task: asyncio.Task[None]) -> None:
-        found = self._cold.get(model)
-        if found is not None and found[0] is task:
-            del self._cold[model]
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have given up
 
     async def unload(self, model: ModelName, *, trigger: str = "api",
                      instance: InstanceName | None = None, force: bool = False
@@ -326,29 +273,6 @@ class Fleet:
                 raise result
         return self.status(model)
 
-    async def warm_pinned(self) -> dict[ModelName, str]:
-        """Start-up: each pinned model, highest priority first, on ``pinned_replicas``
-        instances (fewer when fewer serve). Returns {model: error} for failures."""
-        failures: dict[ModelName, str] = {}
-        for model in self.pinned:
-            usable = [rt for rt in self._order if rt.accepting]
-            wanted = 1 if self.stateful(model) else max(
-                1, min(self.options.pinned_replicas, len(usable)))
-            try:
-                first = self.choose(model)
-                others = sorted((rt for rt in usable if rt is not first),
-                                key=lambda rt: (-self.free_mb(rt), self._order.index(rt)))
-                targets = [first, *others][:wanted]
-                results = await asyncio.gather(
-                    *(self.load(model, trigger="startup", instance=rt.name) for rt in targets),
-                    return_exceptions=True)
-                errors = [r for r in results if isinstance(r, BaseException)]
-                if len(errors) == len(results):
-                    raise errors[0]
-            except ControlPlaneError as exc:
-                failures[model] = str(exc)
-        return failures
-
     async def _send(self, instance: InstanceName, method: str, request: bytes) -> bytes:
         """One server-wide RPC to one instance's Triton (raw bytes both ways)."""
         rt = self.runtime(instance)
@@ -356,6 +280,9 @@ class Fleet:
             raise TritonUnavailable(f"instance '{instance}' has not started")
         response: bytes = await rt.upstream.call(method)(request, timeout=self.call_timeout_s)
         return response
+
+    async def close(self) -> None:
+        await self.background.close()
 
     def runtime(self, name: InstanceName) -> InstanceRuntime:
         rt = self.runtimes.get(name)
@@ -376,8 +303,3 @@ class Fleet:
         self.actions.append(FleetAction(utcnow(), kind, model, instance, why,
                                         outcome))
 
-
-def _triton_went_away(exc: BaseException) -> bool:
-    """A load failed because its Triton stopped serving (died, hung, restarting), not
-    because of the model."""
-    return isinstance(exc, TritonUnavailable) or isinstance(exc.__cause__, TritonUnavailable)

@@ -46,6 +46,15 @@ async def wait_settled(fleet: Fleet, rt: InstanceRuntime, model: ModelName | Non
     return time.monotonic() - t0
 
 
+async def wait_in_flight(rt: InstanceRuntime, timeout_s: float) -> float:
+    """Wait until nothing is in flight on ``rt`` (or ``timeout_s``); the seconds waited."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    while rt.outstanding > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(POLL_S)
+    return time.monotonic() - t0
+
+
 async def remove_replica(fleet: Fleet, rt: InstanceRuntime, model: ModelName, *,
                          trigger: str) -> ModelStatus:
     """Unload ``model`` from ``rt`` without failing a request another replica could serve

@@ -59,7 +59,7 @@ class InstanceRuntime:
     provider: ConfiguredProvider
     shared: Shared
     #: no new requests or loads go here; in-flight ones (and open sequences) finish
-    #: (``failover.drain``)
+    #: (``drain.py``)
     draining: bool = False
     #: no new loads or replicas go here, while requests still do: the first step of a
     #: drain, while what it serves is made ready elsewhere (Kubernetes' word for a node)

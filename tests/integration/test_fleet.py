@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 
 from controlplane.app import ControlPlane
 from controlplane.config import InstanceSettings
-from controlplane.fleet.failover import drain
+from controlplane.fleet.drain import drain
 from controlplane.lifecycle.states import ModelState
 from tests.integration.conftest import StartControlPlane
 from tests.support.gateway import identity_input

@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from controlplane.app import ControlPlane
 from controlplane.config import InstanceSettings
-from controlplane.fleet.failover import drain, restart, resume
+from controlplane.fleet.drain import drain, restart, resume
 from controlplane.fleet.removal import remove_replica
 from controlplane.lifecycle.states import ModelState
 from tests.integration.conftest import StartControlPlane
@@ -90,23 +90,24 @@ async def test_a_drain_under_open_sequences_completes_every_sequence(
         open_seqs = [100, 101, 102, 103]
         sums = {s: [await _step(client, s, True, False), await _step(client, s, False, False)]
                 for s in open_seqs}
-        draining = asyncio.create_task(drain(cp.fleet, holder))
-        # the model is made ready on the other instance first; the open sequences go on
-        assert await until(lambda: _ready_on(cp, "acc") == ["a", "b"], 30)
-        assert await until(lambda: not cp.fleet.runtimes[holder].routable, 10)
+        report = await asyncio.wait_for(drain(cp.fleet, holder), 30)
+        # the model was made ready on the other instance first; the drain returned at once,
+        # leaving acc where the four open sequences' state is
+        assert report.moved == {"acc": other} and report.waited_s < 5
+        assert report.sequences_left == 4 and list(report.lingering) == ["acc"]
+        assert not cp.fleet.runtimes[holder].routable
         for s in open_seqs:
             sums[s].append(await _step(client, s, False, False))
         # a sequence that starts now goes to the other instance at once
         new = [await _step(client, 200, True, False), await _step(client, 200, False, True)]
-        assert not draining.done()  # four sequences still open on the holder
+        assert _ready_on(cp, "acc") == ["a", "b"]
         for s in open_seqs:
             sums[s].append(await _step(client, s, False, True))
-        report = await asyncio.wait_for(draining, 20)
+        # every sequence ended: the drained instance's replica goes
+        assert await until(lambda: _ready_on(cp, "acc") == [other], 10)
     assert sums == {s: [1.0, 2.0, 3.0, 4.0] for s in open_seqs}
     assert new == [1.0, 2.0]
-    assert report.sequences_left == 0 and report.unloaded == ["acc"]
-    assert report.moved == {"acc": other} and report.waited_s < 15
-    assert _ready_on(cp, "acc") == [other]
+    assert cp.fleet.sequences.open_on(holder) == 0
 
 
 async def test_trims_drains_and_restarts_under_load_fail_no_request(

@@ -6,7 +6,8 @@ import asyncio
 from pathlib import Path
 
 from controlplane.errors import TritonUnavailable
-from controlplane.fleet.failover import Failover, drain, resume
+from controlplane.fleet.drain import drain, resume
+from controlplane.fleet.failover import Failover
 from controlplane.lifecycle.states import ModelState
 from controlplane.store.database import Database
 from tests.unit.fleet.support import make_fleet, runtime
@@ -69,6 +70,7 @@ async def test_a_drain_keeps_serving_until_what_it_holds_is_ready_elsewhere(
     fleet = await make_fleet(tmp_path, database, ("a", "b"))
     a, b = fleet.order
     await fleet.load("rare", trigger="replica", instance="b")
+    await fleet.load("warm", trigger="replica", instance="b")
     gate = asyncio.Event()
     runtime(a)[0].load_script["rare"].append(after(gate, succeed()))
     fleet.sequences.opened("rare", "9", "b")  # an open sequence on b
@@ -76,18 +78,21 @@ async def test_a_drain_keeps_serving_until_what_it_holds_is_ready_elsewhere(
     await asyncio.sleep(0.1)
     # rare is loading on a: b still serves it, but takes no new loads
     assert b.cordoned and b.routable and fleet.router.pick("rare") is b
-    assert fleet.choose("warm") is a
+    assert fleet.choose("hot") is a
     gate.set()
-    await asyncio.sleep(0.2)
-    # ready on a: b takes no new requests, its open sequence holds the unload
-    assert not b.routable and fleet.router.pick("rare") is a and not draining.done()
-    assert runtime(b)[0].unloads == []
-    fleet.sequences.ended("rare", "9")
     report = await asyncio.wait_for(draining, 2.0)
-    assert report.moved == {"rare": "a"} and report.sequences_left == 0
-    assert report.unloaded == ["rare"] and report.waited_s >= 0.15
-    assert next((x.kind, x.model, x.instance, x.outcome) for x in fleet.actions) == (
-        "drain load", "rare", "a", "ok")
+    # ready on a: b takes no new requests; its open sequence keeps rare there for a while
+    assert not b.routable and fleet.router.pick("rare") is a
+    assert report.moved == {"rare": "a", "warm": "a"} and report.sequences_left == 1
+    assert report.unloaded == ["warm"] and list(report.lingering) == ["rare"]
+    assert runtime(b)[0].unloads == ["warm"]
+    fleet.sequences.ended("rare", "9")  # the sequence is over: b's replica goes
+    await asyncio.sleep(0.2)
+    assert runtime(b)[0].unloads == ["warm", "rare"]
+    assert [(x.kind, x.model, x.instance, x.outcome) for x in fleet.actions
+            if x.model == "rare"] == [("drain load", "rare", "a", "ok"),
+                                      ("drain", "rare", "b", "unloaded")]
+    await fleet.close()
 
 
 async def test_a_cold_load_moves_elsewhere_when_its_instance_dies_and_waiters_keep_waiting(

@@ -45,7 +45,7 @@ async def test_steps_of_an_open_sequence_follow_their_start_even_to_a_draining_i
         tmp_path: Path, database: Database) -> None:
     fleet = await make_fleet(tmp_path, database, ("a", "b"))
     a, b = fleet.order
-    fleet._stateful["hot"] = True  # the identity model, taken as stateful
+    fleet.traits._stateful["hot"] = True  # the identity model, taken as stateful
     for rt in (a, b):
         await fleet.load("hot", trigger="replica", instance=rt.name)
     path = InferencePath(fleet)
