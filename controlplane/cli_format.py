@@ -85,6 +85,8 @@ def drain_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  {model}: {where if plain else 'ready on ' + where}")
     if report["unloaded"]:
         lines.append("  unloaded: " + ", ".join(report["unloaded"]))
+    for model, why in sorted((report.get("lingering") or {}).items()):
+        lines.append(f"  {model}: stays for now, {why}")
     for model, error in sorted(report["errors"].items()):
         lines.append(f"  {model}: unload failed: {fit(error, 200)}")
     return lines

@@ -80,8 +80,13 @@ class DrainReportView(BaseModel):
     moved: dict[str, str]
     #: requests still in flight when the wait ended (0: all finished)
     in_flight_left: int
+    #: open sequences of stateful models when the drain returned (they stay where they are)
+    sequences_left: int
     waited_s: float
     unloaded: list[str]
+    #: stateful model -> why it stays on the instance a while (unloaded once its open
+    #: sequences end or idle out)
+    lingering: dict[str, str]
     errors: dict[str, str]
     #: the instance after the drain
     after: InstanceView
@@ -89,8 +94,10 @@ class DrainReportView(BaseModel):
     @classmethod
     def of(cls, report: DrainReport, after: InstanceView) -> DrainReportView:
         return cls(instance=report.instance, moved=dict(report.moved),
-                   in_flight_left=report.in_flight_left, waited_s=report.waited_s,
-                   unloaded=list(report.unloaded), errors=dict(report.errors), after=after)
+                   in_flight_left=report.in_flight_left,
+                   sequences_left=report.sequences_left, waited_s=report.waited_s,
+                   unloaded=list(report.unloaded), lingering=dict(report.lingering),
+                   errors=dict(report.errors), after=after)
 
 
 class FleetActionView(BaseModel):
