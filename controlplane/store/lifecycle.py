@@ -63,7 +63,7 @@ class LifecycleStore:
     def __init__(self, database: Database, instance: InstanceName) -> None:
         self.db = database
         self.instance = instance
-        #: the newest state of each model not written yet (one queued write per model)
+        #: the newest state of each model (what its one queued state write writes)
         self._states: dict[ModelName, _StateRow] = {}
 
     # -- queued writes (the event loop; never block, never raise) ---------------------------
@@ -88,13 +88,11 @@ class LifecycleStore:
                                      key=("state", self.instance, name))
 
     def _write_state(self, name: ModelName) -> None:
-        row = self._states.get(name)
-        if row is None:
-            return  # written by an earlier write of this key
+        # The newest state is read when the write runs, and kept afterwards (one small row
+        # per model): forgetting it here, on the write thread, could race with a newer one.
+        row = self._states[name]
         self.set_state(name, row.state, row.reason, at=row.at, memory_bytes=row.memory_bytes,
                        load_s=row.load_s)
-        if self._states.get(name) is row:  # a newer one is queued otherwise
-            del self._states[name]
 
     def begin(self, name: ModelName, action: str, trigger: str,
               started_at: datetime) -> tuple[EventHandle, asyncio.Future[Outcome]]:

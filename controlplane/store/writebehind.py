@@ -186,7 +186,7 @@ class WriteBehind:
                     failures += 1
                     self._failed(exc, failures)
                     self.running_since = None
-                    await asyncio.sleep(min(RETRY_FIRST_S * 2 ** (failures - 1), RETRY_MAX_S))
+                    await asyncio.sleep(min(RETRY_FIRST_S * 2.0 ** (failures - 1), RETRY_MAX_S))
                     continue
                 log.error("a %s write can never succeed; dropped", write.kind, exc_info=exc)
                 outcome: Outcome = "error"
