@@ -71,7 +71,7 @@ class StoreHealth:
         if running is None or running.done():
             self._started_at = time.monotonic()
             running = self._running = self._thread.submit(self._probe)
-        with contextlib.suppress(TimeoutError):
+        with contextlib.suppress(Exception):  # its error is read from the future below
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(running)),
                                    self.stall_after_s)
         if not running.done():
