@@ -77,6 +77,11 @@ class QueuedJobStore(MemoryJobStore):  # type: ignore[misc]
         for job_id in ids:
             self._queue(job_id, None)
 
+    def shutdown(self) -> None:
+        # MemoryJobStore.shutdown empties the store through remove_all_jobs, which here would
+        # delete every persisted job at every stop: forget them in memory only
+        MemoryJobStore.remove_all_jobs(self)
+
     def _persist(self, job: Job) -> None:
         # pickled here, on the event loop that owns the job, not on the write thread
         state = pickle.dumps(job.__getstate__(), pickle.HIGHEST_PROTOCOL)
