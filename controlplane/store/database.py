@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +43,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: SQLite's result code for a write to a connection that can only read
+SQLITE_READONLY = 8
+
+
+def _replace_read_only(context: ExceptionContext) -> None:
+    # SQLite opens a database it cannot open read-write (a read-only disk) read-only, and
+    # that connection refuses writes ("attempt to write a readonly database") for good, long
+    # after the disk is writable again: it is treated as lost, so the pool opens a fresh one.
+    orig = context.original_exception
+    if (isinstance(orig, sqlite3.Error)
+            and getattr(orig, "sqlite_errorcode", 0) & 0xFF == SQLITE_READONLY):
+        context.is_disconnect = True
+
+
 def alembic_config(url: str) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -60,6 +76,7 @@ class Database:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "handle_error", _replace_read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Our own threads: database work must not queue behind whatever else the process
         # runs in asyncio's default executor (a saturated default pool once stalled a load).

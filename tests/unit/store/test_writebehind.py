@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from functools import partial
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from controlplane.errors import StoreUnavailable
 from controlplane.store.database import Database
@@ -164,3 +165,24 @@ async def test_a_bounded_call_on_a_stalled_or_full_store_fails_cleanly(
     assert time.monotonic() - t0 < 1.0
     faults.clear()
     assert await database.call(_rows, database) == []
+
+
+async def test_a_connection_opened_while_the_disk_was_read_only_is_replaced_once_writable(
+        database: Database) -> None:
+    """SQLite opens a file it cannot write read-only, and such a connection refuses writes
+    after the disk is writable again (``query_only`` stands in for that here)."""
+    _table(database)
+    read_only = True
+
+    def connect(dbapi_connection: Any, _record: Any) -> None:
+        if read_only:
+            dbapi_connection.execute("PRAGMA query_only=ON")
+
+    event.listen(database.engine, "connect", connect)
+    database.engine.dispose()  # every connection from now on is opened "read-only"
+    done = database.writes.submit("event", partial(_insert, database, 1))
+    await until(lambda: database.writes.error is not None, 5)
+    assert database.writes.error == "attempt to write a readonly database"
+    read_only = False  # the disk is back; connections opened before it stay read-only
+    assert await until(done.done, 5)
+    assert done.result() == "written" and _rows(database) == [1]
