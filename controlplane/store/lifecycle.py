@@ -144,7 +144,7 @@ class LifecycleStore:
                   *, at: datetime | None = None, memory_bytes: int | None = None,
                   load_s: float | None = None) -> None:
         with self.db.session() as session:
-            row = self._row(session, name)
+            row = self._row(session, name, create=True)
             row.state, row.reason, row.state_since = state, reason, at or utcnow()
             if memory_bytes is not None:
                 row.memory_bytes = memory_bytes
@@ -154,7 +154,7 @@ class LifecycleStore:
     def begin_event(self, name: ModelName, action: str, trigger: str,
                     started_at: datetime) -> int:
         with self.db.session() as session:
-            row = self._row(session, name)
+            row = self._row(session, name, create=True)
             event = LoadEvent(model_id=row.id, action=action, trigger=trigger,
                               started_at=started_at)
             session.add(event)
@@ -198,10 +198,17 @@ class LifecycleStore:
         with self.db.session() as session:
             return self._row(session, name)
 
-    def _row(self, session: Any, name: ModelName) -> ModelRecord:
+    def _row(self, session: Any, name: ModelName, *, create: bool = False) -> ModelRecord:
+        """``name``'s row; KeyError when it has none, unless ``create`` (a queued write for a
+        model whose own row write was dropped: its pin flag is set at the next start)."""
         row: ModelRecord | None = session.scalar(
             select(ModelRecord).where(ModelRecord.instance == self.instance,
                                       ModelRecord.name == name))
         if row is None:
-            raise KeyError(name)
+            if not create:
+                raise KeyError(name)
+            row = ModelRecord(instance=self.instance, name=name, state="cold",
+                              state_since=utcnow(), pinned=False)
+            session.add(row)
+            session.flush()
         return row

@@ -158,10 +158,8 @@ class WarmupPreparer:
                                                "config Triton completes is read after this load"})
         try:
             stored, proofs = await self.warmups.db.call(self._current_and_proofs, spec)
-        except ConfigError as exc:  # a malformed warmctl.* parameter must not stop the load
-            self.applied[spec.name] = Applied(spec, no_probe=str(exc))
-            return LoadPlan(details={"warmup": f"none: {exc}"})
-        except StoreUnavailable as exc:  # what plain Triton serves, warmctl serves
+        except (ConfigError, StoreUnavailable) as exc:  # a malformed warmctl.* parameter, a
+            # store that cannot answer now: the load goes on plain (what Triton serves, we do)
             self.applied[spec.name] = Applied(spec, no_probe=str(exc))
             return LoadPlan(details={"warmup": f"none: {exc}"})
         return await self._plan(spec, stored, proofs)
