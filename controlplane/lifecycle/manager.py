@@ -317,8 +317,7 @@ class ModelManager:
         return self.status(name)
 
     async def _loaded(self, model: ManagedModel, event_id: EventHandle, load_s: float,
-                      up: BroughtUp,
-                      reason: str | None, details: dict[str, Any]) -> None:
+                      up: BroughtUp, reason: str | None, details: dict[str, Any]) -> None:
         """A load or reload succeeded: the model is ready, the record finished, hooks told."""
         model.memory_bytes, model.load_s = up.memory_bytes or model.memory_bytes, load_s
         model.backoff.succeeded()
@@ -330,8 +329,8 @@ class ModelManager:
             await after(model.name, load_s, details)
 
     async def _record_failure(self, model: ManagedModel, event_id: EventHandle, outcome: str,
-                              reason: str,
-                              triton_s: float | None, details: dict[str, Any]) -> None:
+                              reason: str, triton_s: float | None,
+                              details: dict[str, Any]) -> None:
         model.backoff.failed(time.monotonic())
         log.warning("load of %s %s (failure %d in a row, automatic retry in %.0fs): %s",
                     model.name, outcome, model.backoff.failures,
