@@ -74,7 +74,6 @@ async def _during_and_after(cp: ControlPlane, begin: Any, end: Any,
     await asyncio.sleep(1.0)
     assert await _status(cp) == "ok"
     begin()
-    t_fault = time.monotonic()
     # /healthz: 200, degraded, naming the store's problem, within seconds
     assert await until(lambda: cp.store_health.status().state == "unwritable", 8)
     health = await _health(cp, "/healthz")
@@ -110,7 +109,6 @@ async def _during_and_after(cp: ControlPlane, begin: Any, end: Any,
     assert await until(lambda: cp.readiness.ready, 60)
     assert (await _health(cp, "/readyz")).status_code == 200
     assert cp.store_health.status().state != "ok"  # the fault was on throughout
-    assert time.monotonic() - t_fault > 5
     end()
     t_end = time.monotonic()
     assert await until(lambda: cp.store_health.status().state == "ok", 15)
