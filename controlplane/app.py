@@ -135,6 +135,9 @@ class ControlPlane:
             manager.additions_rejected.append(self.preparer.rejected)
         if self.cold_starts is not None:
             manager.after_load.append(self.cold_starts.observe)
+        # a restore retried after a failure not the model's is a failing loop meanwhile
+        manager.restore_retry.on_pass = lambda error: (
+            rt.loops.ok("restore") if error is None else rt.loops.failed("restore", error))
 
     async def start(self, *, wait_pinned: bool = False) -> None:
         """Start everything. Pinned models load in the background unless ``wait_pinned``."""

@@ -30,6 +30,7 @@ from controlplane.lifecycle.managed import ManagedModel
 from controlplane.lifecycle.port import LoadPreparer, ReadinessProbe, TritonPort, model_entries
 from controlplane.lifecycle.reconcile import Reconciler
 from controlplane.lifecycle.recovery import Recovery, RecoveryState
+from controlplane.lifecycle.restore_retry import RestoreRetry
 from controlplane.lifecycle.states import (
     STRICT_TRANSITIONS_ENV,
     Cause,
@@ -435,6 +436,11 @@ class ModelManager:
     def recovery(self) -> RecoveryState:
         """What is remembered while Triton is down or loses models."""
         return self._recovery.state
+
+    @property
+    def restore_retry(self) -> RestoreRetry:
+        """Restores retried after a failure not the model's (``on_pass`` reports them)."""
+        return self._recovery.retry
 
     @property
     def triton_down_reason(self) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from controlplane.errors import Conflict, ControlPlaneError, StoreUnavailable, TritonUnavailable
@@ -46,11 +47,21 @@ class RestoreRetry:
         self._task: asyncio.Task[None] | None = None
         #: passes run so far (tests, the log)
         self.passes = 0
+        #: told after a restore or retry pass: what still fails and why (None: nothing): the
+        #: loops registry (``/healthz`` degraded while a restore is being retried)
+        self.on_pass: Callable[[str | None], None] | None = None
 
     def schedule(self, trigger: str) -> None:
         """Start retrying what ``retrying`` holds, unless already under way."""
+        self._report()
         if self.recovery.state.retrying and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._run(trigger), name="restore-retry")
+
+    def _report(self) -> None:
+        retrying = self.recovery.state.retrying
+        if self.on_pass is not None:
+            self.on_pass("; ".join(f"{name}: {why}" for name, why in sorted(retrying.items()))
+                         if retrying else None)
 
     async def _run(self, trigger: str) -> None:
         r, delay = self.recovery.state, RETRY_FIRST_S
@@ -62,6 +73,7 @@ class RestoreRetry:
             order = first + sorted(set(r.retrying) - set(first))
             r.last_restore.update(await self.recovery.restore(order, trigger=trigger))
             self.passes += 1
+            self._report()
             delay = min(delay * 2, RETRY_MAX_S)
 
     def cancel(self) -> None:

@@ -115,13 +115,17 @@ async def test_a_restore_failing_for_a_reason_not_the_models_is_retried_until_re
     await manager.triton_down("tritonserver (pid 1) was killed by signal 9 (SIGKILL)")
     fake.down = False
     preparer.failures, preparer.calls = 3, 0  # the restore and two retries fail
+    reports: list[str | None] = []
+    manager.restore_retry.on_pass = reports.append  # the loops registry, in the app
     results = await manager.triton_up()
     assert results["pin"].startswith("retrying: ")
     assert manager.status("pin").state is ModelState.FAILED
     assert await until(lambda: manager.ready_now("pin"), 5)
     assert preparer.calls == 4 and manager.recovery.last_restore["pin"] == "ok"
     assert manager.recovery.retrying == {}
-    assert manager._recovery.retry.passes == 3
+    assert manager.restore_retry.passes == 3
+    assert len(reports) == 4 and reports[-1] is None
+    assert all(r is not None and r.startswith("pin: retrying: ") for r in reports[:3])
 
 
 async def test_a_restore_failing_for_the_models_own_reason_is_not_retried(
@@ -136,5 +140,5 @@ async def test_a_restore_failing_for_the_models_own_reason_is_not_retried(
     results = await manager.triton_up()
     assert results["pin"].startswith("failed: ") and "SyntaxError" in results["pin"]
     assert not await until(lambda: len(fake.loads) > 2, 0.5)  # the first load and the restore
-    assert manager.recovery.retrying == {} and manager._recovery.retry.passes == 0
+    assert manager.recovery.retrying == {} and manager.restore_retry.passes == 0
     assert manager.status("pin").state is ModelState.FAILED
