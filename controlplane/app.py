@@ -41,6 +41,7 @@ from controlplane.scheduler.jobs import JobRunner
 from controlplane.scheduler.levels import Level
 from controlplane.scheduler.placing import PlacingPreparer
 from controlplane.store.database import Database
+from controlplane.store.health import StoreHealth
 from controlplane.traffic.admission import DeclaredInputs
 from controlplane.traffic.ranges import RangeSampler
 from controlplane.traffic.recorder import PayloadSampler, TrafficRecorder
@@ -60,7 +61,12 @@ log = logging.getLogger(__name__)
 class ControlPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.database = Database(settings.db_url)
+        st = settings.store
+        self.database = Database(settings.db_url, call_timeout_s=st.call_timeout_s,
+                                 max_queued_writes=st.max_queued_writes, settle_s=st.settle_s)
+        #: whether the store takes writes now (``/healthz``, ``/metrics``)
+        self.store_health = StoreHealth(self.database, interval_s=st.probe_interval_s,
+                                        stall_after_s=st.stall_after_s)
         self.repository = ModelRepository(settings.model_repository)
         self.readiness = Readiness()
         #: last run and last error of every background loop (``/healthz``)
@@ -136,6 +142,9 @@ class ControlPlane:
             manager.additions_rejected.append(self.preparer.rejected)
         if self.cold_starts is not None:
             manager.after_load.append(self.cold_starts.observe)
+        # a restore retried after a failure not the model's is a failing loop meanwhile
+        manager.restore_retry.on_pass = lambda error: (
+            rt.loops.ok("restore") if error is None else rt.loops.failed("restore", error))
 
     async def start(self, *, wait_pinned: bool = False) -> None:
         """Start everything. Pinned models load in the background unless ``wait_pinned``."""
@@ -145,6 +154,7 @@ class ControlPlane:
         if unknown:
             log.warning("configured models not in %s: %s", s.model_repository, ", ".join(unknown))
         await self.database.run(self.database.migrate)
+        self.store_health.start()
         if self.compile_cache is not None:
             await asyncio.to_thread(self.compile_cache.prune)
         stack = self._stack
@@ -237,8 +247,9 @@ class ControlPlane:
         scheduler.on_decisions.append(self.placer.apply)
         if self.recorder is not None:
             self.recorder.listeners.append(self.scheduler.observe)
-        self.jobs = JobRunner(self.scheduler, engine=self.database.engine,
+        self.jobs = JobRunner(self.scheduler, database=self.database,
                               instance=s.instance_name, rules=s.scheduler.rules)
+        self.jobs.aps.on_error = lambda exc: self.loops.failed("scheduler", f"wake-up: {exc}")
         await self.jobs.start()
         self.jobs.aps.add_listener(self._job_ran, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
 
@@ -347,7 +358,7 @@ class ControlPlane:
         if self.gateway is not None:
             await self.gateway.stop(self.settings.gateway.grace_s)
         if self.recorder is not None:
-            try:
+            try:  # hands the buffer to the write-behind (written at the end, bounded)
                 await self.recorder.stop()
             except Exception:
                 log.exception("final traffic flush failed")
@@ -362,7 +373,9 @@ class ControlPlane:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self._stack.aclose()
-        self.database.close()
+        await self.store_health.close()
+        # what is still queued is written within a bound; the rest is counted and logged
+        await self.database.aclose(self.settings.store.stop_flush_s)
 
     async def run_forever(self) -> None:
         """``serve``: start, then run until cancelled (SIGINT/SIGTERM)."""

@@ -188,6 +188,27 @@ class TrafficSettings(Section):
     range_sample_every: int = Field(default=16, ge=0)
 
 
+class StoreSettings(Section):
+    """The store (SQLite) when its disk is full, read-only or stalled (``[store]``).
+
+    Writes are queued and written when the store takes them (``store/writebehind.py``);
+    nothing on the serving path waits for the disk longer than these bounds.
+    """
+
+    #: longest wait of an admin read or a load's warm-up lookup: then a 503, or a plain load
+    call_timeout_s: float = Field(default=2.0, gt=0)
+    #: longest wait for a queued write while the store is healthy (read-your-writes)
+    settle_s: float = Field(default=1.0, ge=0)
+    #: writes held per kind while the store refuses them; beyond, dropped and counted
+    max_queued_writes: int = Field(default=10_000, gt=0)
+    #: the write probe: one tiny write every ``probe_interval_s``; a probe or queued write
+    #: that has not returned after ``stall_after_s`` makes the store ``stalled``
+    probe_interval_s: float = Field(default=2.0, gt=0)
+    stall_after_s: float = Field(default=3.0, gt=0)
+    #: a clean stop writes what is queued for at most this long; the rest is counted dropped
+    stop_flush_s: float = Field(default=5.0, ge=0)
+
+
 class CompileCacheSettings(Section):
     """Compiled code of ``torch_compile`` models, kept between loads (``[compile_cache]``).
 
@@ -388,6 +409,7 @@ class Settings(BaseSettings):
     warmup: WarmupOptions = Field(default_factory=WarmupOptions)
     scheduler: SchedulerOptions = Field(default_factory=SchedulerOptions)
     compile_cache: CompileCacheSettings = Field(default_factory=CompileCacheSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     #: the Triton instances (``[instances.<name>]``); none configured: one, named
     #: ``instance_name``, from ``[triton]`` (embedded, or static when ``triton.url`` is set)

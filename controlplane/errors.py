@@ -97,6 +97,13 @@ class TritonStartError(ControlPlaneError):
     code = ErrorCode.UNAVAILABLE
 
 
+class StoreUnavailable(ControlPlaneError):
+    """The store (SQLite) cannot answer now: its disk is full, read-only, failing or stalled.
+    Only what needs the store's answer fails so (admin reads); writes are queued."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
 class ResourceExhausted(ControlPlaneError):
     code = ErrorCode.RESOURCE_EXHAUSTED
 

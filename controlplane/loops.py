@@ -20,6 +20,20 @@ log = logging.getLogger(__name__)
 
 #: an error kept for /healthz is cut to this many characters (tracebacks can be long)
 MAX_ERROR_CHARS = 500
+#: after a failed pass a loop runs again after ``min(interval, RETRY_FIRST_S)``, doubled per
+#: failure in a row up to ``max(interval, RETRY_MAX_S)``: a loop with a long interval
+#: (reconcile, drift) is back within seconds of its fault clearing, and a short one does
+#: not retry a persistent fault many times a second
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 10.0
+
+
+def retry_delay(interval_s: float, failures: int) -> float:
+    """Seconds before the next pass of a loop whose last ``failures`` passes failed."""
+    if failures <= 0:
+        return interval_s
+    first = min(interval_s, RETRY_FIRST_S)
+    return min(first * 2.0 ** min(failures - 1, 30), max(interval_s, RETRY_MAX_S))
 
 
 @dataclass
@@ -33,6 +47,8 @@ class LoopStatus:
     last_error_at: datetime | None = None
     #: the loop's task ended on an unexpected exception: nothing runs it any more
     dead: bool = False
+    #: failed passes in a row (0 after a success)
+    failures: int = 0
 
     @property
     def failing(self) -> bool:
@@ -47,7 +63,7 @@ class LoopStatus:
         return {"runs": self.runs, "errors": self.errors, "last_run": iso(self.last_run),
                 "last_ok": iso(self.last_ok), "last_error": self.last_error,
                 "last_error_at": iso(self.last_error_at), "failing": self.failing,
-                "dead": self.dead}
+                "failures_in_a_row": self.failures, "dead": self.dead}
 
 
 class Loops:
@@ -71,6 +87,7 @@ class Loops:
     def ok(self, name: str) -> None:
         s = self.status(name)
         s.runs += 1
+        s.failures = 0
         s.last_run = s.last_ok = utcnow()
 
     def failed(self, name: str, error: BaseException | str) -> None:
@@ -78,17 +95,19 @@ class Loops:
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         s.runs += 1
         s.errors += 1
+        s.failures += 1
         s.last_run = s.last_error_at = utcnow()
         s.last_error = text[:MAX_ERROR_CHARS]
 
     async def every(self, name: str, interval_s: float,
                     run: Callable[[], Awaitable[object]]) -> None:
         """Run ``run`` every ``interval_s`` (first after one interval), forever; an exception
-        ends one pass, not the loop. Cancel the task to stop it."""
-        self.status(name)
+        ends one pass, not the loop, and the next pass comes sooner or later by
+        :func:`retry_delay`. Cancel the task to stop it."""
+        status = self.status(name)
         try:
             while True:
-                await asyncio.sleep(interval_s)
+                await asyncio.sleep(retry_delay(interval_s, status.failures))
                 try:
                     await run()
                 except Exception as exc:  # one bad pass must not end the loop

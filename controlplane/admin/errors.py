@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from controlplane.errors import ControlPlaneError, ErrorCode, echo_name, shorten
+from controlplane.store.writebehind import describe
 
 HTTP_STATUS = {
     ErrorCode.INVALID_ARGUMENT: 400,
@@ -43,5 +45,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(ErrorCode.INVALID_ARGUMENT.value, problems),
                             status_code=422)
 
+    async def store_error(_: Request, exc: Exception) -> JSONResponse:
+        # a store read that escaped Database.call: SQLite's reason, never SQLAlchemy's
+        # statement text (which can carry data), and 503: the store, not the request
+        return JSONResponse(error_body(ErrorCode.UNAVAILABLE.value,
+                                       f"the store failed: {describe(exc)}"), status_code=503)
+
     app.add_exception_handler(ControlPlaneError, control_plane_error)
+    app.add_exception_handler(SQLAlchemyError, store_error)
     app.add_exception_handler(RequestValidationError, validation_error)

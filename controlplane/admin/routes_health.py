@@ -8,7 +8,10 @@ What a Kubernetes probe sees (README, "Health"):
   503 only when it cannot recover by itself: every instance's Triton has exhausted its
   restarts (or has them off), a background loop died, or it is stopping. With several
   instances, one that cannot recover makes the answer ``degraded`` while another serves.
-  The body says which loops fail and why, and each instance's state (``detail.instances``).
+  ``degraded`` (200) too while a loop's last pass failed or the store is unwritable or
+  stalled (writes are queued meanwhile; restarting would lose them). The body says which
+  loops fail and why, each instance's state (``detail.instances``) and the store's
+  (``detail.store``).
 - ``/readyz`` (readinessProbe): 200 only while some instance serves and every pinned model is
   ready on one.
 """
@@ -34,12 +37,13 @@ router = APIRouter(tags=["health"])
 GIVEN_UP = frozenset({TritonState.FAILED, TritonState.STOPPED})
 
 
-def liveness(states: Sequence[TritonState], failing_loops: bool, dead_loops: bool) -> str:
+def liveness(states: Sequence[TritonState], failing_loops: bool, dead_loops: bool,
+             store_ok: bool = True) -> str:
     """``unhealthy`` when no instance can recover by itself (or a loop died), ``ok`` when
-    every instance serves and no loop fails, else ``degraded``."""
+    every instance serves, no loop fails and the store takes writes, else ``degraded``."""
     if dead_loops or not states or all(s in GIVEN_UP for s in states):
         return "unhealthy"
-    if failing_loops or any(s is not TritonState.LIVE for s in states):
+    if failing_loops or not store_ok or any(s is not TritonState.LIVE for s in states):
         return "degraded"
     return "ok"
 
@@ -65,7 +69,8 @@ def instance_details(cp: ControlPlane) -> dict[str, dict[str, Any]]:
 @router.get("/healthz", response_model=Health)
 async def healthz(cp: ControlPlaneDep) -> JSONResponse:
     """Liveness: 200 ``ok`` or ``degraded`` (an instance down or being restarted, a loop's
-    last run failed), 503 ``unhealthy`` when warmctl cannot recover by itself."""
+    last run failed, the store unwritable or stalled), 503 ``unhealthy`` when warmctl
+    cannot recover by itself."""
     supervisors = [rt.supervisor for rt in cp.fleet.order]
     loops = cp.loops.snapshot()
     if cp.supervisor is None or any(s is None for s in supervisors):
@@ -74,9 +79,10 @@ async def healthz(cp: ControlPlaneDep) -> JSONResponse:
     states = [s.state for s in supervisors if s is not None]
     dead = cp.loops.dead()
     failing = [name for name, loop in loops.items() if loop["failing"]]
-    status = liveness(states, bool(failing), bool(dead))
+    store = cp.store_health.snapshot()
+    status = liveness(states, bool(failing), bool(dead), store["state"] == "ok")
     detail = {"triton": cp.supervisor.snapshot(), "instances": instance_details(cp),
-              "loops": loops, "failing_loops": failing, "dead_loops": dead}
+              "loops": loops, "failing_loops": failing, "dead_loops": dead, "store": store}
     body = Health(status=status, triton=fleet_triton_state(states), detail=detail)
     return JSONResponse(body.model_dump(), status_code=503 if status == "unhealthy" else 200)
 

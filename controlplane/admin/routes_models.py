@@ -54,7 +54,7 @@ async def get_model(name: str, fleet: FleetDep, cp: ControlPlaneDep) -> ModelDet
     events: list[LoadEvent] = []
     where: dict[int, str] = {}
     for rt, manager in fleet.managers():
-        found = await manager.store.db.run(manager.store.events, name, limit=20)
+        found = await manager.store.db.call(manager.store.events, name, limit=20)
         events += found
         where.update({e.id: rt.name for e in found})
     events.sort(key=lambda e: (e.started_at, e.id), reverse=True)

@@ -93,7 +93,7 @@ async def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
     statuses = fleet.statuses()
     replicas, instances = fleet_sections(fleet)
     unplaced = dict(fleet.plan.unplaced)
-    events = await cp.database.run(_events, cp, [s.name for s in statuses])
+    events = await cp.database.call(_events, cp, [s.name for s in statuses])
     models = []
     for status in statuses:
         profile = sched.book.profiles.get(status.name)

@@ -21,7 +21,7 @@ async def usage(
     """Per-minute requests, errors, cold starts and latency over the last ``minutes``."""
     manager.state(name)  # 404 for an unknown model
     until = time.time()
-    rows = await traffic.db.run(traffic.usage, name, until - minutes * 60, until)
+    rows = await traffic.db.call(traffic.usage, name, until - minutes * 60, until)
     points = [UsagePoint.of(r) for r in rows]
     return UsageSeries(model=name, minutes=minutes, points=points,
                        requests=sum(p.requests for p in points),
@@ -32,6 +32,6 @@ async def usage(
 async def shapes(name: str, manager: Manager, traffic: Traffic) -> list[ShapeView]:
     """The shape histogram: each input-shape signature with its count, most frequent first."""
     manager.state(name)
-    rows = await traffic.db.run(traffic.shapes, name)
+    rows = await traffic.db.call(traffic.shapes, name)
     total = sum(r.count for r in rows) or 1
     return [ShapeView.of(r, total) for r in rows]

@@ -45,8 +45,8 @@ async def warmup_config(
 ) -> Response | WarmupConfigView:
     """The latest (or ``version``) generated config; ``format=pbtxt`` as config.pbtxt reads."""
     manager.state(name)
-    stored = _pick(await cp.warmups.db.run(_versions, cp, name), version, name)
-    states = stored.sample_states(await cp.warmups.db.run(cp.warmups.proofs, name))
+    stored = _pick(await cp.warmups.db.call(_versions, cp, name), version, name)
+    states = stored.sample_states(await cp.warmups.db.call(cp.warmups.proofs, name))
     if format == "pbtxt":
         return PlainTextResponse(stored.pbtxt(states))
     return WarmupConfigView.of(stored, states)
@@ -56,7 +56,7 @@ async def warmup_config(
 async def warmup_versions(name: str, cp: ControlPlaneDep,
                           manager: Manager) -> list[WarmupConfigView]:
     manager.state(name)
-    return [WarmupConfigView.of(v) for v in await cp.warmups.db.run(_versions, cp, name)]
+    return [WarmupConfigView.of(v) for v in await cp.warmups.db.call(_versions, cp, name)]
 
 
 @router.get("/{name}/warmup-config/diff", response_class=PlainTextResponse)
@@ -67,7 +67,7 @@ async def warmup_diff(
 ) -> PlainTextResponse:
     """Unified diff of two versions' pbtxt; by default the previous against the latest."""
     manager.state(name)
-    versions = await cp.warmups.db.run(_versions, cp, name)
+    versions = await cp.warmups.db.call(_versions, cp, name)
     new = _pick(versions, to_version, name)
     if from_version is None:
         older = [v for v in versions if v.version < new.version]
@@ -87,7 +87,7 @@ async def regenerate(
     if cp.preparer is None:
         raise Conflict("warm-up is disabled (WARMCTL_WARMUP__ENABLED=false)")
     spec = manager.repository.spec(name)
-    stored = await cp.warmups.db.run(cp.preparer.regenerate, spec, "requested via admin API")
+    stored = await cp.warmups.db.call(cp.preparer.regenerate, spec, "requested via admin API")
     if reload and cp.fleet.ready_now(name):
         await cp.fleet.reload(name, trigger="api")  # every ready replica
     return WarmupConfigView.of(stored)

@@ -30,6 +30,7 @@ from controlplane.lifecycle.managed import ManagedModel
 from controlplane.lifecycle.port import LoadPreparer, ReadinessProbe, TritonPort, model_entries
 from controlplane.lifecycle.reconcile import Reconciler
 from controlplane.lifecycle.recovery import Recovery, RecoveryState
+from controlplane.lifecycle.restore_retry import RestoreRetry
 from controlplane.lifecycle.states import (
     STRICT_TRANSITIONS_ENV,
     Cause,
@@ -42,7 +43,7 @@ from controlplane.lifecycle.states import (
     state_from_index,
 )
 from controlplane.store.base import utcnow
-from controlplane.store.lifecycle import EventOutcome, LifecycleStore
+from controlplane.store.lifecycle import EventHandle, EventOutcome, LifecycleStore
 from controlplane.triton.repository import ModelRepository
 from controlplane.types import ModelName
 
@@ -110,9 +111,9 @@ class ModelManager:
         model = self._models.get(name)
         if model is None:
             if name in self.repository:  # added to the repository since start-up
-                row = self.store.sync_models([name], self.pinned,
-                                             initial_state=ModelState.COLD)[name]
-                model = self._new_model(name, ModelState.COLD, None, row.state_since)
+                # its row is queued: this runs on the gateway's and the scheduler's paths
+                self.store.queue_model(name, self.pinned, ModelState.COLD)
+                model = self._new_model(name, ModelState.COLD, None, utcnow())
                 self._models[name] = model
             else:
                 raise ModelNotFound(name)
@@ -338,8 +339,8 @@ class ModelManager:
                                f"reloaded by {trigger}", details)
         return self.status(name)
 
-    async def _loaded(self, model: ManagedModel, event_id: int, load_s: float, up: BroughtUp,
-                      reason: str | None, details: dict[str, Any]) -> None:
+    async def _loaded(self, model: ManagedModel, event_id: EventHandle, load_s: float,
+                      up: BroughtUp, reason: str | None, details: dict[str, Any]) -> None:
         """A load or reload succeeded: the model is ready, the record finished, hooks told."""
         model.memory_bytes, model.load_s = up.memory_bytes or model.memory_bytes, load_s
         model.backoff.succeeded()
@@ -352,8 +353,9 @@ class ModelManager:
         for after in self.after_load:
             await after(model.name, load_s, details)
 
-    async def _record_failure(self, model: ManagedModel, event_id: int, outcome: str, reason: str,
-                              triton_s: float | None, details: dict[str, Any]) -> None:
+    async def _record_failure(self, model: ManagedModel, event_id: EventHandle, outcome: str,
+                              reason: str, triton_s: float | None,
+                              details: dict[str, Any]) -> None:
         model.backoff.failed(time.monotonic())
         log.warning("load of %s %s (failure %d in a row, automatic retry in %.0fs): %s",
                     model.name, outcome, model.backoff.failures,
@@ -432,13 +434,19 @@ class ModelManager:
         for task in loads:
             task.cancel()
         await asyncio.gather(*followers.values(), *loads, return_exceptions=True)
+        await self._recovery.close()
 
     # -- internals --------------------------------------------------------------------------
-    async def _begin(self, name: ModelName, action: str, trigger: str) -> int:
-        return await self.store.db.run(self.store.begin_event, name, action, trigger, utcnow())
+    # Store writes are queued (store/writebehind.py): a full, read-only or stalled disk never
+    # fails or holds up a load or an unload. While the store is healthy each write is waited
+    # for (at most its ``settle_s``), so a record is readable once the operation returns.
+    async def _begin(self, name: ModelName, action: str, trigger: str) -> EventHandle:
+        handle, queued = self.store.begin(name, action, trigger, utcnow())
+        await self.store.db.writes.settle(queued)
+        return handle
 
-    async def _finish(self, event_id: int, outcome: EventOutcome) -> None:
-        await self.store.db.run(self.store.finish_event, event_id, outcome, utcnow())
+    async def _finish(self, event_id: EventHandle, outcome: EventOutcome) -> None:
+        await self.store.db.writes.settle(self.store.finish(event_id, outcome, utcnow()))
 
     async def _set(self, model: ManagedModel, state: ModelState, reason: str | None, *,
                    cause: Cause, memory_bytes: int | None = None, load_s: float | None = None,
@@ -459,8 +467,8 @@ class ModelManager:
             model.versions = versions if state is ModelState.READY else ()
         elif state is not ModelState.READY:
             model.versions = ()
-        await self.store.db.run(self.store.set_state, model.name, state.value, reason, at=now,
-                                memory_bytes=memory_bytes, load_s=load_s)
+        await self.store.db.writes.settle(self.store.queue_state(
+            model.name, state.value, reason, at=now, memory_bytes=memory_bytes, load_s=load_s))
         for listener in self.listeners:
             listener(model.name, state)
 
@@ -469,6 +477,11 @@ class ModelManager:
     def recovery(self) -> RecoveryState:
         """What is remembered while Triton is down or loses models."""
         return self._recovery.state
+
+    @property
+    def restore_retry(self) -> RestoreRetry:
+        """Restores retried after a failure not the model's (``on_pass`` reports them)."""
+        return self._recovery.retry
 
     @property
     def triton_down_reason(self) -> str | None:

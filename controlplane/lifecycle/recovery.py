@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from controlplane.errors import ControlPlaneError, TritonUnavailable
+from controlplane.lifecycle.restore_retry import RestoreRetry, failed_for_model
 from controlplane.lifecycle.states import Cause, ModelState, state_from_index
 from controlplane.store.base import utcnow
 from controlplane.store.lifecycle import EventOutcome
@@ -81,6 +82,8 @@ class RecoveryState:
     losses: dict[ModelName, deque[float]] = field(default_factory=dict)
     #: the outcome of the last restore, per model
     last_restore: dict[ModelName, str] = field(default_factory=dict)
+    #: models whose restore failed for a reason not theirs, retried with back-off: the error
+    retrying: dict[ModelName, str] = field(default_factory=dict)
 
     def lost_again(self, name: ModelName, now: float) -> bool:
         """Record a loss of ``name``; True when it was lost too often lately."""
@@ -97,6 +100,7 @@ class Recovery:
     def __init__(self, manager: ModelManager) -> None:
         self.m = manager
         self.state = RecoveryState()
+        self.retry = RestoreRetry(self)
 
     def check(self) -> None:
         """Raise TritonUnavailable at once while Triton is down."""
@@ -110,6 +114,9 @@ class Recovery:
         own (a dead Triton drops the call); it is remembered as a suspect."""
         r = self.state
         r.down_reason, r.down_at = reason, time.monotonic()
+        self.retry.cancel()  # the next up() restores them with the rest
+        r.wanted.update(r.retrying)
+        r.retrying.clear()
         for name, model in self.m._models.items():
             busy = model.busy
             if model.state in (ModelState.READY, ModelState.WARMING):
@@ -142,6 +149,7 @@ class Recovery:
             results[name] = "not restored: Triton went down twice while loading it"
         r.wanted.clear()
         r.last_restore = results
+        self.retry.schedule("restore")
         log.info("after Triton came back: %s",
                  ", ".join(f"{n} {o}" for n, o in results.items()) or "nothing to restore")
         return results
@@ -150,6 +158,7 @@ class Recovery:
         r = self.state
         results: dict[ModelName, str] = {}
         for name in dict.fromkeys(order):
+            r.retrying.pop(name, None)  # kept only if it fails again for a reason not its own
             model = self.m._models.get(name)
             if model is None or model.held or model.disabled or model.quarantined:
                 continue
@@ -164,17 +173,30 @@ class Recovery:
             for attempt in range(3):
                 try:
                     await self.m.load(name, trigger=trigger)
-                    results[name] = "ok"
-                    r.suspects.pop(name, None)
-                    break
-                except ControlPlaneError as exc:
-                    results[name] = f"failed: {exc}"
-                    if (r.down_reason is not None or attempt == 2
-                            or not isinstance(exc.__cause__, TritonUnavailable)):
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if r.down_reason is not None or failed_for_model(exc):
+                        results[name] = f"failed: {exc}"
                         break
-                    model.backoff.succeeded()  # the connection failed, not the model
-                    await asyncio.sleep(1.0)
+                    # Triton's connection, the store, a bug: not the model. Retried here
+                    # briefly (a fresh connection), then with back-off (RestoreRetry).
+                    if not isinstance(exc, ControlPlaneError):
+                        log.error("restore of %s failed (retried)", name, exc_info=exc)
+                    model.backoff.succeeded()
+                    results[name] = r.retrying[name] = f"retrying: {exc}"[:500]
+                    if attempt < 2 and isinstance(exc.__cause__, TritonUnavailable):
+                        await asyncio.sleep(1.0)
+                        continue
+                    break
+                results[name] = "ok"
+                r.suspects.pop(name, None)
+                break
         return results
+
+    async def close(self) -> None:
+        """Stop the restore retries (the manager closes)."""
+        await self.retry.close()
 
     def lost(self, name: ModelName, reason: str) -> None:
         """The gateway saw Triton fail a request for ``name`` while we believed it ready
@@ -234,6 +256,7 @@ class Recovery:
         order = [p for p in self.m.pinned if p in reload] + sorted(set(reload) - set(self.m.pinned))
         if order:
             r.last_restore = await self.restore(order, trigger="recovery")
+            self.retry.schedule("recovery")
 
     async def fresh_stub(self, model: ManagedModel) -> None:
         """Swap a live stub in for ``model``'s dead one (see :func:`fresh_instances`); the
@@ -248,8 +271,7 @@ class Recovery:
         nothing for it and an unload can hang. A load of its own config with one parameter
         changed makes Triton start fresh instances (and run its warm-up) and swap them in."""
         async with model.lock:
-            event_id = await self.m.store.db.run(
-                self.m.store.begin_event, model.name, "reload", "recovery", utcnow())
+            event_id = await self.m._begin(model.name, "reload", "recovery")
             t0 = time.monotonic()
             try:
                 await self.fresh_stub(model)
@@ -257,12 +279,12 @@ class Recovery:
                 model.backoff.failed(time.monotonic())
                 reason = f"{why}; reload failed: {exc}"
                 await self.m._set(model, ModelState.FAILED, reason, cause=Cause.LOAD_FAILED)
-                await self.m.store.db.run(self.m.store.finish_event, event_id, EventOutcome(
-                    "failed", error=reason, triton_s=time.monotonic() - t0), utcnow())
+                await self.m._finish(event_id, EventOutcome(
+                    "failed", error=reason, triton_s=time.monotonic() - t0))
                 return
             model.backoff.succeeded()
             await self.m._set(model, ModelState.READY, f"reloaded after {why}",
                               cause=Cause.LOADED, versions=await self.m._loads.versions(model.name))
-            await self.m.store.db.run(self.m.store.finish_event, event_id, EventOutcome(
+            await self.m._finish(event_id, EventOutcome(
                 "ok", triton_s=time.monotonic() - t0,
-                details={"recovered": why, "stub_restart": True}), utcnow())
+                details={"recovered": why, "stub_restart": True}))

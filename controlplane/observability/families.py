@@ -74,14 +74,33 @@ class GatewayFigures:
 
 
 @dataclass(frozen=True)
+class StoreFigures:
+    """The store's write-behind and health, for one scrape."""
+
+    #: ok, unwritable or stalled (``store/health.py``)
+    state: str
+    #: kind -> queued weight (records for traffic, writes otherwise)
+    queued: dict[str, int]
+    written: dict[str, int]
+    #: (kind, why) -> dropped weight
+    dropped: dict[tuple[str, str], int]
+
+
+#: why a queued store write or a recorded request was dropped (``store/writebehind.py``)
+DROP_REASONS = ("full", "error", "stopped")
+STORE_KINDS = ("model", "state", "event", "warmup", "scheduler", "retention", "traffic")
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything one scrape shows, copied on the event loop."""
 
     requests: dict[tuple[str, str], int]
     cold_starts: dict[str, int]
     waits: dict[str, Histogram]
-    #: buffered, dropped, written, unknown-model requests; None without a recorder
-    recorder: tuple[int, int, int, int] | None
+    #: held (buffered or queued), dropped by why, written, unknown-model requests; None
+    #: without a recorder
+    recorder: tuple[int, dict[str, int], int, int] | None
     actions: dict[tuple[str, str], int]
     #: None without a gateway
     gateway: GatewayFigures | None
@@ -89,6 +108,7 @@ class Snapshot:
     #: (instance, kind, outcome) -> what the fleet did on its own (replicas, failover, drain)
     fleet_actions: dict[tuple[str, str, str], int]
     status: StatusView
+    store: StoreFigures | None = None
 
 
 #: the label of per-Triton-instance figures (never ``instance``: see the module's doc)
@@ -102,6 +122,8 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield from _parts(snap)
     yield from _models(snap.status)
     yield from _probes(snap)
+    if snap.store is not None:
+        yield from _store(snap.store)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], h: Histogram) -> None:
@@ -127,12 +149,20 @@ def _traffic(snap: Snapshot) -> Iterator[Metric]:
         _histogram(wait, [model], h)
     yield from (requests, cold, wait)
     if snap.recorder is not None:
-        buffered, dropped, written, unknown = snap.recorder
+        held, dropped, written, unknown = snap.recorder
         yield GaugeMetricFamily("warmctl_recorder_buffered_observations",
-                                "Requests recorded and not yet flushed to the database",
-                                value=buffered)
+                                "Requests recorded and not yet written to the database "
+                                "(buffered, or queued while the store refuses writes)",
+                                value=held)
+        lost = CounterMetricFamily(
+            "warmctl_recorder_dropped", "Observations dropped, by why: full (max_buffer held: "
+            "the store fell behind or refuses writes), error (the store can never take the "
+            "batch), stopped (not written within a clean stop's bound)",
+            labels=["reason"])
+        for reason in DROP_REASONS:
+            lost.add_metric([reason], dropped.get(reason, 0))
+        yield lost
         for name, help_, value in (
-                ("dropped", "Observations dropped because the buffer was full", dropped),
                 ("written", "Observations written to the database", written),
                 ("unknown_model", "Requests for names not in the repository (not stored)",
                  unknown)):
@@ -293,3 +323,28 @@ def _probes(snap: Snapshot) -> Iterator[Metric]:
                 sent.add_metric([inst.name, model], n)
                 failed.add_metric([inst.name, model], bad)
     yield from (sent, failed)
+
+
+def _store(store: StoreFigures) -> Iterator[Metric]:
+    state = GaugeMetricFamily("warmctl_store_state", "1 for the store's state: ok, "
+                              "unwritable (writes fail) or stalled (a write does not return)",
+                              labels=["state"])
+    for name in ("ok", "unwritable", "stalled"):
+        state.add_metric([name], 1.0 if store.state == name else 0.0)
+    kinds = sorted({*STORE_KINDS, *store.queued, *store.written,
+                    *(kind for kind, _ in store.dropped)})
+    queued = GaugeMetricFamily(
+        "warmctl_store_writes_queued", "Writes queued for the store, per kind (records for "
+        "traffic, writes otherwise)", labels=["kind"])
+    written = CounterMetricFamily("warmctl_store_writes", "Queued writes the store took, per "
+                                  "kind (records for traffic)", labels=["kind"])
+    dropped = CounterMetricFamily(
+        "warmctl_store_writes_dropped", "Queued writes dropped, per kind and why: full (the "
+        "kind's bound was reached), error (can never succeed), stopped (not written within a "
+        "clean stop's bound)", labels=["kind", "reason"])
+    for kind in kinds:
+        queued.add_metric([kind], store.queued.get(kind, 0))
+        written.add_metric([kind], store.written.get(kind, 0))
+        for reason in DROP_REASONS:
+            dropped.add_metric([kind, reason], store.dropped.get((kind, reason), 0))
+    yield from (state, queued, written, dropped)

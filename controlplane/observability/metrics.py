@@ -14,6 +14,8 @@ then formats them in a worker thread (the formatting is most of a scrape's cost)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -24,6 +26,7 @@ from controlplane.observability.families import (
     GatewayFigures,
     InstanceFigures,
     Snapshot,
+    StoreFigures,
     families,
 )
 from controlplane.observability.feeds import LoadEventFeed, TrafficCounts
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from controlplane.fleet.runtime import InstanceRuntime
     from controlplane.triton.supervisor import TritonSupervisor
 
+log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 R = TypeVar("R")
 K = TypeVar("K", bound=Hashable)
@@ -53,6 +57,8 @@ class Metrics:
         self.fleet_actions: dict[tuple[str, str, str], int] = {}
         self._last_fleet_action: object | None = None
         self._snapshot: Snapshot | None = None
+        #: per instance, the lifecycle-record refresh in flight (see ``_refresh``)
+        self._refreshing: dict[str, asyncio.Future[int]] = {}
         self._lock = asyncio.Lock()  # one scrape at a time owns ``_snapshot``
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -71,28 +77,46 @@ class Metrics:
         """The exposition text: refresh what needs the database or the policy, snapshot on
         the loop, format in a thread."""
         async with self._lock:
-            for feed in self.events.values():
-                await self.cp.database.run(feed.refresh)
+            for name, feed in self.events.items():
+                await self._refresh(name, feed)
             self._count_actions()
             self._count_fleet_actions()
             status = await build_status(self.cp, minutes=1, history=False)
             self._snapshot = self._take(status)
             return await asyncio.to_thread(generate_latest, self.registry)
 
+    async def _refresh(self, name: str, feed: LoadEventFeed) -> None:
+        """Count new lifecycle records, waiting for the store at most its call bound: a
+        failing or stalled store leaves the counters as they were and the scrape answers.
+        One refresh per feed at a time (one stuck on a stalled disk is not doubled)."""
+        running = self._refreshing.get(name)
+        if running is not None and not running.done():
+            return
+        task = asyncio.ensure_future(self.cp.database.run(feed.refresh))
+        task.add_done_callback(_retrieve)
+        self._refreshing[name] = task
+        with contextlib.suppress(Exception):  # logged by _retrieve; the scrape goes on
+            await asyncio.wait_for(asyncio.shield(task), self.cp.database.call_timeout_s)
+
     def _take(self, status: StatusView) -> Snapshot:
         cp, t = self.cp, self.traffic
         rec, gw = cp.recorder, cp.gateway
+        writes = cp.database.writes
+        store = StoreFigures(
+            state=cp.store_health.status().state, queued=dict(writes.queued_weight),
+            written=dict(writes.written),
+            dropped={key: n for key, n in writes.dropped.items()})
         return Snapshot(
             requests=dict(t.requests), cold_starts=dict(t.cold_starts),
             waits={k: h.copy() for k, h in t.waits.items()},
-            recorder=None if rec is None else (len(rec._buffer), rec.dropped, rec.written,
+            recorder=None if rec is None else (rec.held, dict(rec.dropped_by), rec.written,
                                                rec.unknown_models),
             actions=dict(self.actions),
             gateway=None if gw is None else GatewayFigures(
                 gw.in_flight, gw.open_streams, gw.buffered.held, dict(gw.buffered.refused),
                 tuple(sorted(cp.crashes.quarantined))),
             instances=[self._figures(rt) for rt in cp.fleet.order],
-            fleet_actions=dict(self.fleet_actions), status=status)
+            fleet_actions=dict(self.fleet_actions), status=status, store=store)
 
     def _figures(self, rt: InstanceRuntime) -> InstanceFigures:
         e, watch, inst = self.events[rt.name], self.tritons[rt.name], rt.instance
@@ -122,6 +146,11 @@ class Metrics:
         self._last_fleet_action = count_new(
             list(self.cp.fleet.actions), self._last_fleet_action, self.fleet_actions,
             lambda a: (a.instance, a.kind, a.outcome))
+
+
+def _retrieve(task: asyncio.Future[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("lifecycle counters not refreshed: the store failed: %s", task.exception())
 
 
 def count_new(records: Sequence[R], last: object | None, counts: dict[K, int],

@@ -205,7 +205,7 @@ async def build_status(cp: ControlPlane, minutes: int = 180, *,
     usage: dict[str, dict[int, tuple[int, int]]] = {}
     last: dict[str, LastLoad] = {}
     if history:
-        usage, last = await cp.database.run(_from_db, cp, [s.name for s in statuses], first)
+        usage, last = await cp.database.call(_from_db, cp, [s.name for s in statuses], first)
     models = []
     for s in statuses:
         series = usage.get(s.name, {})

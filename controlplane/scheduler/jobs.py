@@ -1,8 +1,12 @@
-"""APScheduler jobs, persisted in the control plane's SQLite file.
+"""APScheduler jobs; the ones that must outlive a restart persisted in SQLite.
 
-The planning pass runs on an interval (and at the policy's requested wake-up); preloads the
-policy has timed become date jobs of their own, so a restart before their time still loads
-the model then; operator rules ("keep X warm on weekdays 08:50-18:00") are cron jobs.
+The planning pass runs on an interval (and at the policy's requested wake-up), from memory:
+it is re-added at every start. Preloads the policy has timed become date jobs of their own,
+persisted (``jobstore.py``: in memory, written through the write-behind), so a restart
+before their time still loads the model then; operator rules ("keep X warm on weekdays
+08:50-18:00") are cron jobs. No job store call waits on or fails with the disk, and a
+wake-up that raises anyway is re-armed with back-off (``_Scheduler``): the planning pass
+never stops for good.
 
 Persisted jobs name the module-level functions below and an instance name; the registry maps
 that name to the running scheduler of that Triton instance.
@@ -14,17 +18,19 @@ import asyncio
 import contextlib
 import logging
 import zoneinfo
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import cast
 
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import Engine
 
 from controlplane.config import KeepWarmRule
 from controlplane.errors import ConfigError
 from controlplane.scheduler.driver import LiveScheduler
-from controlplane.store.models import SchedulerJob
+from controlplane.scheduler.jobstore import QueuedJobStore
+from controlplane.store.database import Database
 from controlplane.types import InstanceName, ModelName
 
 log = logging.getLogger(__name__)
@@ -109,24 +115,58 @@ def rule_id(instance: InstanceName, rule: KeepWarmRule, edge: str) -> str:
     return f"{instance}:rule:{rule.model}:{rule.days}:{rule.start}-{rule.end}:{edge}"
 
 
+class _Scheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """APScheduler's wake-up, re-armed whatever it raises: ``wakeup`` arms the next timer only
+    after ``_process_jobs`` returns, so one exception there ends every job for good."""
+
+    #: the first retry after a failed wake-up (s), doubled per failure up to ``RETRY_MAX_S``
+    RETRY_FIRST_S = 1.0
+    RETRY_MAX_S = 10.0
+
+    def __init__(self, **options: object) -> None:
+        super().__init__(**options)
+        self.failures = 0
+        #: told of every failed wake-up (the loops registry, ``/healthz``)
+        self.on_error: Callable[[BaseException], None] | None = None
+
+    def _process_jobs(self) -> float | None:
+        try:
+            wait = cast(float | None, super()._process_jobs())
+        except Exception as exc:
+            self.failures += 1
+            delay = min(self.RETRY_FIRST_S * 2.0 ** (self.failures - 1), self.RETRY_MAX_S)
+            log.error("scheduler wake-up failed (retried in %.0fs)", delay, exc_info=exc)
+            if self.on_error is not None:
+                self.on_error(exc)
+            return delay
+        self.failures = 0
+        return wait
+
+
 class JobRunner:
-    def __init__(self, scheduler: LiveScheduler, *, engine: Engine,
+    def __init__(self, scheduler: LiveScheduler, *, database: Database,
                  instance: InstanceName, rules: list[KeepWarmRule]) -> None:
         self.scheduler = scheduler
         self.instance = instance
         self.rules = rules
-        self.aps = AsyncIOScheduler(
-            # our engine (WAL, busy timeout) and our migrated table (``store.models``)
-            jobstores={"default": SQLAlchemyJobStore(
-                engine=engine, tablename=SchedulerJob.__tablename__)},
+        self.store = QueuedJobStore(database)
+        self.aps = _Scheduler(
+            jobstores={"default": self.store, "memory": MemoryJobStore()},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
             timezone=UTC)
         self._preloads: dict[ModelName, float] = {}
 
+    @property
+    def plan_id(self) -> str:
+        return f"{self.instance}:plan"
+
     async def start(self) -> None:
         _registry[self.instance] = self.scheduler
         self.scheduler.on_preload_plan = self.schedule_preload
+        await self.store.load()
         self.aps.start()
+        if self.aps.get_job(self.plan_id, "default") is not None:
+            self.aps.remove_job(self.plan_id, "default")  # persisted by earlier versions
         prefix = f"{self.instance}:rule:"
         wanted = set()
         for rule in self.rules:
@@ -145,7 +185,7 @@ class JobRunner:
             if rule_active(rule, now):
                 self.scheduler.state.held.add(rule.model)
         self.aps.add_job(run_plan, "interval", seconds=self.scheduler.options.interval_s,
-                         id=f"{self.instance}:plan", args=[self.instance],
+                         id=self.plan_id, args=[self.instance], jobstore="memory",
                          replace_existing=True, next_run_time=now)
 
     def schedule_preload(self, model: ModelName, at: float) -> None:

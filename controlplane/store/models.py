@@ -254,3 +254,15 @@ class SchedulerJob(Base):
     id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
     next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
     job_state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class StoreProbe(Base):
+    """One row, rewritten every few seconds by the store's write probe (``store/health.py``):
+    a write small enough to be answered at once, so a full, read-only or stalled disk shows
+    even while nothing else is written."""
+
+    __tablename__ = "store_probe"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: unix seconds of the last probe
+    at: Mapped[float]

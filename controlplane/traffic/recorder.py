@@ -1,7 +1,14 @@
-"""The gateway's in-memory traffic buffer, flushed to SQLite by a background task.
+"""The gateway's in-memory traffic buffer, handed to the store's write-behind every flush.
 
 ``record`` is on the gateway's hot path: it appends a tuple and returns. Everything else --
-signatures, roll-ups, SQL -- happens at flush time, off the event loop.
+signatures, roll-ups, SQL -- happens when the write-behind writes a batch, off the event loop.
+
+Records are bounded and counted: at most ``max_buffer`` are held (buffered here plus queued
+in the write-behind while the store refuses writes); beyond that a record is dropped and
+counted (``dropped_by["full"]``), as are batches the store can never take (``error``) and
+those still queued when a clean stop's flush ran out of time (``stopped``). After a SIGKILL
+what is lost is what was held: with a healthy store, the records of the last
+``flush_interval_s``; while the store refuses writes, everything since it did.
 """
 
 from __future__ import annotations
@@ -10,8 +17,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
+from functools import partial
 
+from controlplane.store.writebehind import Outcome
 from controlplane.traffic.admission import admit
 from controlplane.traffic.observation import Observation, signature_of
 from controlplane.traffic.ranges import RangeSampler
@@ -79,15 +89,19 @@ class TrafficRecorder:
         self.declared = declared
         self.clock = clock
         self.enabled = True
-        #: observations dropped because the buffer was full (the database fell behind)
-        self.dropped = 0
+        #: observations dropped, by why: ``full`` (``max_buffer`` held: the store fell behind
+        #: or refuses writes), ``error`` (a batch the store can never take), ``stopped``
+        #: (still queued when a clean stop's flush ran out of time)
+        self.dropped_by: Counter[str] = Counter()
         #: requests for model names the repository does not have: counted, never stored
         self.unknown_models = 0
         self.written = 0
         self._buffer: list[Observation] = []
+        #: observations handed to the write-behind and not written yet
+        self._queued = 0
         self._task: asyncio.Task[None] | None = None
-        self._flush_lock = asyncio.Lock()
-        #: called with every flushed batch, after it is stored (the forecast feed)
+        #: called with every flushed batch as it is handed to the store (the forecast feed,
+        #: the request counters): what was served counts whether or not the disk takes it
         self.listeners: list[Callable[[list[Observation]], None]] = []
         #: told after each pass of the flush loop: None, or the exception it ended on (health)
         self.on_pass: Callable[[BaseException | None], None] | None = None
@@ -101,10 +115,20 @@ class TrafficRecorder:
                 self.unknown_models += 1
                 return
             observation = admit(observation, declared)
-        if len(self._buffer) >= self.max_buffer:
-            self.dropped += 1
+        if len(self._buffer) + self._queued >= self.max_buffer:
+            self.dropped_by["full"] += 1
             return
         self._buffer.append(observation)
+
+    @property
+    def dropped(self) -> int:
+        """Observations dropped for any reason (``dropped_by`` says why)."""
+        return sum(self.dropped_by.values())
+
+    @property
+    def held(self) -> int:
+        """Observations recorded and not written yet (buffered or queued)."""
+        return len(self._buffer) + self._queued
 
     def wants_payload(self, observation: Observation, size: int) -> bool:
         return self.sampler is not None and self.sampler.wants(observation, size)
@@ -122,50 +146,64 @@ class TrafficRecorder:
     async def _run(self) -> None:
         next_prune = self.clock()
         unknown_logged = 0
+        failures = 0
         while True:
-            await asyncio.sleep(self.flush_interval_s)
+            # a pass that failed (a bug: a hand-off cannot fail on the store) backs off
+            await asyncio.sleep(min(self.flush_interval_s * 2.0 ** failures, 30.0))
             try:
                 await self.flush()
                 if self.clock() >= next_prune:
-                    removed = await self.store.db.run(
-                        self.store.prune, self.clock(), self.retention)
+                    self.store.db.writes.submit("retention", self._prune, key="traffic-prune")
                     next_prune = self.clock() + self.prune_interval_s
-                    if any(removed.values()):
-                        log.info("traffic retention removed %s", removed)
                     if self.unknown_models > unknown_logged:  # once per prune interval at most
                         log.info("%d requests for model names not in the repository so far "
                                  "(counted, not recorded)", self.unknown_models)
                         unknown_logged = self.unknown_models
             except Exception as exc:  # a bad flush must not end recording
+                failures = min(failures + 1, 8)
                 log.exception("traffic flush failed")
                 if self.on_pass is not None:
                     self.on_pass(exc)
             else:
+                failures = 0
                 if self.on_pass is not None:
                     self.on_pass(None)
 
+    def _prune(self) -> None:
+        removed = self.store.prune(self.clock(), self.retention)
+        if any(removed.values()):
+            log.info("traffic retention removed %s", removed)
+
     async def flush(self) -> int:
-        """Write what is buffered now; returns how many observations were written."""
-        async with self._flush_lock:
-            batch, self._buffer = self._buffer, []
-            if not batch:
-                return 0
+        """Hand what is buffered now to the store's write-behind (written in order when the
+        store takes it); returns how many observations. Never fails on the store: while it is
+        healthy this waits for the write (at most the write-behind's ``settle_s``)."""
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return 0
+        self._queued += len(batch)
+        done = self.store.db.writes.submit("traffic", partial(self.store.write, batch),
+                                           weight=len(batch))
+        done.add_done_callback(partial(self._ended, len(batch)))
+        for listener in self.listeners:
             try:
-                await self.store.db.run(self.store.write, batch)
-            except BaseException:
-                # keep them for the next try rather than lose them
-                self._buffer[:0] = batch[: max(0, self.max_buffer - len(self._buffer))]
-                raise
-            self.written += len(batch)
-            for listener in self.listeners:
-                try:
-                    listener(batch)
-                except Exception:  # stored already: a listener's trouble is its own
-                    log.exception("traffic listener failed")
-            return len(batch)
+                listener(batch)
+            except Exception:  # a listener's trouble is its own
+                log.exception("traffic listener failed")
+        await self.store.db.writes.settle(done)
+        return len(batch)
+
+    def _ended(self, n: int, done: asyncio.Future[Outcome]) -> None:
+        self._queued -= n
+        outcome = "stopped" if done.cancelled() else done.result()
+        if outcome == "written":
+            self.written += n
+        else:
+            self.dropped_by[outcome] += n
 
     async def stop(self) -> None:
-        """Stop the flush loop and write everything still buffered."""
+        """Stop the flush loop and hand everything still buffered to the write-behind (the
+        control plane then writes what is queued within a bound, and counts the rest)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

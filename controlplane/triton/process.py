@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import httpx
 from controlplane.errors import TritonStartError
 from controlplane.triton.distribution import TritonDistribution
 from controlplane.triton.leftovers import reap_shm, reap_stubs, wait_gone
+from controlplane.triton.server_log import error_lines, log_tail, open_server_log
+from controlplane.triton.watchdog import start_watchdog, stop_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ class TritonProcess:
     _popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     #: exit code of a start-up that ended on its own (not stopped by us for taking too long)
     _startup_exit: int | None = field(default=None, init=False, repr=False)
+    #: ends the server's stubs if we die (``watchdog.py``); None while no server runs
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    #: where the running server logs: ``log_path``, or a temporary file when the data
+    #: directory takes no writes (a Triton restart must not depend on the data disk)
+    _log_now: Path | None = field(default=None, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -135,6 +141,7 @@ class TritonProcess:
         if popen is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(popen.pid, signal.SIGKILL)
+        self._end_watchdog()
         stubs = reap_stubs(self.backend_dir)
         if stubs:
             log.warning("killed %d Python backend stub(s) of a dead tritonserver: %s",
@@ -216,10 +223,9 @@ class TritonProcess:
         for attr in ("grpc_port", "http_port", "metrics_port"):
             if getattr(self, attr) == 0:
                 setattr(self, attr, free_port(self.host))
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.log_path.exists():
-            self.log_path.replace(self.log_path.with_suffix(self.log_path.suffix + ".1"))
-        with self.log_path.open("wb") as log_file:
+        self._end_watchdog()
+        self._log_now, log_file = open_server_log(self.log_path)
+        with log_file:
             self._popen = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
@@ -231,8 +237,15 @@ class TritonProcess:
                 # in order instead of both racing.
                 start_new_session=True,
             )
+        self._watchdog = start_watchdog(self._popen.pid, [
+            self.command()[0], str(self.backend_dir / "python" / "triton_python_backend_stub")])
         log.info("tritonserver pid %s: grpc %s, log %s", self._popen.pid, self.grpc_url,
-                 self.log_path)
+                 self._log_now)
+
+    def _end_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            stop_watchdog(watchdog)
 
     async def wait_live(self) -> None:
         self._startup_exit = None
@@ -242,6 +255,7 @@ class TritonProcess:
                 code = self.returncode
                 if code is not None:
                     self._startup_exit = code
+                    self._end_watchdog()
                     raise TritonStartError(
                         f"tritonserver exited with code {code} during start-up; "
                         f"log {self.log_path}:\n{self.log_tail()}"
@@ -276,27 +290,12 @@ class TritonProcess:
         # group is left (the group is Triton's own, see start_new_session).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(popen.pid, signal.SIGKILL)
+        self._end_watchdog()
         return popen.returncode
 
     def error_lines(self, needle: str, *, max_bytes: int = 256 * 1024) -> list[str]:
         """Error-level log messages that mention ``needle``, oldest first (from the log's end)."""
-        try:
-            with self.log_path.open("rb") as fh:
-                fh.seek(max(0, self.log_path.stat().st_size - max_bytes))
-                text = fh.read().decode(errors="replace")
-        except OSError:
-            return []
-        messages = []
-        for line in text.splitlines():
-            if line.startswith("E") and needle in line:
-                _, _, message = line.partition("] ")
-                messages.append(message.strip().strip('"'))
-        return messages
+        return error_lines(self._log_now or self.log_path, needle, max_bytes=max_bytes)
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            with self.log_path.open("rb") as fh:
-                tail = deque(fh, maxlen=lines)
-        except OSError:
-            return "<no log>"
-        return b"".join(tail).decode(errors="replace")
+        return log_tail(self._log_now or self.log_path, lines)

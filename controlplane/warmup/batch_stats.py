@@ -82,8 +82,9 @@ class BatchStatsTracker:
         base = self._baseline[model]
         delta = {b: n - base.get(b, 0) for b, n in current.items() if n > base.get(b, 0)}
         self._baseline[model] = current
-        if delta:
-            await self.warmups.db.run(self.warmups.add_batch_stats, model, delta, time.time())
+        if delta:  # queued: an unload never waits on the disk
+            await self.warmups.db.writes.settle(
+                self.warmups.queue_batch_stats(model, delta, time.time()))
         return delta
 
     async def collect_all(self, models: Iterable[ModelName]) -> None:

@@ -1,12 +1,19 @@
-"""Versioned warm-up configs and Triton's batch statistics, in SQLite."""
+"""Versioned warm-up configs and Triton's batch statistics, in SQLite.
+
+What loads and unloads record (a rejection, probe proofs, batch statistics) is queued
+(``queue_*``: the database's write-behind) so that a full or stalled disk holds up no load;
+reads and new versions (which need the next version number) are synchronous calls.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,6 +23,7 @@ from controlplane.errors import ControlPlaneError, ErrorCode
 from controlplane.store.base import utcnow
 from controlplane.store.database import Database
 from controlplane.store.models import BatchStat, WarmupConfig, WarmupFile, WarmupProof
+from controlplane.store.writebehind import Outcome
 from controlplane.triton.repository import json_to_pbtxt
 from controlplane.types import ModelName
 from controlplane.warmup.types import WarmupPlan
@@ -110,6 +118,20 @@ def diff(old: StoredWarmup | None, new: StoredWarmup) -> str:
 class WarmupStore:
     def __init__(self, database: Database) -> None:
         self.db = database
+
+    # -- queued (the event loop: never block, never raise) -----------------------------------
+    def queue_reject(self, model: ModelName, version: int,
+                     reason: str) -> asyncio.Future[Outcome]:
+        return self.db.writes.submit("warmup", partial(self.reject, model, version, reason))
+
+    def queue_proofs(self, model: ModelName,
+                     states: dict[str, tuple[str, str | None]]) -> asyncio.Future[Outcome]:
+        return self.db.writes.submit("warmup", partial(self.set_proofs, model, dict(states)))
+
+    def queue_batch_stats(self, model: ModelName, deltas: dict[int, int],
+                          now: float) -> asyncio.Future[Outcome]:
+        return self.db.writes.submit("warmup", partial(self.add_batch_stats, model,
+                                                       dict(deltas), now))
 
     def latest(self, model: ModelName) -> StoredWarmup | None:
         with self.db.session() as session:

@@ -24,6 +24,7 @@ it never enters ``model_warmup`` at all (it is sent as a probe of one batch-N re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -32,9 +33,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from controlplane.config import ModelSettings, WarmupOptions
-from controlplane.errors import ConfigError
+from controlplane.errors import ConfigError, StoreUnavailable
 from controlplane.lifecycle.states import LoadPlan
+from controlplane.store.writebehind import describe
 from controlplane.traffic.store import TrafficStore
 from controlplane.triton.repository import ModelRepository, ModelSpec, spec_from_json
 from controlplane.types import ModelConfigJson, ModelName
@@ -96,6 +100,8 @@ class WarmupPreparer:
         self.applied: dict[ModelName, Applied] = {}
         #: configs Triton completed (auto_complete_config), as its ModelConfig RPC gave them
         self.completed: dict[ModelName, ModelConfigJson] = {}
+        #: (model, version) Triton refused: never applied again, even before the store has it
+        self._rejected: set[tuple[ModelName, int]] = set()
 
     def generator_settings(self) -> WarmupSettings:
         o = self.options
@@ -151,8 +157,9 @@ class WarmupPreparer:
             return LoadPlan(details={"warmup": "none yet: config.pbtxt names no inputs; the "
                                                "config Triton completes is read after this load"})
         try:
-            stored, proofs = await self.warmups.db.run(self._current_and_proofs, spec)
-        except ConfigError as exc:  # a malformed warmctl.* parameter must not stop the load
+            stored, proofs = await self.warmups.db.call(self._current_and_proofs, spec)
+        except (ConfigError, StoreUnavailable) as exc:  # a malformed warmctl.* parameter, a
+            # store that cannot answer now: the load goes on plain (what Triton serves, we do)
             self.applied[spec.name] = Applied(spec, no_probe=str(exc))
             return LoadPlan(details={"warmup": f"none: {exc}"})
         return await self._plan(spec, stored, proofs)
@@ -169,7 +176,7 @@ class WarmupPreparer:
                                    "warmup_coverage": stored.coverage}
         entry = Applied(spec, stored)
         self.applied[spec.name] = entry
-        if stored.rejected_at is not None:
+        if stored.rejected_at is not None or (spec.name, stored.version) in self._rejected:
             details["warmup"] = f"none: v{stored.version} was rejected by Triton"
             details["warmup_samples"] = 0
             return LoadPlan(details=details)
@@ -188,7 +195,7 @@ class WarmupPreparer:
                  for i in s["inputs"].values() if "input_data_file" in i}
         directory = 0
         if files:
-            directory = await self.warmups.db.run(self.repository.weight_bytes, spec.name)
+            directory = await asyncio.to_thread(self.repository.weight_bytes, spec.name)
             total = directory + sum(len(stored.files[f]) for f in files)
             if total > self.options.max_file_override_bytes:
                 kept = [s for s in entry.applied
@@ -210,7 +217,7 @@ class WarmupPreparer:
         config["model_warmup"] = [*spec.config.get("model_warmup", []), *entry.applied]
         model_files = None
         if files:
-            model_files = {**await self.warmups.db.run(self.repository.files, spec.name),
+            model_files = {**await asyncio.to_thread(self.repository.files, spec.name),
                            **{f: stored.files[f] for f in files}}
         details["warmup"] = f"{len(entry.applied)} proven sample(s) of v{stored.version}"
         return LoadPlan(config=config, files=model_files, details=details)
@@ -228,8 +235,10 @@ class WarmupPreparer:
         for sample in entry.applied:
             if sample.get("name") in names:
                 marks[stored.sample_key(sample)] = (REJECTED, reason)
-        await self.warmups.db.run(self.warmups.reject, model, stored.version, reason)
-        await self.warmups.db.run(self.warmups.set_proofs, model, marks)
+        # queued (a load never waits on the disk); remembered here until then and after
+        self._rejected.add((model, stored.version))
+        self.warmups.queue_reject(model, stored.version, reason)
+        await self.warmups.db.writes.settle(self.warmups.queue_proofs(model, marks))
         log.warning("%s: Triton refused warm-up v%d; it is not applied again: %s",
                     model, stored.version, reason.splitlines()[0] if reason else "")
         # the manager loads it plain next: the probes after that load send no applied sample
@@ -238,9 +247,9 @@ class WarmupPreparer:
     async def record_probes(self, model: ModelName,
                             outcomes: Mapping[str, str | None]) -> None:
         """Sample key -> None (served) or the probe's error."""
-        await self.warmups.db.run(self.warmups.set_proofs, model, {
+        await self.warmups.db.writes.settle(self.warmups.queue_proofs(model, {
             key: (PROVEN, None) if error is None else (FAILED, error)
-            for key, error in outcomes.items()})
+            for key, error in outcomes.items()}))
 
     # -- versions ----------------------------------------------------------------------------
     def current(self, spec: ModelSpec) -> StoredWarmup:
@@ -248,6 +257,14 @@ class WarmupPreparer:
         latest = self.warmups.latest(spec.name)
         if latest is None:
             return self.regenerate(spec, "first load")
+        try:
+            return self._newer(spec, latest)
+        except OperationalError as exc:  # a new version cannot be stored now: keep the latest
+            log.warning("%s: warm-up not regenerated, the store refuses writes (%s)",
+                        spec.name, describe(exc))
+            return latest
+
+    def _newer(self, spec: ModelSpec, latest: StoredWarmup) -> StoredWarmup:
         if latest.default:
             view = read_traffic(self.traffic, spec.name, since=time.time() - self._window_s(),
                                 min_recent=self.options.min_requests)

@@ -118,7 +118,13 @@ async def test_metrics_count_what_was_sent_and_pass_promtool(cp: ControlPlane) -
     # Prometheus sets instance and job to the scrape target's (renaming ours)
     assert not {label for _, labels in s for label, _ in labels} & {"instance", "job"}
     assert _value(s, "warmctl_recorder_written_total") >= 8
-    assert _value(s, "warmctl_recorder_dropped_total") == 0
+    for reason in ("full", "error", "stopped"):
+        assert ("warmctl_recorder_dropped_total",
+                frozenset({("instance", "default"), ("reason", reason)})) in s
+        assert _value(s, "warmctl_recorder_dropped_total", reason=reason) == 0
+    assert _value(s, "warmctl_store_state", state="ok") == 1
+    assert _value(s, "warmctl_store_writes_total", kind="event") >= 6  # 3 loads, 2 records each
+    assert _value(s, "warmctl_store_writes_dropped_total", kind="event", reason="full") == 0
     info = [labels for (name, labels) in s if name == "warmctl_triton_info"]
     assert cp.instance is not None and cp.instance.metrics is not None
     assert ("metrics_url", cp.instance.metrics.url) in info[0]

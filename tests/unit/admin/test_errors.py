@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 
 from controlplane.admin.errors import MESSAGE_LIMIT, install_error_handlers
-from controlplane.errors import ModelLoadFailed, ModelNotFound
+from controlplane.errors import ModelLoadFailed, ModelNotFound, StoreUnavailable
 
 
 def _client() -> httpx.AsyncClient:
     app = FastAPI()
     install_error_handlers(app)
+
+    @app.get("/store/{how}")
+    async def store(how: str) -> None:
+        if how == "raw":  # a store error no bounded call wrapped
+            raise OperationalError("INSERT INTO requests (model) VALUES (?)", ("secret",),
+                                   sqlite3.OperationalError("database or disk is full"))
+        raise StoreUnavailable("the store did not answer within 2s (its disk is stalled)")
 
     @app.get("/fail/{name}")
     async def fail(name: str, size: int = 0) -> None:
@@ -40,3 +50,14 @@ async def test_a_long_model_name_is_not_echoed_in_full() -> None:
     error = answer.json()["error"]
     assert error["message"] == f"unknown model '{'n' * 100}...(5000 characters)'"
     assert error["model"] == "n" * 100 + "...(5000 characters)"
+
+
+async def test_a_store_failure_is_a_503_naming_the_store_problem_not_sqlalchemys_text() -> None:
+    async with _client() as client:
+        raw = await client.get("/store/raw")
+        stalled = await client.get("/store/stalled")
+    assert raw.status_code == 503 and stalled.status_code == 503
+    assert raw.json() == {"error": {"code": "unavailable",
+                                    "message": "the store failed: database or disk is full"}}
+    assert stalled.json()["error"]["message"] == (
+        "the store did not answer within 2s (its disk is stalled)")

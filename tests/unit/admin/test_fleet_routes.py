@@ -85,6 +85,8 @@ def test_liveness_over_several_instances() -> None:
     assert liveness([failed], False, False) == "unhealthy"  # one instance, as before fleets
     assert liveness([live, failed], False, False) == "degraded"  # a serves: not restarted
     assert liveness([down, failed], False, False) == "degraded"  # one recovers by itself
+    assert liveness([live], False, False, store_ok=False) == "degraded"  # writes queued
+    assert liveness([failed], False, False, store_ok=False) == "unhealthy"
     assert liveness([failed, TritonState.STOPPED], False, False) == "unhealthy"
     assert liveness([live, live], True, False) == "degraded"
     assert liveness([live, live], False, True) == "unhealthy"

@@ -7,7 +7,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from controlplane.lifecycle.states import ModelState
-from controlplane.observability.families import GatewayFigures, InstanceFigures, Snapshot, families
+from controlplane.observability.families import (
+    GatewayFigures,
+    InstanceFigures,
+    Snapshot,
+    StoreFigures,
+    families,
+)
 from controlplane.observability.feeds import WAIT_BUCKETS, Histogram
 from controlplane.observability.metrics import Metrics, TritonWatch
 from controlplane.observability.status import (
@@ -122,10 +128,12 @@ def test_no_family_of_ours_has_a_label_prometheus_owns() -> None:
             instances=[ReplicaOverview(instance="a", state=ModelState.READY, level="cpu",
                                        routable=True)])])
     snap = Snapshot(requests={("m", "OK"): 5}, cold_starts={"m": 1}, waits={"m": wait},
-                    recorder=(1, 0, 5, 0), actions={("load", "ok"): 1},
+                    recorder=(1, {"full": 2}, 5, 0), actions={("load", "ok"): 1},
                     gateway=GatewayFigures(0, 0, 1024, {"max_buffered_bytes": 2}, ("bad",)),
                     instances=[figures], fleet_actions={("a", "add replica", "ok"): 1},
-                    status=status)
+                    status=status,
+                    store=StoreFigures("unwritable", {"state": 1}, {"records": 5},
+                                       {("records", "full"): 2}))
     found = list(families(snap))
     assert len(found) >= 25 and all(f.samples for f in found), \
         [f.name for f in found if not f.samples]

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-
-import pytest
 
 from controlplane.gateway.wire import InputHeader
 from controlplane.store.database import Database
@@ -49,16 +48,37 @@ class FailingStore(TrafficStore):
         super().write(observations)
 
 
-async def test_a_failed_write_keeps_the_batch_for_the_next_flush(database: Database) -> None:
+async def test_a_refused_write_is_kept_and_written_in_order_once_the_store_takes_it(
+        database: Database) -> None:
     store = FailingStore(database)
     recorder = TrafficRecorder(store)
-    recorder.record(obs())
-    recorder.record(obs())
-    with pytest.raises(OSError):
-        await recorder.flush()
+    recorder.record(obs(at=1e9))
+    recorder.record(obs(at=1e9 + 1))
+    assert await recorder.flush() == 2  # handed over at once, whatever the disk says
+    recorder.record(obs(at=1e9 + 2))
+    assert await recorder.flush() == 1
+    assert recorder.held == 3 and recorder.written == 0 and recorder.dropped == 0
     store.fail = False
-    recorder.record(obs())
-    assert await recorder.flush() == 3
+    assert await database.writes.drain(10)
+    assert recorder.held == 0 and recorder.written == 3 and recorder.dropped == 0
+    assert [r.arrived_at for r in reversed(store.requests("m"))] == [1e9, 1e9 + 1, 1e9 + 2]
+
+
+async def test_records_held_while_the_store_refuses_writes_count_against_the_bound(
+        database: Database) -> None:
+    store = FailingStore(database)
+    recorder = TrafficRecorder(store, max_buffer=5)
+    for _ in range(4):
+        recorder.record(obs())
+    await recorder.flush()  # queued, not written: still held
+    for _ in range(3):
+        recorder.record(obs())
+    assert recorder.held == 5 and recorder.dropped_by == {"full": 2}
+    left = await database.writes.close(0.05)  # a clean stop that runs out of time
+    assert left == {("traffic", "stopped"): 4}
+    await asyncio.sleep(0)  # the write's done-callback runs
+    assert recorder.dropped_by == {"full": 2, "stopped": 4}
+    assert recorder.held == 1  # still buffered: a final flush would hand it over
 
 
 def test_sampler_bounds_per_shape_size_and_model() -> None:

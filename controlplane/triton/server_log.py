@@ -1,0 +1,58 @@
+"""The embedded tritonserver's log: opened at each start (the previous one kept as ``.1``),
+read back for Triton's own reason of a failed load and for start-up errors.
+
+It lives in the data directory; when that takes no writes (disk full, read-only), the server
+logs to a temporary file instead: a Triton restart must not depend on the data disk, or a
+storage fault would take every model down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import BinaryIO
+
+log = logging.getLogger(__name__)
+
+
+def open_server_log(path: Path) -> tuple[Path, BinaryIO]:
+    """(where the log goes, the open file): ``path``, or a temporary file if ``path``
+    cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.replace(path.with_suffix(path.suffix + ".1"))
+        return path, path.open("wb")
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"warmctl-{os.getpid()}-{path.name}"
+        log.warning("cannot write Triton's log %s (%s): it logs to %s until its next start",
+                    path, exc.strerror, fallback)
+        return fallback, fallback.open("wb")
+
+
+def error_lines(path: Path, needle: str, *, max_bytes: int = 256 * 1024) -> list[str]:
+    """Error-level log messages that mention ``needle``, oldest first (from the log's end)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - max_bytes))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return []
+    messages = []
+    for line in text.splitlines():
+        if line.startswith("E") and needle in line:
+            _, _, message = line.partition("] ")
+            messages.append(message.strip().strip('"'))
+    return messages
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        with path.open("rb") as fh:
+            tail = deque(fh, maxlen=lines)
+    except OSError:
+        return "<no log>"
+    return b"".join(tail).decode(errors="replace")
