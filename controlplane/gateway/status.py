@@ -46,6 +46,9 @@ def client_message(text: str, *, expose_tracebacks: bool = False,
     code listing and server paths (unless ``expose_tracebacks``), at most ``limit`` bytes
     once encoded, start and end kept. The whole text stays in the log and the load record."""
     if not expose_tracebacks:
+        # Triton's log quotes a reason with its newlines escaped: unescaped, its stack
+        # frames are found and cut like any others
+        text = text.replace("\\n", "\n")
         text = strip_paths(strip_torchscript(strip_traceback(text)))
     return shorten(text, limit, cost=_wire_bytes)
 

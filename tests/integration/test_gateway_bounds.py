@@ -41,6 +41,9 @@ def _build(repo: Path) -> None:
     (add_identity(repo, "boom") / "1" / "model.py").write_text(_RAISES)
     # Triton's reason for this failed load is over 20 KB: more than gRPC metadata can carry
     add_identity(repo, "initfail", init_fail="weights missing: " + "x" * 20_000)
+    # a load that fails with the server's path of its model.py in the reason
+    (add_identity(repo, "pathfail") / "1" / "model.py").write_text(
+        "raise RuntimeError('cannot read the weights beside ' + __file__)\n")
     (repo / "onnx").mkdir()
     (repo / "onnx" / "config.pbtxt").write_text(
         'name: "onnx"\nbackend: "onnxruntime"\nmax_batch_size: 8\n'
@@ -93,6 +96,13 @@ async def test_requests_and_errors_stay_bounded(
         assert "RuntimeError: weights missing: xxx" in message
         assert "characters in all, middle cut" in message
         assert len(message.encode()) <= STATUS_MESSAGE_LIMIT
+
+        status, message = await _error(aio, "pathfail", identity_input([[1.0]]))
+        assert status == "StatusCode.UNAVAILABLE" and "failed to load" in message
+        assert "cannot read the weights beside .../model.py" in message, message
+        assert str(repo) not in message and "At:" not in message
+        assert cp.manager is not None  # the operator's view keeps the whole reason
+        assert str(repo) in (cp.manager.status("pathfail").reason or "")
 
         status, message = await _error(aio, "m" * 500_000, identity_input([[1.0]]))
         assert status == "StatusCode.NOT_FOUND"
