@@ -68,8 +68,11 @@ async def test_a_hot_model_gets_replicas_and_traffic_reaches_both(
         assert cp.fleet.plan.instances_of("hot") and len(cp.fleet.plan.instances_of("hot")) == 2
         assert await until(lambda: _ready_on(cp, "hot") == ["a", "b"], 30), \
             cp.fleet.replicas("hot")
-        assert any(a.kind == "add replica" and a.model == "hot" and a.outcome == "ok"
-                   for a in cp.fleet.actions)
+        # recorded once the replica's load has returned (its record written), a moment
+        # after the replica turned ready
+        assert await until(lambda: any(
+            a.kind == "add replica" and a.model == "hot" and a.outcome == "ok"
+            for a in cp.fleet.actions), 10), list(cp.fleet.actions)
         # its first load was the first request's, on one instance; the second the plan's
         triggers = sorted(e.trigger for rt in cp.fleet.order if rt.manager is not None
                           for e in rt.manager.store.events("hot") if e.action == "load")
