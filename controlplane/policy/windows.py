@@ -20,7 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from controlplane.policy.forecast import ModelForecast, NextArrival
+from controlplane.policy.forecast import ModelForecast
+from controlplane.policy.idle import NextArrival
 from controlplane.policy.types import ModelProfile
 
 #: A resident model stays while its hazard is above this fraction of the load threshold, so a
