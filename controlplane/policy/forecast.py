@@ -111,6 +111,11 @@ class ModelForecast:
         return self._idle.count
 
     @property
+    def changes(self) -> int:
+        """Regime changes found in the idle times so far (:mod:`~controlplane.policy.idle`)."""
+        return self._idle.changes
+
+    @property
     def evidence(self) -> float:
         """Cumulative news in the idle times (:meth:`IdleTimes.news`); the planner redoes a
         model's windows when it has grown."""
@@ -252,20 +257,27 @@ class ModelForecast:
         return list(zip(found.start.tolist(), found.end.tolist(), found.prob.tolist(),
                         found.hazard.tolist(), strict=True))
 
-    def prob_request_within(self, now: float, horizon_s: float) -> float:
-        """P(at least one request in ``[now, now + horizon_s)``), given none since the last."""
-        found = self.next_arrival(now, horizon_s)
-        if found is None:
+    def requests_after_one(self, within_s: float, now: float) -> float:
+        """Expected further requests within ``within_s`` of a request, from the idle-time
+        hazard (its integral from 0: exact for Poisson arrivals, a fair guess otherwise).
+        With ``within_s`` a load time: the requests a cold start makes cold too."""
+        if self.last_t is None:
             return 0.0
-        end = now + horizon_s
-        left = 1.0
-        for start, stop, p, hazard in zip(found.start.tolist(), found.end.tolist(),
-                                          found.prob.tolist(), found.hazard.tolist(),
-                                          strict=True):
-            if stop <= end:
-                left -= p
-                continue
-            if start < end:
-                left *= math.exp(-hazard * (end - start))
-            break
-        return min(1.0, max(0.0, 1.0 - left))
+        return self._idle.cumulative_hazard(within_s, now)
+
+    def prob_request_within(self, now: float, horizon_s: float) -> float:
+        """P(at least one request in ``[now, now + horizon_s)``), given none since the last.
+
+        O(1), from the cumulative hazard; the calendar factors of ``now`` (once they count)
+        scale the whole horizon, which is meant to be minutes, not hours."""
+        last = self.last_t
+        if last is None:
+            return 0.0
+        silence = max(0.0, now - last)
+        exposure = (self._idle.cumulative_hazard(silence + horizon_s, now)
+                    - self._idle.cumulative_hazard(silence, now))
+        if self._calendar_in_hazard(self._tod):
+            exposure *= self._tod.factors(now)[self._tod.bin_of(now)]
+        if self._calendar_in_hazard(self._dow):
+            exposure *= self._dow.factors(now)[self._dow.bin_of(now)]
+        return min(1.0, max(0.0, -math.expm1(-exposure)))

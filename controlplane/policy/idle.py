@@ -3,8 +3,14 @@ decayed histogram with log-spaced bins from 50 ms to two weeks, so the same stru
 model hit every few milliseconds and one used twice a day. Conditioning it on the silence so far
 gives the hazard (requests per second expected now) that the forecast and the planner read.
 
+Old evidence halves every day, which alone would take a day to forget a regime that has ended.
+So every idle time is also tested against the distribution learned so far
+(:mod:`controlplane.policy.changepoint`); at a change point the old evidence is set aside (it
+keeps the weight of a few idle times) and the idle times of the new regime count in full, so the
+forecast follows within a few requests when the change is stark, a few dozen when it is subtle.
+
 Fixed size and O(1) per idle time; the hazard is recomputed (O(bins)) only when new idle times
-carry enough news to move it (:meth:`IdleTimes.add`).
+carry enough news to move it (:meth:`IdleTimes.news`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from controlplane.policy.changepoint import ChangeTest
 from controlplane.policy.decay import DecayedBins
 from controlplane.policy.patterns import DAY_S
 
@@ -68,6 +75,14 @@ Segment = tuple[float, float, float, float]
 
 
 
+#: The last idle times kept (bin, end time) so that, at a change point, those of the new regime
+#: can be told from the old evidence.
+RECENT_IDLE_TIMES = 32
+#: At a change point the old evidence is scaled down to this many idle times: it still shapes
+#: the estimates where the new regime has no data yet, but no longer outweighs it.
+OLD_REGIME_WEIGHT = 4.0
+
+
 class IdleTimes:
     """Decayed histogram of idle times, its smoothed hazard, and how much news it has had."""
 
@@ -76,23 +91,72 @@ class IdleTimes:
         self._half_life = half_life_s
         #: Idle times observed so far.
         self.count = 0
+        #: Change points found so far.
+        self.changes = 0
+        self._test = ChangeTest()
+        self._recent: list[tuple[int, float]] = []
         #: Cumulative news in the idle times (see :meth:`news`): how much they have moved the
         #: hazard, summed; the hazard and the planner's windows are redone when it has grown.
         self.evidence = 0.0
-        #: (evidence, time, hazard per bin, idle times at least each bin's lower edge) as of
-        #: the last hazard computation.
-        self._hazard_cache: tuple[float, float, npt.NDArray[np.float64],
-                                  npt.NDArray[np.float64]] | None = None
+        self._hazard_cache: _HazardCache | None = None
 
     def stored_numbers(self) -> int:
         cached = self._hazard_cache
-        return len(self._bins) + (0 if cached is None else len(cached[2]) + len(cached[3]))
+        return (len(self._bins) + 2 * RECENT_IDLE_TIMES
+                + (0 if cached is None else 3 * len(cached.hazard)))
 
     def add(self, idle_s: float, t: float) -> None:
         """One idle time ending at ``t``."""
+        k = idle_bin(idle_s)
         self.evidence += self.news(idle_s, t)
-        self._bins.add(idle_bin(idle_s), t)
+        # Tested against what was learned before it (the hazard cache: what the planner saw).
+        run = 0 if self._hazard_cache is None else self._test.update(self.shorter_share(idle_s))
+        self._bins.add(k, t)
+        if len(self._recent) < RECENT_IDLE_TIMES:
+            self._recent.append((k, t))
+        else:
+            self._recent[self.count % RECENT_IDLE_TIMES] = (k, t)
         self.count += 1
+        if run:
+            self._set_aside_old(run, t)
+
+    def _set_aside_old(self, run: int, now: float) -> None:
+        """A change point: the last ``run`` idle times are the new regime; what came before
+        keeps the weight of :data:`OLD_REGIME_WEIGHT` idle times."""
+        n = min(run, len(self._recent))
+        newest = [self._recent[(self.count - 1 - i) % RECENT_IDLE_TIMES] for i in range(n)]
+        for k, t in newest:
+            self._bins.add(k, t, -1.0)
+        old = self._bins.total(now)
+        if old > OLD_REGIME_WEIGHT:
+            self._bins.scale(OLD_REGIME_WEIGHT / old)
+        for k, t in newest:
+            self._bins.add(k, t, 1.0)
+        self.changes += 1
+        self.evidence += 1.0  # the hazard and the planner's windows are redone at once
+
+    def shorter_share(self, idle_s: float) -> float:
+        """Probability of an idle time shorter than ``idle_s`` under the distribution as of the
+        last hazard computation (prior included; 0 before any), interpolated inside the bin
+        (log-linearly: the bins are log-spaced)."""
+        cached = self._hazard_cache
+        if cached is None:
+            return 0.0
+        at_least = cached.at_least
+        total = float(at_least[0])
+        if total <= 0:
+            return 0.0
+        k = idle_bin(idle_s)
+        lo, hi = IDLE_EDGES[k], _bin_hi(k)
+        if not math.isfinite(hi):
+            frac = 0.0
+        elif k == 0:
+            frac = idle_s / hi
+        else:
+            frac = math.log(max(idle_s, lo) / lo) / math.log(hi / lo)
+        above = float(at_least[k + 1]) if k + 1 < len(at_least) else 0.0
+        longer = float(at_least[k]) - frac * (float(at_least[k]) - above)
+        return min(1.0, max(0.0, 1.0 - longer / total))
 
     def news(self, idle_s: float, t: float) -> float:
         """How much a new idle time moves the hazard: ``1 / (n + 1)``, ``n`` the (decayed)
@@ -105,8 +169,8 @@ class IdleTimes:
         cached = self._hazard_cache
         if cached is None:
             return 1.0
-        scale = 2.0 ** (-max(0.0, t - cached[1]) / self._half_life)
-        return float(1.0 / (float(cached[3][idle_bin(idle_s)]) * scale + 1.0))
+        scale = 2.0 ** (-max(0.0, t - cached.at) / self._half_life)
+        return float(1.0 / (float(cached.at_least[idle_bin(idle_s)]) * scale + 1.0))
 
     def survival(self, idle_s: float, now: float) -> float:
         """Observed fraction of idle times longer than ``idle_s`` (1.0 without data)."""
@@ -123,16 +187,45 @@ class IdleTimes:
         """The smoothed idle-time hazard per closed bin, recomputed only when it can have
         changed: once the new idle times carry enough news (:meth:`news`), or the decay has
         shifted data against the prior."""
+        return self._cache(now).hazard
+
+    def cumulative_hazard(self, idle_s: float, now: float) -> float:
+        """Expected requests from the last one up to ``idle_s`` of silence, were none to reset
+        the clock: the integral of :meth:`base_hazard` (the last closed bin's hazard goes on
+        beyond the last edge). O(1)."""
+        cached = self._cache(now)
+        k = min(idle_bin(idle_s), len(cached.hazard) - 1)
+        return cached.cumulative[k] + cached.hazard_list[k] * (idle_s - IDLE_EDGES[k])
+
+    def _cache(self, now: float) -> _HazardCache:
         cached = self._hazard_cache
-        if (cached is not None and self.evidence - cached[0] < _HAZARD_NEWS
-                and abs(now - cached[1]) < 0.1 * self._half_life):
-            return cached[2]
+        if (cached is not None and self.evidence - cached.evidence < _HAZARD_NEWS
+                and abs(now - cached.at) < 0.1 * self._half_life):
+            return cached
         data = np.asarray(self._bins.values(now))
         hazard = _smoothed_hazard(data)
         weights = data + _PRIOR_ARRAY
         at_least = weights.sum() - np.concatenate(([0.0], np.cumsum(weights)[:-1]))
-        self._hazard_cache = (self.evidence, now, hazard, np.maximum(at_least, 0.0))
-        return hazard
+        cumulative = np.concatenate(([0.0], np.cumsum(hazard * _WIDTHS)))
+        cached = _HazardCache(self.evidence, now, hazard, np.maximum(at_least, 0.0),
+                              hazard.tolist(), cumulative.tolist())
+        self._hazard_cache = cached
+        return cached
+
+
+@dataclass(frozen=True)
+class _HazardCache:
+    """The hazard as of its last computation, and what is derived from it."""
+
+    evidence: float
+    at: float
+    #: Smoothed hazard per closed bin (requests per second).
+    hazard: npt.NDArray[np.float64]
+    #: Idle times (prior included) at least each bin's lower edge.
+    at_least: npt.NDArray[np.float64]
+    hazard_list: list[float]
+    #: Integral of the hazard from 0 to each bin's lower edge.
+    cumulative: list[float]
 
 
 #: The hazard is recomputed once new idle times have moved it by about this share (summed
