@@ -11,10 +11,12 @@ Popularity is Zipf over the models; each model follows one of five arrival patte
 * ``rare``: a few requests a day.
 
 Halfway through, some models change regime (another pattern, popularity up or down, going
-silent, or appearing for the first time). Memory sizes are log-uniform over 50 MB .. 5 GB and
-load times grow with size (0.5 s .. 60 s, loosely correlated). Everything is seeded.
+silent, or appearing for the first time); in the ``regime_change`` shape, besides, the busiest
+model goes quiet and a rare one turns hot (:attr:`TraceShape.hot_swap_rate`). Memory sizes are
+log-uniform over the shape's range (50 MB .. 5 GB by default) and load times grow with size
+(0.5 s .. 60 s, loosely correlated). Everything is seeded.
 
-    python bench/traces.py --seed 1 --models 60 --hours 48 --out /tmp/trace
+    python bench/traces.py --shape regime_change --seed 104 --out /tmp/trace
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from controlplane.policy.trace_io import write_models, write_trace
 from controlplane.policy.types import ModelProfile
@@ -35,6 +38,7 @@ PATTERNS = ("periodic", "poisson", "bursty", "diurnal", "rare")
 _CRON_PERIODS_S = (30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
 _DAY_S = 86400.0
 Trace = list[tuple[float, str]]
+Times = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -121,14 +125,14 @@ def _draw_pattern(rng: np.random.Generator, kind: str, rate: float) -> Pattern:
     return Pattern(kind, rate)
 
 
-def _poisson(rng: np.random.Generator, rate: float, t0: float, t1: float) -> np.ndarray:
+def _poisson(rng: np.random.Generator, rate: float, t0: float, t1: float) -> Times:
     if rate <= 0 or t1 <= t0:
         return np.empty(0)
     n = int(rng.poisson(rate * (t1 - t0)))
     return np.sort(rng.uniform(t0, t1, n))
 
 
-def _arrivals(rng: np.random.Generator, p: Pattern, t0: float, t1: float) -> np.ndarray:
+def _arrivals(rng: np.random.Generator, p: Pattern, t0: float, t1: float) -> Times:
     if p.rate <= 0:
         return np.empty(0)
     if p.kind == "periodic":
@@ -151,7 +155,8 @@ def _arrivals(rng: np.random.Generator, p: Pattern, t0: float, t1: float) -> np.
         candidates = _poisson(rng, peak, t0, t1)
         hours = (candidates % _DAY_S) / 3600.0
         rate = p.rate * (1 + p.amplitude * np.cos(2 * np.pi * (hours - p.peak_hour) / 24))
-        return candidates[rng.random(candidates.size) * peak < rate]
+        kept: Times = candidates[rng.random(candidates.size) * peak < rate]
+        return kept
     return _poisson(rng, p.rate, t0, t1)
 
 
@@ -183,7 +188,7 @@ def _profiles(rng: np.random.Generator, names: list[str],
 
 
 def _hot_swap(rng: np.random.Generator, shape: TraceShape, assigned: list[str],
-              halves: dict[str, tuple[np.ndarray, np.ndarray]], about: dict[str, str],
+              halves: dict[str, tuple[Times, Times]], about: dict[str, str],
               middle: float, end: float) -> None:
     """Apply :attr:`TraceShape.hot_swap_rate` to the generated ``halves`` (model -> arrivals
     before and after ``middle``): the model busiest in the first half falls to a rare model's
@@ -224,7 +229,7 @@ def generate(shape: TraceShape) -> tuple[Trace, dict[str, ModelProfile], dict[st
     middle = end / 2
     changing = set(rng.choice(shape.n_models, round(shape.change_fraction * shape.n_models),
                               replace=False).tolist())
-    halves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    halves: dict[str, tuple[Times, Times]] = {}
     about: dict[str, str] = {}
     for i, name in enumerate(names):
         before = _draw_pattern(rng, assigned[i], float(rates[i]))
@@ -250,14 +255,17 @@ def generate(shape: TraceShape) -> tuple[Trace, dict[str, ModelProfile], dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--models", type=int, default=60)
-    parser.add_argument("--hours", type=float, default=48.0)
+    parser.add_argument("--seed", type=int, help="default: the shape's")
+    parser.add_argument("--models", type=int, help="default: the shape's")
+    parser.add_argument("--hours", type=float, help="default: the shape's")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="mixed",
                         help="pattern mix and traffic level (seed/models/hours override it)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    shape = replace(SHAPES[args.shape], seed=args.seed, n_models=args.models, hours=args.hours)
+    base = SHAPES[args.shape]
+    shape = replace(base, seed=base.seed if args.seed is None else args.seed,
+                    n_models=base.n_models if args.models is None else args.models,
+                    hours=base.hours if args.hours is None else args.hours)
     trace, models, about = generate(shape)
     args.out.mkdir(parents=True, exist_ok=True)
     write_trace(args.out / "trace.csv", trace)
