@@ -1,11 +1,12 @@
 """Sharing the memory budget among models that are all worth holding.
 
 Each model's windows say when it is worth its memory at the configured price. When the budget
-cannot hold all of them, they compete by value density (expected cold starts avoided per GB*s of
-the window they are in): the budget is filled greedily from the densest, and the ones left out
-are dropped after use and not preloaded. This matters most for cold requests: the model a cold
-request brings in must not push out a model worth more than itself, which is what happens when
-memory is full of models that are merely "nice to have".
+cannot hold all of them, they compete by value per byte (expected cold starts avoided per GB*s
+of the window they are in, per GB*s of the memory keeping them actually costs): the budget is
+filled greedily from the best, and the ones left out are guests, the first to go and not
+preloaded (:mod:`controlplane.policy.keeper`). This matters most for cold requests: the model a
+cold request brings in must not push out a model worth more than itself, which is what happens
+when memory is full of models that are merely "nice to have".
 """
 
 from __future__ import annotations

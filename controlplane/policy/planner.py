@@ -4,7 +4,8 @@ Per model the planner keeps residency windows (:mod:`controlplane.policy.windows
 which the expected cold starts avoided are worth the memory at the price ``gbs_per_cold_start``,
 the policy's one knob. A model is loaded when a window opens (preloads open ``load_s`` plus a
 margin before the demand they are for) and unloaded when no window holds it. When the budget
-binds, models compete by value density (:mod:`controlplane.policy.budget`).
+cannot hold every model worth holding, :mod:`controlplane.policy.keeper` decides which stay (by
+value per byte), who makes room for a load (by forecast next use) and who comes back after.
 
 Work is event-driven, so that a plan() every few seconds over hundreds of models stays cheap:
 a model is looked at when one of its timers fires (a window opens or closes, its windows are due
