@@ -11,10 +11,12 @@ Popularity is Zipf over the models; each model follows one of five arrival patte
 * ``rare``: a few requests a day.
 
 Halfway through, some models change regime (another pattern, popularity up or down, going
-silent, or appearing for the first time). Memory sizes are log-uniform over 50 MB .. 5 GB and
-load times grow with size (0.5 s .. 60 s, loosely correlated). Everything is seeded.
+silent, or appearing for the first time); in the ``regime_change`` shape, besides, the busiest
+model goes quiet and a rare one turns hot (:attr:`TraceShape.hot_swap_rate`). Memory sizes are
+log-uniform over the shape's range (50 MB .. 5 GB by default) and load times grow with size
+(0.5 s .. 60 s, loosely correlated). Everything is seeded.
 
-    python bench/traces.py --seed 1 --models 60 --hours 48 --out /tmp/trace
+    python bench/traces.py --shape regime_change --seed 104 --out /tmp/trace
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from controlplane.policy.trace_io import write_models, write_trace
 from controlplane.policy.types import ModelProfile
@@ -35,6 +38,7 @@ PATTERNS = ("periodic", "poisson", "bursty", "diurnal", "rare")
 _CRON_PERIODS_S = (30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
 _DAY_S = 86400.0
 Trace = list[tuple[float, str]]
+Times = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,11 @@ class TraceShape:
     change_fraction: float = 0.25
     #: Number of models pinned (the most popular small ones).
     pinned: int = 0
+    #: Memory sizes are log-uniform over this range, in MB.
+    memory_mb: tuple[float, float] = (50.0, 5000.0)
+    #: Halfway through, the busiest model goes quiet (a rare model's few requests a day) and a
+    #: rare one turns hot at this rate, in requests per second (0: no such swap).
+    hot_swap_rate: float = 0.0
 
 
 SHAPES: dict[str, TraceShape] = {
@@ -66,6 +75,10 @@ SHAPES: dict[str, TraceShape] = {
     "bursty_diurnal": TraceShape(
         "bursty_diurnal", seed=3, n_models=90, hours=48, zipf_s=0.9, requests_per_hour=3000.0,
         mix={"periodic": 0.1, "poisson": 0.15, "bursty": 0.3, "diurnal": 0.3, "rare": 0.15}),
+    # Issue 22: the resident set must move halfway through, under a tight budget.
+    "regime_change": TraceShape(
+        "regime_change", seed=4, n_models=50, hours=48,
+        memory_mb=(20.0, 4000.0), hot_swap_rate=0.5),
 }
 
 
@@ -112,14 +125,14 @@ def _draw_pattern(rng: np.random.Generator, kind: str, rate: float) -> Pattern:
     return Pattern(kind, rate)
 
 
-def _poisson(rng: np.random.Generator, rate: float, t0: float, t1: float) -> np.ndarray:
+def _poisson(rng: np.random.Generator, rate: float, t0: float, t1: float) -> Times:
     if rate <= 0 or t1 <= t0:
         return np.empty(0)
     n = int(rng.poisson(rate * (t1 - t0)))
     return np.sort(rng.uniform(t0, t1, n))
 
 
-def _arrivals(rng: np.random.Generator, p: Pattern, t0: float, t1: float) -> np.ndarray:
+def _arrivals(rng: np.random.Generator, p: Pattern, t0: float, t1: float) -> Times:
     if p.rate <= 0:
         return np.empty(0)
     if p.kind == "periodic":
@@ -142,7 +155,8 @@ def _arrivals(rng: np.random.Generator, p: Pattern, t0: float, t1: float) -> np.
         candidates = _poisson(rng, peak, t0, t1)
         hours = (candidates % _DAY_S) / 3600.0
         rate = p.rate * (1 + p.amplitude * np.cos(2 * np.pi * (hours - p.peak_hour) / 24))
-        return candidates[rng.random(candidates.size) * peak < rate]
+        kept: Times = candidates[rng.random(candidates.size) * peak < rate]
+        return kept
     return _poisson(rng, p.rate, t0, t1)
 
 
@@ -164,11 +178,33 @@ def _changed(rng: np.random.Generator, p: Pattern) -> tuple[Pattern, str]:
     return p, "appears"
 
 
-def _profiles(rng: np.random.Generator, names: list[str]) -> dict[str, ModelProfile]:
-    memory = np.exp(rng.uniform(math.log(50), math.log(5000), len(names)))
+def _profiles(rng: np.random.Generator, names: list[str],
+              memory_mb: tuple[float, float]) -> dict[str, ModelProfile]:
+    low, high = memory_mb
+    memory = np.exp(rng.uniform(math.log(low), math.log(high), len(names)))
     load = 0.5 * (memory / 50) ** 0.9 * np.exp(rng.normal(0, 0.4, len(names)))
     return {n: ModelProfile(n, round(float(m), 1), round(float(np.clip(s, 0.5, 60.0)), 2))
             for n, m, s in zip(names, memory, load, strict=True)}
+
+
+def _hot_swap(rng: np.random.Generator, shape: TraceShape, assigned: list[str],
+              halves: dict[str, tuple[Times, Times]], about: dict[str, str],
+              middle: float, end: float) -> None:
+    """Apply :attr:`TraceShape.hot_swap_rate` to the generated ``halves`` (model -> arrivals
+    before and after ``middle``): the model busiest in the first half falls to a rare model's
+    rate in the second, and a model drawn among the rare ones turns hot. Done after everything
+    else, so the other models' arrivals are those of the same seed without the swap."""
+    names = list(halves)
+    rare = [name for name, kind in zip(names, assigned, strict=True) if kind == "rare"]
+    if not rare:
+        raise ValueError(f"shape {shape.name!r}: a hot swap needs a rare model")
+    busiest = max(names, key=lambda name: (halves[name][0].size, name))
+    hot = str(rng.choice([name for name in rare if name != busiest]))
+    quiet = _draw_pattern(rng, "rare", 0.0)
+    turned = Pattern("poisson", shape.hot_swap_rate)
+    for name, pattern, change in ((busiest, quiet, "goes quiet"), (hot, turned, "turns hot")):
+        halves[name] = (halves[name][0], _arrivals(rng, pattern, middle, end))
+        about[name] = about[name].split(" -> ")[0] + f" -> {change}: {pattern.describe()}"
 
 
 def generate(shape: TraceShape) -> tuple[Trace, dict[str, ModelProfile], dict[str, str]]:
@@ -188,21 +224,23 @@ def generate(shape: TraceShape) -> tuple[Trace, dict[str, ModelProfile], dict[st
     popularity = popularity * frequent
     rates = total_rate * popularity / popularity.sum()
 
-    models = _profiles(rng, names)
+    models = _profiles(rng, names, shape.memory_mb)
     end = shape.hours * 3600.0
     middle = end / 2
     changing = set(rng.choice(shape.n_models, round(shape.change_fraction * shape.n_models),
                               replace=False).tolist())
-    rows: list[tuple[float, str]] = []
+    halves: dict[str, tuple[Times, Times]] = {}
     about: dict[str, str] = {}
     for i, name in enumerate(names):
         before = _draw_pattern(rng, assigned[i], float(rates[i]))
         after, change = (_changed(rng, before) if i in changing else (before, ""))
         first_half = np.empty(0) if change == "appears" else _arrivals(rng, before, 0.0, middle)
-        second_half = _arrivals(rng, after, middle, end)
+        halves[name] = (first_half, _arrivals(rng, after, middle, end))
         about[name] = before.describe() + (f" -> {change}: {after.describe()}" if change else "")
-        rows.extend((float(t), name) for t in np.concatenate([first_half, second_half]))
-    rows.sort()
+    if shape.hot_swap_rate > 0:
+        _hot_swap(rng, shape, assigned, halves, about, middle, end)
+    rows = sorted((float(t), name) for name, (first_half, second_half) in halves.items()
+                  for t in np.concatenate([first_half, second_half]))
     if shape.pinned:
         counts_by_model: dict[str, int] = {}
         for _, name in rows:
@@ -217,14 +255,17 @@ def generate(shape: TraceShape) -> tuple[Trace, dict[str, ModelProfile], dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--models", type=int, default=60)
-    parser.add_argument("--hours", type=float, default=48.0)
+    parser.add_argument("--seed", type=int, help="default: the shape's")
+    parser.add_argument("--models", type=int, help="default: the shape's")
+    parser.add_argument("--hours", type=float, help="default: the shape's")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="mixed",
                         help="pattern mix and traffic level (seed/models/hours override it)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    shape = replace(SHAPES[args.shape], seed=args.seed, n_models=args.models, hours=args.hours)
+    base = SHAPES[args.shape]
+    shape = replace(base, seed=base.seed if args.seed is None else args.seed,
+                    n_models=base.n_models if args.models is None else args.models,
+                    hours=base.hours if args.hours is None else args.hours)
     trace, models, about = generate(shape)
     args.out.mkdir(parents=True, exist_ok=True)
     write_trace(args.out / "trace.csv", trace)

@@ -43,6 +43,10 @@ class DecayedBins:
         gain = self._gain(t)  # first: it may replace the list while renormalising
         self._w[index] += amount * gain
 
+    def scale(self, factor: float) -> None:
+        """Multiply every weight by ``factor`` (old evidence set aside at a change point)."""
+        self._w = [v * factor for v in self._w]
+
     def scale_at(self, now: float) -> float:
         """Factor that turns stored numbers into weights as of ``now``."""
         if self._t_ref is None:

@@ -4,7 +4,8 @@ Per model the planner keeps residency windows (:mod:`controlplane.policy.windows
 which the expected cold starts avoided are worth the memory at the price ``gbs_per_cold_start``,
 the policy's one knob. A model is loaded when a window opens (preloads open ``load_s`` plus a
 margin before the demand they are for) and unloaded when no window holds it. When the budget
-binds, models compete by value density (:mod:`controlplane.policy.budget`).
+cannot hold every model worth holding, :mod:`controlplane.policy.keeper` decides which stay (by
+value per byte), who makes room for a load (by forecast next use) and who comes back after.
 
 Work is event-driven, so that a plan() every few seconds over hundreds of models stays cheap:
 a model is looked at when one of its timers fires (a window opens or closes, its windows are due
@@ -16,21 +17,26 @@ so between recomputes newer requests only move them along.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from controlplane.policy.budget import SWAP_MARGIN, BudgetPacking
+from controlplane.policy.explain import Standing, describe
 from controlplane.policy.forecast import ModelForecast
+from controlplane.policy.keeper import BudgetKeeper
 from controlplane.policy.timers import TimerHeap
 from controlplane.policy.types import (
     Action,
     ClusterView,
-    DecisionKind,
     ModelDecision,
     ModelProfile,
     Residency,
 )
-from controlplane.policy.windows import Window, combine, hazard_windows, periodic_window
+from controlplane.policy.windows import (
+    Window,
+    combine,
+    hazard_windows,
+    periodic_window,
+)
 
 DEFAULT_GBS_PER_COLD_START = 3000.0
 #: Windows of active models are recomputed at least this often (the forecast moves slowly, and
@@ -87,9 +93,9 @@ class ForecastPlanner:
         self._timers = TimerHeap()
         # Insertion-ordered dicts as sets: runs stay deterministic.
         self._urgent: dict[str, None] = {}
-        self._retry: dict[str, None] = {}
         self._next_scan = -math.inf
-        self._packing = BudgetPacking()
+        self._keeper = BudgetKeeper(self)
+        self._packing = self._keeper.packing
         self._next_pack = -math.inf
         self._pack_due = True
 
@@ -120,20 +126,7 @@ class ForecastPlanner:
         if over <= 1e-9:
             return []
         self._pack_due = True
-        now = view.now
-        # Models the budget has no room for go first, then the least valuable per GB.
-        candidates = sorted(
-            (not self._packing.excludes(name, self._density(name, now), True),
-             self._density(name, now), self._last(name), name)
-            for name in self._held_unloadable(view))
-        actions = []
-        for _, density, _, name in candidates:
-            if over <= 1e-9:
-                break
-            actions.append(Action("unload", name, f"make room for a request to {model} "
-                                                  f"(worth {density:.2g} cold starts per GB*s)"))
-            over -= view.models[name].memory_mb
-        return actions
+        return self._keeper.room_for_demand(model, view)
 
     def plan(self, view: ClusterView) -> list[Action]:
         now = view.now
@@ -150,15 +143,17 @@ class ForecastPlanner:
             self._refresh(name, view)
         if self._pack_due or now >= self._next_pack:
             was_binding = self._packing.binding
-            self._pack(view)
-            touched.update(self._retry)
-            self._retry.clear()
+            self._next_pack = now + _PACK_S
+            self._pack_due = False
+            self._keeper.pack(view)
+            touched.update(self._keeper.retry)
+            self._keeper.retry.clear()
             if self._packing.binding and not was_binding:
                 # Timers were set for "held or not" only; now every change of value counts.
                 for name in view.models:
                     self._refresh(name, view)
                     touched[name] = None
-        return self._reconcile(touched, view)
+        return self._keeper.reconcile(touched, view)
 
     def next_wakeup(self, now: float) -> float | None:
         if self._urgent:
@@ -168,43 +163,48 @@ class ForecastPlanner:
     # -- explanation -----------------------------------------------------------------------
 
     def explain(self, view: ClusterView) -> list[ModelDecision]:
-        """Per model: expected demand, what laziness would cost, and what the plan does."""
+        """Per model: expected demand, what laziness would cost, what the plan does and why
+        (:mod:`controlplane.policy.explain`)."""
         now = view.now
+        standing: dict[str, tuple[Window | None, float | None, bool]] = {}
+        cheapest: float | None = None
+        for name in view.models:
+            st = self._state(name)
+            current = self._current(st, now)
+            if current is None:
+                standing[name] = (None, None, False)
+                continue
+            resident = view.state(name) is not Residency.COLD
+            left_out = self._packing.excludes(name, current.density,
+                                              resident or name in self._keeper.displaced)
+            value = self._packing.effective(name, current.density)
+            standing[name] = (current, value, left_out)
+            if resident and not left_out and self._packing.binding:
+                cheapest = value if cheapest is None else min(cheapest, value)
         out = []
         for name, profile in view.models.items():
             st = self._state(name)
-            fc = st.forecast
-            per_day = fc.requests_per_day(now)
-            lazy = fc.cold_starts_per_day_if_lazy(now)
-            warm = profile.memory_gb * 24.0
-            state = view.state(name)
-            current = self._current(st, now)
+            window, worth, excluded = standing[name]
             upcoming = min((w for w in st.windows if w.load_at > now),
                            key=lambda w: w.load_at, default=None)
-            kind: DecisionKind
-            preload_at = None
-            if profile.pinned:
-                kind, why = "pinned", "pinned: always loaded"
-            elif current is not None and self._packing.excludes(
-                    name, current.density, state is not Residency.COLD):
-                kind = "unload" if state is not Residency.COLD else "lazy"
-                why = f"{current.why}, but the budget is taken by models worth more per GB"
-            elif current is not None:
-                kind = "keep" if state is not Residency.COLD else "preload"
-                preload_at = None if kind == "keep" else now
-                why = (f"{current.why}; worth {current.density * self.gbs_per_cold_start:.2f}x "
-                       "its memory")
-            elif state is not Residency.COLD:
-                kind, why = "unload", "expected demand no longer worth its memory"
-            elif upcoming is not None:
-                kind, preload_at, why = "preload", upcoming.load_at, upcoming.why
-            else:
-                kind = "lazy"
-                why = ("no requests seen yet" if fc.last_t is None else
-                       f"~{lazy:.1f} cold starts/day cost less than {warm:.1f} GB*h/day of "
-                       "residency")
-            out.append(ModelDecision(name, per_day, lazy, warm, kind, preload_at, why))
+            out.append(describe(profile, st.forecast, view.state(name), window, upcoming,
+                                Standing(worth, cheapest, excluded,
+                                         name in self._keeper.displaced),
+                                now, self.gbs_per_cold_start))
         return out
+
+    # -- what the budget keeper reads (keeper.Windows) --------------------------------------
+
+    def current(self, name: str, now: float) -> Window | None:
+        st = self._states.get(name)
+        return None if st is None else self._current(st, now)
+
+    def forecast(self, name: str) -> ModelForecast | None:
+        st = self._states.get(name)
+        return None if st is None else st.forecast
+
+    def loading(self, name: str, now: float) -> None:
+        self._state(name).load_started = now
 
     # -- internals -------------------------------------------------------------------------
 
@@ -217,17 +217,6 @@ class ForecastPlanner:
                 epoch_offset_s=self._epoch_offset))
             self._states[model] = st
         return st
-
-    def _last(self, model: str) -> float:
-        st = self._states.get(model)
-        last = st.forecast.last_t if st is not None else None
-        return -math.inf if last is None else last
-
-    def _held_unloadable(self, view: ClusterView) -> Iterator[str]:
-        for name, state in view.residency.items():
-            profile = view.models.get(name)
-            if state is Residency.READY and profile is not None and not profile.pinned:
-                yield name
 
     @staticmethod
     def _current(st: _ModelState, now: float) -> Window | None:
@@ -246,12 +235,6 @@ class ForecastPlanner:
                 until = min(until, w.load_at)
         st.current, st.current_from, st.current_until = current, now, until
         return current
-
-    def _density(self, name: str, now: float) -> float:
-        """Avoided cold starts per GB*s of the window holding the model (0 outside windows)."""
-        st = self._states.get(name)
-        window = self._current(st, now) if st is not None else None
-        return 0.0 if window is None else window.density
 
     def _set_timer(self, name: str, st: _ModelState, t: float) -> None:
         if t == st.timer or not math.isfinite(t):
@@ -322,108 +305,6 @@ class ForecastPlanner:
         held = end - now
         return [Window(now, now, end, rate * held, gb * held, "unseen",
                        f"not requested yet; about {rate * 3600:.2f} requests/hour assumed")]
-
-    def _pack(self, view: ClusterView) -> None:
-        now = view.now
-        self._next_pack = now + _PACK_S
-        self._pack_due = False
-        if sum(p.memory_mb for p in view.models.values()) <= view.budget_mb:
-            self._packing.pack(0.0, view.budget_mb, ())  # everything fits, always
-            return
-        fixed = 0.0
-        candidates = []
-        residency = view.residency
-        for name, profile in view.models.items():
-            state = residency.get(name, Residency.COLD)
-            st = self._states.get(name)
-            window = self._current(st, now) if st is not None else None
-            if profile.pinned or (window is None and state is Residency.LOADING):
-                fixed += profile.memory_mb if state is not Residency.COLD else 0.0
-            elif window is not None:
-                candidates.append((name, profile.memory_mb, window.density,
-                                   state is not Residency.COLD))
-        self._packing.pack(fixed, view.budget_mb, candidates)
-
-    def _reconcile(self, touched: Mapping[str, None], view: ClusterView) -> list[Action]:
-        now = view.now
-        unloads: list[Action] = []
-        wanted: list[tuple[float, str, Window | None]] = []
-        for name in touched:
-            profile = view.models.get(name)
-            if profile is None:
-                continue
-            state = view.state(name)
-            if profile.pinned:
-                if state is Residency.COLD:
-                    wanted.append((math.inf, name, None))
-                continue
-            window = self._current(self._state(name), now)
-            if window is None:
-                if state is Residency.READY:
-                    unloads.append(Action("unload", name, "idle: expected demand no longer "
-                                          f"worth {profile.memory_mb:.0f} MB"))
-            elif self._packing.excludes(name, window.density, state is not Residency.COLD):
-                if state is Residency.READY:
-                    # Keeping it would only push out a model worth more at the next cold
-                    # request.
-                    unloads.append(Action("unload", name, "the budget binds: models worth "
-                                          "more per GB need the room"))
-                elif state is Residency.COLD:
-                    self._retry[name] = None  # no room now; look again at the next packing
-            elif state is Residency.COLD:
-                wanted.append((window.density, name, window))
-        if not wanted:
-            return unloads
-        return unloads + self._loads(wanted, {a.model for a in unloads}, view)
-
-    def _loads(self, wanted: list[tuple[float, str, Window | None]], leaving: set[str],
-               view: ClusterView) -> list[Action]:
-        """Loads for ``wanted`` (densest first) that fit next to the models staying, and the
-        evictions they need; only predicted demand evicts."""
-        now = view.now
-        evictions: list[Action] = []
-        free = view.budget_mb - view.resident_mb() + sum(
-            view.models[m].memory_mb for m in leaving)
-        wanted.sort(key=lambda item: (-item[0], item[1]))
-        evictable: list[tuple[bool, float, float, str]] | None = None
-        loads: list[Action] = []
-        for density, name, window in wanted:
-            need = view.models[name].memory_mb
-            if need > free + 1e-9:
-                if window is not None and window.kind not in ("fire", "ahead"):
-                    # Only a predicted rise of demand evicts for a preload; a model dropped for
-                    # room while still wanted comes back when there is room, or on demand.
-                    self._retry[name] = None
-                    continue
-                if evictable is None:
-                    evictable = sorted(
-                        (not self._packing.excludes(m, self._density(m, now), True),
-                         self._density(m, now), self._last(m), m)
-                        for m in self._held_unloadable(view) if m not in leaving)
-                victims, freed = [], 0.0
-                for kept, victim_density, _, victim in evictable:
-                    if free + freed >= need - 1e-9 or (
-                            kept and victim_density * SWAP_MARGIN >= density):
-                        break
-                    victims.append(victim)
-                    freed += view.models[victim].memory_mb
-                if free + freed < need - 1e-9:
-                    self._retry[name] = None  # blocked by the budget: look again later
-                    continue
-                for victim in victims:
-                    evictions.append(Action("unload", victim, f"evicted for {name}, which is "
-                                            "worth more per GB"))
-                    leaving.add(victim)
-                evictable = [e for e in evictable if e[3] not in leaving]
-                free += freed
-            free -= need
-            reason = "pinned" if window is None else (
-                f"preload: {window.why}; {window.value:.2f} cold starts avoided "
-                f"for {window.cost_gbs:.0f} GB*s")
-            loads.append(Action("load", name, reason))
-            self._state(name).load_started = now
-        return evictions + loads
-
 
 def _next_look(windows: list[Window], now: float, *, every_change: bool) -> float:
     """When the model needs a look after ``now``: when it goes from held to not held or back;

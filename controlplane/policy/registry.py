@@ -15,7 +15,9 @@ POLICY_SPECS: tuple[PolicySpec, ...] = (
         "ours", "forecast-driven keep/preload/unload by value per byte (the default)",
         "GB*s of residency one avoided cold start is worth (higher: more memory, fewer "
         "cold starts)", DEFAULT_GBS_PER_COLD_START,
-        (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)),
+        # From 1 (hold almost nothing beyond a load) so the frontier reaches down to the
+        # memory of LRU confined to a quarter of a tight budget.
+        (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0)),
     PolicySpec(
         "always_on", "load everything that fits at start; evict LRU only for demand loads",
         "none", None, (None,)),

@@ -20,7 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from controlplane.policy.forecast import ModelForecast, NextArrival
+from controlplane.policy.forecast import ModelForecast
+from controlplane.policy.idle import NextArrival
 from controlplane.policy.types import ModelProfile
 
 #: A resident model stays while its hazard is above this fraction of the load threshold, so a
@@ -174,18 +175,18 @@ def _late_fire_hold_s(jitter_s: float, worth_s: float) -> float:
     stray, times what it is worth (``worth_s``: cold starts avoided x price / GB, in seconds)
     exceeds 1. Capped at four sigmas, where the stray share dominates anyway."""
     sigma = max(jitter_s, 1e-3) / 2.0
-    z = 0.0
-    while z < 4.0:
-        tail = 0.5 * math.erfc(z / math.sqrt(2.0))
-        density = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    for z, density, tail in _NORMAL_STEPS:
         if density * worth_s < sigma * (tail + _LATE_FIRE_STRAY):
-            break
-        z += 0.25
-    return z * sigma
+            return z * sigma
+    return 4.0 * sigma
 
 
 #: Share of fires assumed late beyond any schedule (keeps the late-fire hazard bounded).
 _LATE_FIRE_STRAY = 0.05
+#: (z, standard normal density at z, upper tail beyond z) for z = 0, 0.25, .. 3.75.
+_NORMAL_STEPS = tuple((z, math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi),
+                       0.5 * math.erfc(z / math.sqrt(2.0)))
+                      for z in (0.25 * k for k in range(16)))
 
 
 def hazard_windows(profile: ModelProfile, forecast: ModelForecast, gbs_per_cold_start: float,

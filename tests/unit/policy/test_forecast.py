@@ -5,7 +5,8 @@ import math
 import pytest
 
 from controlplane.policy.decay import DecayedBins, DecayedRate
-from controlplane.policy.forecast import ModelForecast, idle_bin
+from controlplane.policy.forecast import ModelForecast
+from controlplane.policy.idle import idle_bin
 from controlplane.policy.patterns import DAY_S, CyclicProfile, PeriodDetector
 
 from .helpers import poisson_times
