@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from controlplane.config import InstanceSettings, Settings
 from controlplane.fleet.provider import ConfiguredProvider
-from controlplane.fleet.upstream import Upstream
 from controlplane.lifecycle.backoff import BackoffPolicy
 from controlplane.lifecycle.manager import LoadPreparer, ModelManager
 from controlplane.loops import Loops
+from controlplane.serving.upstream import Upstream
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
 from controlplane.triton.distribution import missing_backends
@@ -67,6 +67,9 @@ class InstanceRuntime:
     #: models whose replica here is being removed (trim, drain, eviction with another
     #: replica ready): the router no longer picks it, in-flight requests finish first
     leaving: set[ModelName] = field(default_factory=set)
+    #: model -> this replica's router weight (absent: 1, an equal share; 0: no new
+    #: requests): a ramp or a canary is a weight
+    weights: dict[ModelName, float] = field(default_factory=dict)
     instance: TritonInstance | None = None
     manager: ModelManager | None = None
     supervisor: TritonSupervisor | None = None
@@ -100,6 +103,9 @@ class InstanceRuntime:
         """The router may pick this replica of ``model`` now (the hot path)."""
         return (self.routable and model not in self.leaving and self.manager is not None
                 and self.manager.ready_now(model))
+
+    def weight(self, model: ModelName) -> float:
+        return self.weights.get(model, 1.0)
 
     @property
     def outstanding(self) -> int:

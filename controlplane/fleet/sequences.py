@@ -21,9 +21,11 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
 
+from controlplane.serving.facts import Sequence
 from controlplane.types import InstanceName, ModelName
+
+__all__ = ["DEFAULT_IDLE_S", "MAX_OPEN", "Sequence", "Sequences"]
 
 #: Triton's default when ``max_sequence_idle_microseconds`` is unset or 0 (model_config.proto)
 DEFAULT_IDLE_S = 1.0
@@ -32,14 +34,6 @@ MAX_OPEN = 100_000
 
 Key = tuple[ModelName, str]
 
-
-class Sequence(NamedTuple):
-    """A request's sequence controls: the correlation id (an int64 or uint64 as its decimal
-    text, or the string id), and its START and END flags."""
-
-    id: str
-    start: bool
-    end: bool
 
 
 class Sequences:

@@ -28,8 +28,7 @@ from controlplane.errors import (
     ResourceExhausted,
 )
 from controlplane.fleet.fleet import Fleet
-from controlplane.fleet.inference import InferencePath
-from controlplane.fleet.runtime import InstanceRuntime
+from controlplane.fleet.replicas import FleetReplicas
 from controlplane.gateway.buffered import (
     TRACK_UNTIL_SENT_BYTES,
     Buffered,
@@ -37,10 +36,13 @@ from controlplane.gateway.buffered import (
 )
 from controlplane.gateway.guard import Guard
 from controlplane.gateway.server_wide import ServerWide
-from controlplane.gateway.status import abort, abort_upstream, grpc_status
+from controlplane.gateway.status import abort, abort_upstream
 from controlplane.gateway.streams import forwarded_metadata, proxy_stream
-from controlplane.gateway.wire import RequestHeader, parse_request_header
-from controlplane.traffic.observation import OK, Observation
+from controlplane.gateway.wire import parse_request_header
+from controlplane.serving.facts import RequestFacts
+from controlplane.serving.path import InferencePath, UpstreamError
+from controlplane.serving.ports import Replica
+from controlplane.serving.status import Status
 from controlplane.traffic.recorder import TrafficRecorder
 
 SERVICE = "inference.GRPCInferenceService"
@@ -78,15 +80,18 @@ class Gateway:
         guard: Guard | None = None,
     ) -> None:
         self.models = models
-        self.path = InferencePath(models, default_deadline_s)
+        #: the fleet as the serving core's port, and the core's inference path
+        self.replicas = FleetReplicas(models)
+        self.path = InferencePath(self.replicas, recorder, default_deadline_s)
         self.recorder = recorder
         self.default_deadline_s = default_deadline_s
         self.call_timeout_s = call_timeout_s
         self.allow_repository_control = allow_repository_control
         self.ready = ready
-        #: told (instance, model, gRPC status name, message) of every error Triton answers a
-        #: forwarded request with: a lost model or a dead Triton is noticed on the first one
-        self.upstream_error = upstream_error
+        if upstream_error is not None:
+            # told of every error a replica answers with: a lost model or a dead Triton is
+            # noticed on the first one
+            self.replicas.on_failure.append(upstream_error)
         #: request bytes held now, and the bounds on them (``buffered.py``)
         self.buffered = Buffered(max_request_bytes,
                                  max_buffered_bytes or default_max_buffered_bytes())
@@ -94,7 +99,8 @@ class Gateway:
         #: who may make the server-wide RPCs (``guard.py``)
         self.guard = guard or Guard(allow_repository_control=allow_repository_control)
         self.server_wide = ServerWide(
-            models=models, path=self.path, guard=self.guard, ready=ready, abort=self.abort,
+            models=models, replicas=self.replicas, guard=self.guard, ready=ready,
+            abort=self.abort,
             call_timeout_s=call_timeout_s, allow_repository_control=allow_repository_control)
         #: read by ``/metrics`` at scrape time (plain ints: no metrics work per request)
         self.in_flight = 0
@@ -200,61 +206,27 @@ class Gateway:
         held[0] += len(response)
         return response
 
-    async def _serve(self, header: RequestHeader, request: bytes, context: Context,
+    async def _serve(self, facts: RequestFacts, request: bytes, context: Context,
                      arrived: float) -> bytes:
-        model, sequence = header.model, header.sequence
-        try:
-            rt, cold = await self.path.admit(model, self._budget(context), sequence=sequence)
-        except ControlPlaneError as exc:
-            # unknown names too: the recorder counts them and stores nothing
-            self.record(header, arrived, time.time(), grpc_status(exc).name, True,
-                        time.time() - arrived, request)
-            await self.abort(context, exc)
-        wait_s = time.time() - arrived if cold else None
-        tried: list[str] = []
-        while True:
+        metadata = forwarded_metadata(context)
+
+        async def send(rt: Replica) -> bytes:
+            assert rt.upstream is not None
+            remaining = context.time_remaining()
             try:
-                response = await self._infer(rt, model, request, context)
-                break
+                response: bytes = await rt.upstream.call("ModelInfer")(
+                    request, metadata=metadata,
+                    timeout=self.default_deadline_s if remaining is None else remaining)
             except grpc.aio.AioRpcError as exc:
-                status = exc.code().name
-                self.upstream_failed(rt.name, model, status, exc.details() or "")
-                # Triton died, or warmctl is removing that replica: Triton did not run it,
-                # another replica takes it (once, within its deadline)
-                if not tried and self.path.retry_on(rt, model, status, sequence):
-                    tried.append(rt.name)
-                    try:
-                        rt, waited = await self.path.admit(
-                            model, self._budget(context), exclude=tried, sequence=sequence)
-                    except ControlPlaneError:
-                        pass  # nowhere else now: the client gets Triton's own answer
-                    else:
-                        if waited and wait_s is None:
-                            cold, wait_s = True, time.time() - arrived
-                        continue
-                self.record(header, arrived, time.time(), status, cold, wait_s, request)
-                await self.abort(context, exc)
-        self.record(header, arrived, time.time(), OK, cold, wait_s, request)
-        return response
+                raise UpstreamError(Status.named(exc.code().name), exc.details() or "",
+                                    exc) from None
+            return response
 
-    async def _infer(self, rt: InstanceRuntime, model: str, request: bytes,
-                     context: Context) -> bytes:
-        upstream = rt.upstream
-        assert upstream is not None  # a routable runtime has started
-        remaining = context.time_remaining()
-        upstream.begin(model)  # plain ints: this is the hot path
-        upstream.requests += 1
         try:
-            response: bytes = await upstream.call("ModelInfer")(
-                request, timeout=self.default_deadline_s if remaining is None else remaining,
-                metadata=forwarded_metadata(context))
-        finally:
-            upstream.end(model)
-        return response
-
-    def upstream_failed(self, instance: str, model: str, status: str, message: str) -> None:
-        if self.upstream_error is not None and status != "CANCELLED":
-            self.upstream_error(instance, model, status, message)
+            return await self.path.call(facts, request, lambda: self._budget(context), send)
+        except UpstreamError as exc:
+            assert isinstance(exc.original, grpc.aio.AioRpcError)
+            await self.abort(context, exc.original)
 
     @staticmethod
     def _budget(context: Context) -> float | None:
@@ -262,23 +234,10 @@ class Gateway:
         return None if remaining is None else remaining - _DEADLINE_MARGIN_S
 
     async def wait_ready(self, model: str, context: Context) -> None:
-        """Wait for ``model`` within the request's deadline (``InferencePath.wait_ready``)."""
-        await self.path.wait_ready(model, self._budget(context))
-
-    def record(self, header: RequestHeader, arrived: float, finished: float, outcome: str,
-               cold: bool, wait_s: float | None, request: bytes | None) -> None:
-        recorder = self.recorder
-        if recorder is None or not recorder.enabled:
-            return
-        observation = Observation(header.model, header.version, header.inputs, arrived,
-                                  finished - arrived, outcome, cold, wait_s)
-        if request is not None and header.raw_spans and outcome == OK:
-            if recorder.wants_payload(observation, len(request)):
-                observation = observation._replace(payload=(request, header.raw_spans))
-            elif len(request) <= _WITNESS_MAX_BYTES and recorder.wants_witness():
-                # no copy: the bytes are read at flush time
-                observation = observation._replace(witness=(request, header.raw_spans))
-        recorder.record(observation)
+        """Wait for ``model`` within the request's deadline (``InferencePath.admit``)."""
+        budget = self._budget(context)
+        await self.replicas.wait_ready(
+            model, self.default_deadline_s if budget is None else budget)
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes],
                                  context: Context) -> AsyncIterator[bytes]:
@@ -289,12 +248,6 @@ class Gateway:
                 yield response
         finally:
             self.open_streams -= 1
-
-    def record_unmatched(self, header: RequestHeader, arrived: float, cold: bool,
-                         wait_s: float | None) -> None:
-        if self.recorder is not None and self.recorder.enabled:
-            self.recorder.record(Observation(header.model, header.version, header.inputs,
-                                             arrived, None, OK, cold, wait_s))
 
 
 def _bind_problem(host: str, port: int) -> str:

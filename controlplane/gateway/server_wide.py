@@ -23,14 +23,14 @@ from controlplane.errors import (
     TritonUnavailable,
 )
 from controlplane.fleet.fleet import Fleet
-from controlplane.fleet.inference import InferencePath
+from controlplane.fleet.replicas import FleetReplicas
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.fleet.shared_memory import METHODS as SHARED_MEMORY_METHODS
-from controlplane.fleet.upstream import UNARY
 from controlplane.gateway.describe import config_response, metadata_response
 from controlplane.gateway.guard import GUARDED, Guard
 from controlplane.gateway.streams import forwarded_metadata
 from controlplane.lifecycle.states import ModelState
+from controlplane.serving.upstream import UNARY
 
 #: grpc.aio.ServicerContext; grpcio ships no type information
 Context: TypeAlias = Any
@@ -43,11 +43,11 @@ FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "TraceSetting",
 
 
 class ServerWide:
-    def __init__(self, *, models: Fleet, path: InferencePath, guard: Guard,
+    def __init__(self, *, models: Fleet, replicas: FleetReplicas, guard: Guard,
                  ready: Callable[[], bool], abort: Abort, call_timeout_s: float,
                  allow_repository_control: bool) -> None:
         self.models = models
-        self.path = path
+        self.replicas = replicas
         self.guard = guard
         self.ready = ready
         self.abort = abort
@@ -101,7 +101,7 @@ class ServerWide:
                   ) -> Callable[[bytes, Context], Awaitable[bytes]]:
         async def describe(request: bytes, context: Context) -> bytes:
             name = service_pb2.ModelMetadataRequest.FromString(request).name
-            rt = self.path.route(name)
+            rt = self.replicas.route(name)
             if rt is not None:
                 return await self._call(rt, method, request, context)
             try:
