@@ -29,6 +29,7 @@ from controlplane.fleet.pinned import warm_pinned
 from controlplane.fleet.placement import ReplicaPlacer
 from controlplane.fleet.provider import ConfiguredProvider
 from controlplane.fleet.runtime import InstanceRuntime, Shared
+from controlplane.gateway.rest import RestGateway
 from controlplane.gateway.server import Gateway
 from controlplane.lifecycle.manager import LoadPreparer, ModelManager
 from controlplane.lifecycle.recovery import signals_lost
@@ -103,6 +104,7 @@ class ControlPlane:
         self.jobs: JobRunner | None = None
         self.recorder: TrafficRecorder | None = None
         self.gateway: Gateway | None = None
+        self.rest: RestGateway | None = None
         self.admin_port: int | None = None
         self._admin: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -203,6 +205,11 @@ class ControlPlane:
                 )
                 port = await self.gateway.start(s.gateway.host, s.gateway.port)
                 log.info("inference gateway on %s:%d", s.gateway.host, port)
+                if s.gateway.http_enabled:
+                    self.rest = RestGateway(self.gateway)
+                    http_port = await self.rest.start(s.gateway.host, s.gateway.http_port)
+                    log.info("inference gateway (HTTP) on http://%s:%d", s.gateway.host,
+                             http_port)
             if s.scheduler.enabled:
                 await self._start_scheduler()
             await self._start_admin()
@@ -303,6 +310,13 @@ class ControlPlane:
         )
 
     @property
+    def gateway_http_url(self) -> str | None:
+        """``http://host:port`` of the HTTP door; None when it is off."""
+        if self.rest is None or self.rest.port is None:
+            return None
+        return f"http://{self.settings.gateway.host}:{self.rest.port}"
+
+    @property
     def gateway_url(self) -> str | None:
         if self.gateway is None or self.gateway.port is None:
             return None
@@ -355,6 +369,8 @@ class ControlPlane:
                 await rt.supervisor.close()
         if self.jobs is not None:
             await self.jobs.stop()
+        if self.rest is not None:
+            await self.rest.stop(self.settings.gateway.grace_s)
         if self.gateway is not None:
             await self.gateway.stop(self.settings.gateway.grace_s)
         if self.recorder is not None:

@@ -108,6 +108,10 @@ class ResourceExhausted(ControlPlaneError):
     code = ErrorCode.RESOURCE_EXHAUSTED
 
 
+class PermissionDenied(ControlPlaneError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
 # -- error text that reaches clients ----------------------------------------------------------
 
 #: longest name (model, input) an error message repeats in full

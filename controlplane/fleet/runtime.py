@@ -139,7 +139,7 @@ class InstanceRuntime:
         shared.wire(self)
         await manager.start()
         stack.push_async_callback(manager.close)
-        self.upstream = Upstream(self.name, instance.grpc_url)
+        self.upstream = Upstream(self.name, instance.grpc_url, instance.http_url)
         self.upstream.open()
         stack.push_async_callback(self.upstream.close)
         stack.push_async_callback(self._cancel_tasks)

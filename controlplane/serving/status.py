@@ -45,6 +45,12 @@ class Status(StrEnum):
             return cls.UNKNOWN
 
     @property
+    def error_code(self) -> ErrorCode:
+        """Ours, for an error a replica answered with (INTERNAL where we have none)."""
+        return next((code for code, status in _OF_CODE.items() if status is self),
+                    ErrorCode.INTERNAL)
+
+    @property
     def http(self) -> int:
         """The HTTP status a KServe-v2 REST client expects for it."""
         return _HTTP.get(self, 500)
