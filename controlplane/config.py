@@ -140,6 +140,11 @@ class GatewaySettings(Section):
     http_enabled: bool = True
     #: deadline of a request whose client set none (a lazy load counts against it)
     default_deadline_s: float = Field(default=120.0, gt=0)
+    #: gateway processes serving both doors on the shared ports (SO_REUSEPORT), beside the
+    #: control process (``gateway/workers/``); 1: the gateway runs inside the control
+    #: process. None: half the cores are left to Triton, one to the control process, the
+    #: rest (1 to 8) serve
+    workers: int | None = Field(default=None, ge=1, le=64)
     #: RepositoryModelLoad/Unload on the gateway (routed through the control plane)
     allow_repository_control: bool = False
     #: seconds in-flight requests get to finish at shutdown

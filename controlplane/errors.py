@@ -51,7 +51,8 @@ class ModelNotFound(ControlPlaneError):
     code = ErrorCode.NOT_FOUND
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"unknown model '{echo_name(model)}'")
+        # Triton's own phrase: clients (NVIDIA's examples among them) look for it
+        super().__init__(f"Request for unknown model: '{echo_name(model)}' is not found")
         self.model = model
 
 

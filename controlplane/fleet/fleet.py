@@ -95,6 +95,9 @@ class Fleet:
         self.call_timeout_s = call_timeout_s
         #: one load per cold model, shared by its callers (``cold.py``)
         self.cold = ColdLoads(self)
+        #: awaited after a replica stops taking requests (leaving, draining): returns once
+        #: the gateway's worker processes route by a table without it (a no-op without them)
+        self.publish: Callable[[], Awaitable[object]] = _published
 
     # -- reading ------------------------------------------------------------------------------
     @property
@@ -303,3 +306,6 @@ class Fleet:
         self.actions.append(FleetAction(utcnow(), kind, model, instance, why,
                                         outcome))
 
+
+async def _published() -> None:
+    """No gateway workers: the router reads the runtimes themselves."""

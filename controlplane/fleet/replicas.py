@@ -69,6 +69,9 @@ class FleetReplicas:
                 table.opened(model, sequence.id, rt.name)
         return rt
 
+    def ready_now(self, model: ModelName) -> bool:
+        return self.fleet.ready_now(model)
+
     async def wait_ready(self, model: ModelName, budget_s: float,
                          exclude: Collection[InstanceName] = ()) -> None:
         down = self.fleet.down_reason()

@@ -76,6 +76,8 @@ class InstanceRuntime:
     probe: WarmupProbe | None = None
     batch_stats: BatchStatsTracker | None = None
     upstream: Upstream | None = None
+    #: bumped each time its Triton restarted (gateway workers reopen their channels)
+    epoch: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -148,8 +150,12 @@ class InstanceRuntime:
             name=f"reconcile-{self.name}"))
         self.supervisor = instance.supervise(s.triton.supervision, self.loops)
         self.supervisor.on_restart.append(self.upstream.reopen)
+        self.supervisor.on_restart.append(self._next_epoch)
         self.supervisor.listeners.append(manager)
         stack.push_async_callback(self.supervisor.close)
+
+    async def _next_epoch(self) -> None:
+        self.epoch += 1
 
     def start_supervision(self) -> None:
         """Begin watching Triton; after every listener is in place (the fleet's too)."""

@@ -44,6 +44,9 @@ class Sequences:
         self._clock = clock
         #: (model, correlation id) -> (instance, last request's monotonic time); LRU order
         self._open: OrderedDict[Key, tuple[InstanceName, float]] = OrderedDict()
+        #: (instance, model) -> sequences open there in the gateway's worker processes, as
+        #: they last reported them (each worker routes its own clients' sequences)
+        self.elsewhere: dict[tuple[InstanceName, ModelName], int] = {}
 
     def __len__(self) -> int:
         return len(self._open)
@@ -77,9 +80,19 @@ class Sequences:
         """Sequences still open (not idle past their limit) on ``instance``, of ``model``
         or of any model."""
         now = self._clock()
-        return sum(1 for (m, _), (where, seen) in self._open.items()
-                   if where == instance and (model is None or m == model)
-                   and now - seen <= self._idle_s(m))
+        remote = sum(n for (where, m), n in self.elsewhere.items()
+                     if where == instance and (model is None or m == model))
+        return remote + sum(1 for (m, _), (where, seen) in self._open.items()
+                            if where == instance and (model is None or m == model)
+                            and now - seen <= self._idle_s(m))
+
+    def count_open(self) -> dict[tuple[InstanceName, ModelName], int]:
+        """Open sequences per (instance, model), idle ones not counted (a worker's report)."""
+        now, counts = self._clock(), dict[tuple[InstanceName, ModelName], int]()
+        for (m, _), (where, seen) in self._open.items():
+            if now - seen <= self._idle_s(m):
+                counts[(where, m)] = counts.get((where, m), 0) + 1
+        return counts
 
     def forget(self, instance: InstanceName) -> None:
         """``instance`` lost its state (its Triton died): its sequences are gone."""

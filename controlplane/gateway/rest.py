@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 FORWARDED_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding", "Accept-Encoding")
 
 
+class RestRoutes(Protocol):
+    """The routes other than inference."""
+
+    def add_routes(self, app: web.Application) -> None: ...
+
+
 def error_response(status: Status, message: str) -> web.Response:
     return web.Response(status=status.http, body=error_body(message),
                         content_type="application/json")
@@ -47,9 +53,10 @@ def error_response(status: Status, message: str) -> web.Response:
 class RestGateway:
     """The HTTP door over the gRPC gateway's core parts (one path, one set of bounds)."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, server_wide: RestRoutes | None = None) -> None:
         self.gateway = gateway
-        self.server_wide = RestServerWide(gateway)
+        # a gateway worker forwards these to the control process (``workers/forward.py``)
+        self.server_wide = server_wide or RestServerWide(gateway)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
 
@@ -60,10 +67,13 @@ class RestGateway:
         self.server_wide.add_routes(app)
         return app
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen on ``host:port`` (0: a free port); returns the port. ``reuse_port``: share
+        it with other processes' doors (workers; SO_REUSEPORT)."""
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True,
+                           reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:

@@ -27,6 +27,7 @@ from controlplane.errors import (
     PermissionDenied,
     TritonUnavailable,
 )
+from controlplane.fleet.repository_load import no_files, repository_load
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.gateway.rest_upstream import forward, get
 from controlplane.gateway.status import client_message
@@ -52,6 +53,8 @@ def _json(value: Any, status: int = 200) -> web.Response:
 class RestServerWide:
     def __init__(self, gateway: Gateway) -> None:
         self.g = gateway
+        assert gateway.models is not None  # the control process's door
+        self.models = gateway.models
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -88,10 +91,10 @@ class RestServerWide:
     async def model_ready(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
         try:
-            status = self.g.models.status(name)
+            status = self.models.status(name)
         except ModelNotFound:
             return web.Response(status=400)
-        ready = (self.g.models.down_reason() is None and status.state is not ModelState.FAILED
+        ready = (self.models.down_reason() is None and status.state is not ModelState.FAILED
                  and not status.quarantined and not status.disabled and not status.held)
         return web.Response(status=200 if ready else 400)
 
@@ -99,10 +102,10 @@ class RestServerWide:
         name = request.match_info["model"]
         if self.g.replicas.route(name) is not None:
             return await self.forward_get(request)
-        spec = self.g.models.repository.spec(name)  # ModelNotFound: 404
+        spec = self.models.repository.spec(name)  # ModelNotFound: 404
         batch = [-1] if spec.max_batch_size > 0 else []
         return _json({
-            "name": name, "versions": self.g.models.repository.versions(name),
+            "name": name, "versions": self.models.repository.versions(name),
             "platform": spec.backend,
             "inputs": [{"name": t.name, "datatype": t.datatype, "shape": [*batch, *t.dims]}
                        for t in spec.inputs],
@@ -113,13 +116,13 @@ class RestServerWide:
         name = request.match_info["model"]
         if self.g.replicas.route(name) is not None:
             return await self.forward_get(request)
-        config = dict(self.g.models.repository.spec(name).config)
+        config = dict(self.models.repository.spec(name).config)
         config.setdefault("name", name)
         return _json(config)
 
     # -- forwarded as they are --------------------------------------------------------------
     def _first(self) -> InstanceRuntime:
-        order = self.g.models.order
+        order = self.models.order
         targets = [rt for rt in order if rt.routable] or order[:1]
         if not targets:
             raise TritonUnavailable("no Triton instance is serving")
@@ -167,16 +170,24 @@ class RestServerWide:
         self._check(request, "repository", self.g.guard.allow_repository_control
                     or self.g.allow_repository_control)
         body = await request.read()
-        if body.strip() and (json.loads(body) or {}).get("parameters"):
-            raise InvalidArgument("config and file overrides are not accepted through the "
-                                  "gateway")
-        await self.g.models.load(request.match_info["model"], trigger="repository")
+        try:
+            parameters = (json.loads(body) or {}).get("parameters") or {} if body.strip() else {}
+        except ValueError as exc:
+            raise InvalidArgument(f"malformed load request: {exc}") from None
+        if not isinstance(parameters, dict):
+            raise InvalidArgument("malformed load request: 'parameters' must be an object")
+        no_files(parameters)
+        config = parameters.get("config")
+        if config is not None and not isinstance(config, str):
+            config = json.dumps(config)  # Triton's HTTP API takes the config as a string
+        # an operator's load, as plain Triton's (``fleet/repository_load.py``)
+        await repository_load(self.models, request.match_info["model"], config)
         return web.Response(status=200)
 
     async def repository_unload(self, request: web.Request) -> web.Response:
         self._check(request, "repository", self.g.guard.allow_repository_control
                     or self.g.allow_repository_control)
-        await self.g.models.unload(request.match_info["model"], trigger="repository")
+        await self.models.unload(request.match_info["model"], trigger="repository")
         return web.Response(status=200)
 
     # -- shared memory, through the fleet's registry ------------------------------------
@@ -186,7 +197,7 @@ class RestServerWide:
         return kind, request.match_info.get("region", "")
 
     def _targets(self) -> list[str]:
-        targets = [rt.name for rt in self.g.models.order if rt.live]
+        targets = [rt.name for rt in self.models.order if rt.live]
         if not targets:
             raise TritonUnavailable("no Triton instance is serving")
         return targets
@@ -229,7 +240,7 @@ class RestServerWide:
                       for r in regions.values()])
 
     async def _registry(self, method: str, request: bytes) -> bytes:
-        registry = self.g.models.shared_memory
+        registry = self.models.shared_memory
         act = {"Register": registry.register, "Unregister": registry.unregister,
                "Status": registry.status}[method.split("SharedMemory")[1]]
         try:

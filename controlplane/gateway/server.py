@@ -2,7 +2,7 @@
 
 Requests stay serialized: each method is registered with raw-bytes (de)serializers, the
 handler reads only what routing and recording need (``wire.py``), and the same bytes go to
-the Triton instance the inference path admits them to (``fleet/inference.py``: a ready
+the Triton instance the serving core admits them to (``serving/path.py``: a ready
 replica, or the one a cold model's single load made ready), over that instance's channel.
 Answers from Triton come back as they are, errors included (made client-safe). The
 server-wide RPCs (readiness, description, shared memory, repository control) are
@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -41,9 +41,8 @@ from controlplane.gateway.streams import forwarded_metadata, proxy_stream
 from controlplane.gateway.wire import parse_request_header
 from controlplane.serving.facts import RequestFacts
 from controlplane.serving.path import InferencePath, UpstreamError
-from controlplane.serving.ports import Replica
+from controlplane.serving.ports import Observations, Replica, Replicas
 from controlplane.serving.status import Status
-from controlplane.traffic.recorder import TrafficRecorder
 
 SERVICE = "inference.GRPCInferenceService"
 #: grpc.aio.ServicerContext; grpcio ships no type information
@@ -63,12 +62,18 @@ _WITNESS_MAX_BYTES = 4 << 20
 log = logging.getLogger(__name__)
 
 
+class ServerWideHandlers(Protocol):
+    """The server-wide RPCs (everything but inference), by method name."""
+
+    def handlers(self) -> dict[str, Handler]: ...
+
+
 class Gateway:
     def __init__(
         self,
         *,
-        models: Fleet,
-        recorder: TrafficRecorder | None,
+        models: Fleet | None,
+        recorder: Observations | None,
         default_deadline_s: float = 120.0,
         call_timeout_s: float = 10.0,
         allow_repository_control: bool = False,
@@ -78,10 +83,17 @@ class Gateway:
         max_buffered_bytes: int | None = None,
         expose_tracebacks: bool = False,
         guard: Guard | None = None,
+        replicas: Replicas | None = None,
+        server_wide: ServerWideHandlers | None = None,
     ) -> None:
+        # in the control process: the fleet, as the serving core's port; in a gateway worker
+        # (``workers/``): the routing table pushed to it, and the server-wide RPCs forwarded
+        # to the control process
         self.models = models
-        #: the fleet as the serving core's port, and the core's inference path
-        self.replicas = FleetReplicas(models)
+        if replicas is None:
+            assert models is not None
+            replicas = FleetReplicas(models)
+        self.replicas = replicas
         self.path = InferencePath(self.replicas, recorder, default_deadline_s)
         self.recorder = recorder
         self.default_deadline_s = default_deadline_s
@@ -91,6 +103,7 @@ class Gateway:
         if upstream_error is not None:
             # told of every error a replica answers with: a lost model or a dead Triton is
             # noticed on the first one
+            assert isinstance(self.replicas, FleetReplicas)
             self.replicas.on_failure.append(upstream_error)
         #: request bytes held now, and the bounds on them (``buffered.py``)
         self.buffered = Buffered(max_request_bytes,
@@ -98,10 +111,13 @@ class Gateway:
         self.expose_tracebacks = expose_tracebacks
         #: who may make the server-wide RPCs (``guard.py``)
         self.guard = guard or Guard(allow_repository_control=allow_repository_control)
-        self.server_wide = ServerWide(
-            models=models, replicas=self.replicas, guard=self.guard, ready=ready,
-            abort=self.abort,
-            call_timeout_s=call_timeout_s, allow_repository_control=allow_repository_control)
+        if server_wide is None:
+            assert models is not None and isinstance(self.replicas, FleetReplicas)
+            server_wide = ServerWide(
+                models=models, replicas=self.replicas, guard=self.guard, ready=ready,
+                abort=self.abort, call_timeout_s=call_timeout_s,
+                allow_repository_control=allow_repository_control)
+        self.server_wide = server_wide
         #: read by ``/metrics`` at scrape time (plain ints: no metrics work per request)
         self.in_flight = 0
         self.open_streams = 0
@@ -109,7 +125,9 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen on ``host:port`` (0: a free port); returns the port. ``reuse_port``: share
+        it with other processes' gateways (workers; SO_REUSEPORT), else fail when taken."""
         unary: dict[str, Handler] = {"ModelInfer": self._counted_infer,
                                      **self.server_wide.handlers()}
         handlers: dict[str, grpc.RpcMethodHandler] = {
@@ -125,7 +143,7 @@ class Gateway:
             ("grpc.max_send_message_length", -1),
             # grpcio sets SO_REUSEPORT by default: a second gateway on a busy port would start
             # and silently take part of the traffic
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ])
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),))

@@ -18,12 +18,12 @@ from tritonclient.grpc import service_pb2
 
 from controlplane.errors import (
     ControlPlaneError,
-    InvalidArgument,
     ModelNotFound,
     TritonUnavailable,
 )
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.replicas import FleetReplicas
+from controlplane.fleet.repository_load import no_files, repository_load
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.fleet.shared_memory import METHODS as SHARED_MEMORY_METHODS
 from controlplane.gateway.describe import config_response, metadata_response
@@ -169,12 +169,12 @@ class ServerWide:
     async def repository_load(self, request: bytes, context: Context) -> bytes:
         message = service_pb2.RepositoryModelLoadRequest.FromString(request)
         await self._check_control(context, "load")
-        if message.parameters:
-            await self.abort(context, InvalidArgument(
-                "config and file overrides are not accepted through the gateway"))
-        # an operator's load, as through the admin API: it ends a hold
+        parameters = dict(message.parameters)
+        # an operator's load, as plain Triton's (``fleet/repository_load.py``)
         try:
-            await self.models.load(message.model_name, trigger="repository")
+            no_files(parameters)
+            config = parameters["config"].string_param if "config" in parameters else None
+            await repository_load(self.models, message.model_name, config)
         except ControlPlaneError as exc:
             await self.abort(context, exc)
         return bytes(service_pb2.RepositoryModelLoadResponse().SerializeToString())

@@ -129,7 +129,7 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
 
     async def send(header: RequestHeader, raw: bytes, arrived: float) -> None:
         opened = upstreams.get(header.model)
-        cold = opened is None and not gateway.models.ready_now(header.model)
+        cold = opened is None and not gateway.replicas.ready_now(header.model)
         wait_s = None
         try:
             if cold:

@@ -125,6 +125,19 @@ class ModelManager:
         return ManagedModel(name, state, reason, since, name in self.pinned, memory_bytes, load_s,
                       backoff=Backoff(self.backoff), disabled=disabled)
 
+    def set_override(self, name: ModelName, config: dict[str, Any] | None) -> bool:
+        """Load ``name`` with the operator's ``config`` from now on (None: from its
+        repository again, with our additions); whether that changed anything."""
+        model = self._model(name)
+        changed = model.override != config
+        model.reverting = model.reverting or (changed and config is None)
+        model.override = config
+        return changed
+
+    def ready_names(self) -> list[ModelName]:
+        """The models READY here (the routing table's source: dict scan, no statuses)."""
+        return [name for name, m in self._models.items() if m.state is ModelState.READY]
+
     def ready_now(self, name: ModelName) -> bool:
         """The gateway's hot-path check: one dict lookup, no exceptions."""
         model = self._models.get(name)

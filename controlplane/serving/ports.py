@@ -45,6 +45,9 @@ class Replicas(Protocol):
               sequence: Sequence | None = None) -> Replica | None:
         """A replica for one request now (the hot path), or None."""
 
+    def ready_now(self, model: str) -> bool:
+        """A replica the router may pick serves ``model`` now."""
+
     async def wait_ready(self, model: str, budget_s: float, exclude: Collection[str] = ()
                          ) -> None:
         """Wait for ``model`` to be ready outside ``exclude``, loading it on one instance if

@@ -47,6 +47,10 @@ class Upstream:
         self.by_model: dict[str, int] = {}
         #: inference requests sent to this instance since start (``/metrics``)
         self.requests = 0
+        #: in flight from the gateway's worker processes, per model and in all, as they last
+        #: reported (``gateway/workers/``); a removal waits for these too
+        self.remote_by_model: dict[str, int] = {}
+        self.remote_outstanding = 0
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
         self._stream: Any = None
@@ -66,7 +70,13 @@ class Upstream:
         self.by_model[model] -= 1
 
     def in_flight(self, model: str) -> int:
-        return self.by_model.get(model, 0)
+        """Requests for ``model`` in flight here, from this process and the workers."""
+        return self.by_model.get(model, 0) + self.remote_by_model.get(model, 0)
+
+    @property
+    def busy(self) -> int:
+        """Requests and streams in flight here, from this process and the workers."""
+        return self.outstanding + self.remote_outstanding
 
     def call(self, method: str) -> Any:
         """The unary multi-callable for ``method`` (a name of :data:`UNARY`)."""

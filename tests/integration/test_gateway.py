@@ -293,7 +293,7 @@ async def test_stream_errors_arrive_in_stream_and_the_stream_goes_on(
         return [(r.get_response().id if r else None, str(e) if e else None) for r, e in got]
 
     got = await asyncio.to_thread(program)
-    assert got[0][1] is not None and "unknown model 'nope'" in got[0][1]
+    assert got[0][1] is not None and "Request for unknown model: 'nope' is not found" in got[0][1]
     assert got[1][1] is not None and "no weights" in got[1][1]
     assert got[2] == ("c", None)
 
