@@ -71,6 +71,16 @@ class Conflict(ControlPlaneError):
     code = ErrorCode.CONFLICT
 
 
+class HeldCold(Conflict):
+    """An automatic load of a model the operator unloaded (held cold until the operator
+    loads or releases it)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model '{echo_name(model)}' was unloaded by the operator and is held "
+                         "cold until the operator loads or releases it")
+        self.model = model
+
+
 class TritonUnavailable(ControlPlaneError):
     """Triton cannot be reached, or answered with an error we cannot attribute to the request."""
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection
 
-from controlplane.errors import DeadlineExceeded, TritonUnavailable
+from controlplane.errors import (
+    ControlPlaneError,
+    DeadlineExceeded,
+    ErrorCode,
+    HeldCold,
+    TritonUnavailable,
+    echo_name,
+)
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.serving.facts import Sequence
@@ -81,6 +88,12 @@ class FleetReplicas:
         try:
             await asyncio.wait_for(self.fleet.ensure_ready(model, exclude=exclude),
                                    max(budget_s, 0.0))
+        except HeldCold as exc:
+            # what plain Triton answers for a model unloaded through its repository API
+            # (clients branch on NOT_FOUND), with why after it
+            raise ControlPlaneError(
+                f"Request for unknown model: '{echo_name(model)}' has no available versions: "
+                f"{exc.message}", code=ErrorCode.NOT_FOUND) from None
         except TimeoutError:
             raise DeadlineExceeded(
                 f"model '{model}' was not ready within the request's deadline "

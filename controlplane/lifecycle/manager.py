@@ -21,6 +21,7 @@ from controlplane.errors import (
     Conflict,
     ControlPlaneError,
     DeadlineExceeded,
+    HeldCold,
     ModelLoadFailed,
     ModelNotFound,
 )
@@ -264,8 +265,7 @@ class ModelManager:
             model.quarantined = None
         elif model.load_task is None:
             if model.held:
-                raise Conflict(f"model '{name}' was unloaded by the operator and is held cold "
-                               "until the operator loads or releases it")
+                raise HeldCold(name)
             at = self.retry_at(name)
             if at is not None:
                 raise ModelLoadFailed(name, f"{model.reason or 'load failed'}; next automatic "

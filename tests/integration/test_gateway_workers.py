@@ -152,6 +152,9 @@ async def test_a_killed_worker_is_replaced_and_only_its_in_flight_requests_fail(
             break
         await asyncio.sleep(0.2)
     assert workers["alive"] == 2 and workers["workers"][0]["restarts"] == 1, workers
+    metrics = (await asyncio.to_thread(httpx.get, f"{cp.admin_url}/metrics", timeout=10)).text
+    assert "warmctl_gateway_worker_restarts_total 1.0" in metrics
+    assert 'warmctl_gateway_workers{state="alive"} 2.0' in metrics
     assert await asyncio.to_thread(_infer, url, "ident", 5.0) == 5.0
 
 

@@ -277,6 +277,11 @@ class GatewayWorkers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._acked.wait_for(routed), ACK_TIMEOUT_S)
 
+    def figures(self) -> tuple[int, int, int]:
+        """(configured, alive, replaced since start), for ``/metrics``."""
+        return (self.count, sum(1 for w in self.workers if w.alive),
+                sum(w.restarts for w in self.workers))
+
     def status(self) -> dict[str, Any]:
         """For ``/healthz``: each worker's pid, whether it serves, restarts, requests."""
         return {
