@@ -273,7 +273,7 @@ async def run(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         add_identity(repo, model, **params)
     settings = load_settings(
         data_dir=state / "state", model_repository=repo, backends_dir=ROOT / "triton_backends",
-        admin={"port": 0}, gateway={"port": 0},
+        admin={"port": 0}, gateway={"port": 0, "http_port": 0},
         instances={name: {} for name in INSTANCES},
         # one replica per model unless pinned: the solo models stay unreplicated
         fleet={"pinned_replicas": 2, "replica_rate_per_s": args.replica_rate},

@@ -151,7 +151,7 @@ async def _health_is(cp: ControlPlane, status: str) -> bool:
 async def run(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     settings = load_settings(
         data_dir=data, model_repository=ROOT / "model_repository",
-        admin={"port": 0}, gateway={"port": 0}, models={MODEL: {"pinned": True}},
+        admin={"port": 0}, gateway={"port": 0, "http_port": 0}, models={MODEL: {"pinned": True}},
         triton={"stop_timeout_s": 10}, traffic={"max_buffer": args.max_buffer})
     cp = ControlPlane(settings)
     await cp.start(wait_pinned=True)

@@ -260,7 +260,8 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             settings = load_settings(
                 data_dir=Path(tmp), model_repository=example_repository(args.device, Path(tmp)),
-                backends_dir=ROOT / "triton_backends", admin={"port": 0}, gateway={"port": 0},
+                backends_dir=ROOT / "triton_backends", admin={"port": 0},
+                gateway={"port": 0, "http_port": 0},
                 warmup={"min_requests": 50})
             cp = ControlPlane(settings)
             await cp.start(wait_pinned=True)

@@ -1,6 +1,7 @@
 """Gateway overhead: direct to Triton vs through warmctl's gateway, in one run.
 
     python bench/gateway.py [--rounds 2] [--interval-ms 2000]
+    python bench/gateway.py --workers 1,2,4 [--rounds 1]   (bench/gateway_workers.py)
 
 perf_analyzer measures p50/p99 at concurrency 1 and throughput at concurrency 16, on a trivial
 Python model and on shortform_ranker, direct and through the gateway (interleaved, median of
@@ -29,6 +30,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, machine
+from bench.gateway_workers import run_workers
 from bench.perf import PerfResult, perf_analyzer
 from controlplane.app import ControlPlane
 from controlplane.config import load_settings
@@ -166,7 +168,7 @@ async def run(rounds: int, interval_ms: int, state: Path,
     settings = load_settings(
         data_dir=state / "state", model_repository=repo,
         backends_dir=ROOT / "triton_backends",
-        admin={"port": 0}, gateway={"port": 0},
+        admin={"port": 0}, gateway={"port": 0, "http_port": 0},
         models={m: {"pinned": True} for m in MODELS})
     cp = ControlPlane(settings)
     await cp.start(wait_pinned=True)
@@ -231,9 +233,17 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--interval-ms", type=int, default=2000)
     parser.add_argument("--only", choices=["all", "metrics"], default="all")
+    parser.add_argument("--workers", default=None,
+                        help="comma-separated worker counts (e.g. 1,2,4): gateway worker "
+                             "processes against direct Triton, gRPC and HTTP "
+                             "(bench/gateway_workers.py)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        report = await run(args.rounds, args.interval_ms, Path(tmp), args.only)
+        if args.workers:
+            counts = [int(n) for n in args.workers.split(",")]
+            report = await run_workers(counts, args.rounds, args.interval_ms, Path(tmp))
+        else:
+            report = await run(args.rounds, args.interval_ms, Path(tmp), args.only)
     print(json.dumps({"bench": "gateway", "machine": machine(), **report}, indent=2))
 
 

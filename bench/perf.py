@@ -36,11 +36,12 @@ def _library_dir() -> Path:
 
 
 async def perf_analyzer(url: str, model: str, concurrency: int, shapes: dict[str, str],
-                        interval_ms: int = 2000) -> PerfResult:
+                        interval_ms: int = 2000, protocol: str = "grpc") -> PerfResult:
+    """One perf_analyzer run; ``protocol`` "grpc" or "http" (``url``: host:port either way)."""
     binary = Path(sys.executable).parent / "perf_analyzer"
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.csv"
-        args = [str(binary), "-m", model, "-u", url, "-i", "grpc",
+        args = [str(binary), "-m", model, "-u", url.removeprefix("http://"), "-i", protocol,
                 "--concurrency-range", str(concurrency), "--measurement-interval",
                 str(interval_ms), "--max-trials", "20", "--stability-percentage", "25",
                 "--input-data", "zero",

@@ -79,6 +79,9 @@ def _serve(checkout: Path, state: Path, max_buffered_mb: int) -> tuple[subproces
            "WARMCTL_MODEL_REPOSITORY": str(repo), "WARMCTL_ADMIN__PORT": str(admin),
            "WARMCTL_GATEWAY__PORT": str(gateway), "WARMCTL_SCHEDULER__ENABLED": "false",
            "PYTHONPATH": str(checkout)}
+    config = (checkout / "controlplane" / "config.py").read_text()
+    if "http_enabled" in config:  # the HTTP door (issue 19) on a free port too
+        env["WARMCTL_GATEWAY__HTTP_PORT"] = str(_free_port())
     # a checkout without the setting (before issue 17) refuses it as an unknown key
     if max_buffered_mb and "max_buffered_bytes" in (checkout / "controlplane" /
                                                     "config.py").read_text():

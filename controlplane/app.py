@@ -28,8 +28,12 @@ from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.pinned import warm_pinned
 from controlplane.fleet.placement import ReplicaPlacer
 from controlplane.fleet.provider import ConfiguredProvider
+from controlplane.fleet.replicas import FleetReplicas
 from controlplane.fleet.runtime import InstanceRuntime, Shared
+from controlplane.gateway.rest import RestGateway
 from controlplane.gateway.server import Gateway
+from controlplane.gateway.workers.start import claim_port, worker_config, worker_count
+from controlplane.gateway.workers.supervisor import GatewayWorkers
 from controlplane.lifecycle.manager import LoadPreparer, ModelManager
 from controlplane.lifecycle.recovery import signals_lost
 from controlplane.lifecycle.states import ModelState
@@ -103,6 +107,11 @@ class ControlPlane:
         self.jobs: JobRunner | None = None
         self.recorder: TrafficRecorder | None = None
         self.gateway: Gateway | None = None
+        self.rest: RestGateway | None = None
+        #: the gateway's worker processes (``gateway.workers`` > 1), and the public ports
+        self.workers: GatewayWorkers | None = None
+        self.gateway_port: int | None = None
+        self.gateway_http_port: int | None = None
         self.admin_port: int | None = None
         self._admin: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -201,8 +210,7 @@ class ControlPlane:
                     expose_tracebacks=s.gateway.expose_tracebacks,
                     guard=gateway_guard(s),
                 )
-                port = await self.gateway.start(s.gateway.host, s.gateway.port)
-                log.info("inference gateway on %s:%d", s.gateway.host, port)
+                await self._start_front_doors()
             if s.scheduler.enabled:
                 await self._start_scheduler()
             await self._start_admin()
@@ -213,6 +221,43 @@ class ControlPlane:
         self._tasks.append(warm)
         if wait_pinned:
             await warm
+
+    async def _start_front_doors(self) -> None:
+        """The gateway's doors: in this process, or (``gateway.workers`` > 1) in worker
+        processes on the public ports, this process's gateway on loopback behind them."""
+        s, gateway = self.settings, self.gateway
+        assert gateway is not None
+        count = worker_count(s.gateway.workers)
+        if count == 1:
+            self.gateway_port = await gateway.start(s.gateway.host, s.gateway.port)
+            log.info("inference gateway on %s:%d", s.gateway.host, self.gateway_port)
+            if s.gateway.http_enabled:
+                self.rest = RestGateway(gateway)
+                self.gateway_http_port = await self.rest.start(s.gateway.host,
+                                                               s.gateway.http_port)
+                log.info("inference gateway (HTTP) on http://%s:%d", s.gateway.host,
+                         self.gateway_http_port)
+            return
+        grpc_port = claim_port(s.gateway.host, s.gateway.port, "gateway.port")
+        http_port = claim_port(s.gateway.host, s.gateway.http_port, "gateway.http_port") \
+            if s.gateway.http_enabled else None
+        assert isinstance(gateway.replicas, FleetReplicas)
+        internal = await gateway.start("127.0.0.1", 0)
+        internal_http = None
+        if s.gateway.http_enabled:
+            self.rest = RestGateway(gateway)
+            internal_http = f"http://127.0.0.1:{await self.rest.start('127.0.0.1', 0)}"
+        self.workers = GatewayWorkers(
+            count, lambda i: worker_config(
+                s, i, count, grpc_port, http_port, f"127.0.0.1:{internal}", internal_http,
+                gateway.buffered.max_buffered_bytes),
+            self.fleet, gateway.replicas, self.recorder)
+        self.fleet.publish = self.workers.publish
+        await self.workers.start()
+        self.gateway_port, self.gateway_http_port = grpc_port, http_port
+        log.info("inference gateway: %d worker processes on %s:%d (gRPC)%s", count,
+                 s.gateway.host, grpc_port,
+                 f" and :{http_port} (HTTP)" if http_port is not None else "")
 
     def _device(self, model: ModelName) -> Level | None:
         return self.scheduler.device(model) if self.scheduler else None
@@ -303,10 +348,17 @@ class ControlPlane:
         )
 
     @property
-    def gateway_url(self) -> str | None:
-        if self.gateway is None or self.gateway.port is None:
+    def gateway_http_url(self) -> str | None:
+        """``http://host:port`` of the HTTP door; None when it is off."""
+        if self.gateway_http_port is None:
             return None
-        return f"{self.settings.gateway.host}:{self.gateway.port}"
+        return f"http://{self.settings.gateway.host}:{self.gateway_http_port}"
+
+    @property
+    def gateway_url(self) -> str | None:
+        if self.gateway_port is None:
+            return None
+        return f"{self.settings.gateway.host}:{self.gateway_port}"
 
     async def _warm_pinned(self) -> None:
         self.readiness.pinned_failures = await warm_pinned(self.fleet)
@@ -355,6 +407,10 @@ class ControlPlane:
                 await rt.supervisor.close()
         if self.jobs is not None:
             await self.jobs.stop()
+        if self.workers is not None:  # first: they forward to the gateway below
+            await self.workers.stop(self.settings.gateway.grace_s)
+        if self.rest is not None:
+            await self.rest.stop(self.settings.gateway.grace_s)
         if self.gateway is not None:
             await self.gateway.stop(self.settings.gateway.grace_s)
         if self.recorder is not None:

@@ -83,6 +83,9 @@ class TritonSettings(Section):
     url: str | None = None
     #: Prometheus endpoint of an external Triton, for the plugin's memory and load-time metrics.
     metrics_url: str | None = None
+    #: HTTP endpoint of an external Triton (the gateway's HTTP door forwards there); default:
+    #: the host of ``url``, port 8000
+    http_url: str | None = None
     #: Override of the tritonserver binary (default: the one in the nvidia-pytriton wheel).
     binary: Path | None = None
     host: str = "127.0.0.1"
@@ -130,9 +133,18 @@ class GatewaySettings(Section):
 
     enabled: bool = True
     host: str = "127.0.0.1"
+    #: KServe-v2 gRPC (Triton's port 8001)
     port: int = Field(default=8001, ge=0, le=65535)
+    #: KServe-v2 HTTP/REST beside gRPC (Triton's port 8000); off with ``http_enabled = false``
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    http_enabled: bool = True
     #: deadline of a request whose client set none (a lazy load counts against it)
     default_deadline_s: float = Field(default=120.0, gt=0)
+    #: gateway processes serving both doors on the shared ports (SO_REUSEPORT), beside the
+    #: control process (``gateway/workers/``); 1: the gateway runs inside the control
+    #: process. None: half the cores are left to Triton, one to the control process, the
+    #: rest (1 to 8) serve
+    workers: int | None = Field(default=None, ge=1, le=64)
     #: RepositoryModelLoad/Unload on the gateway (routed through the control plane)
     allow_repository_control: bool = False
     #: seconds in-flight requests get to finish at shutdown
@@ -338,9 +350,11 @@ class InstanceSettings(Section):
     """
 
     provider: Literal["embedded", "static"] = "embedded"
-    #: static: gRPC address host:port (required); its Prometheus endpoint (optional)
+    #: static: gRPC address host:port (required); its Prometheus endpoint (optional); its
+    #: HTTP endpoint for the gateway's HTTP door (default: the gRPC host, port 8000)
     url: str | None = None
     metrics_url: str | None = None
+    http_url: str | None = None
     #: embedded: the GPUs this tritonserver sees (``CUDA_VISIBLE_DEVICES``: "0", "1,2");
     #: unset: the ones warmctl sees. One Triton per GPU is the usual single-host layout.
     cuda_visible_devices: str | None = None
@@ -355,9 +369,9 @@ class InstanceSettings(Section):
     def _provider_fields(self) -> InstanceSettings:
         if self.provider == "static" and not self.url:
             raise ValueError("a static instance needs url = \"host:port\" (its gRPC address)")
-        if self.provider == "embedded" and (self.url or self.metrics_url):
-            raise ValueError("url and metrics_url are for static instances; an embedded one "
-                             "is started by warmctl (set provider = \"static\")")
+        if self.provider == "embedded" and (self.url or self.metrics_url or self.http_url):
+            raise ValueError("url, metrics_url and http_url are for static instances; an "
+                             "embedded one is started by warmctl (set provider = \"static\")")
         return self
 
 
@@ -452,7 +466,8 @@ class Settings(BaseSettings):
                                          else spec.gpu_memory_budget_mb)})
                 for name, spec in sorted(self.instances.items())}
         if t.url:
-            single = InstanceSettings(provider="static", url=t.url, metrics_url=t.metrics_url)
+            single = InstanceSettings(provider="static", url=t.url, metrics_url=t.metrics_url,
+                                      http_url=t.http_url)
         else:
             single = InstanceSettings(grpc_port=t.grpc_port, http_port=t.http_port,
                                       metrics_port=t.metrics_port)

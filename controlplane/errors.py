@@ -51,7 +51,8 @@ class ModelNotFound(ControlPlaneError):
     code = ErrorCode.NOT_FOUND
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"unknown model '{echo_name(model)}'")
+        # Triton's own phrase: clients (NVIDIA's examples among them) look for it
+        super().__init__(f"Request for unknown model: '{echo_name(model)}' is not found")
         self.model = model
 
 
@@ -68,6 +69,16 @@ class InstanceNotFound(ControlPlaneError):
 
 class Conflict(ControlPlaneError):
     code = ErrorCode.CONFLICT
+
+
+class HeldCold(Conflict):
+    """An automatic load of a model the operator unloaded (held cold until the operator
+    loads or releases it)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"model '{echo_name(model)}' was unloaded by the operator and is held "
+                         "cold until the operator loads or releases it")
+        self.model = model
 
 
 class TritonUnavailable(ControlPlaneError):
@@ -106,6 +117,10 @@ class StoreUnavailable(ControlPlaneError):
 
 class ResourceExhausted(ControlPlaneError):
     code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class PermissionDenied(ControlPlaneError):
+    code = ErrorCode.PERMISSION_DENIED
 
 
 # -- error text that reaches clients ----------------------------------------------------------

@@ -83,6 +83,11 @@ async def healthz(cp: ControlPlaneDep) -> JSONResponse:
     status = liveness(states, bool(failing), bool(dead), store["state"] == "ok")
     detail = {"triton": cp.supervisor.snapshot(), "instances": instance_details(cp),
               "loops": loops, "failing_loops": failing, "dead_loops": dead, "store": store}
+    if cp.workers is not None:
+        # a worker being replaced: the others keep the ports, so degraded, not unhealthy
+        detail["gateway_workers"] = workers = cp.workers.status()
+        if status == "ok" and workers["alive"] < workers["configured"]:
+            status = "degraded"
     body = Health(status=status, triton=fleet_triton_state(states), detail=detail)
     return JSONResponse(body.model_dump(), status_code=503 if status == "unhealthy" else 200)
 

@@ -155,13 +155,14 @@ async def _vacate(fleet: Fleet, rt: InstanceRuntime, report: DrainReport, *,
 
         await asyncio.gather(*(move(m) for m in resident if _needed(fleet, rt, m)))
     rt.draining = True
+    await fleet.publish()  # gateway workers route by the table: none routes here now
     timeout = fleet.options.drain_timeout_s
     if sequences:
         waited = await wait_settled(fleet, rt, None, timeout)
     else:
         waited = await wait_in_flight(rt, timeout)
     report.waited_s = round(waited, 3)
-    report.in_flight_left = rt.outstanding
+    report.in_flight_left = rt.upstream.busy if rt.upstream is not None else 0
     report.sequences_left = fleet.sequences.open_on(name)
     return resident
 

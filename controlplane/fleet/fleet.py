@@ -23,7 +23,6 @@ from controlplane.background import Background
 from controlplane.config import FleetSettings
 from controlplane.errors import InstanceNotFound, TritonUnavailable
 from controlplane.fleet.cold import ColdLoads
-from controlplane.fleet.router import Router
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.fleet.sequences import Sequences
 from controlplane.fleet.shared_memory import SharedMemoryRegistry
@@ -31,6 +30,7 @@ from controlplane.fleet.traits import ModelTraits
 from controlplane.lifecycle.manager import OPERATOR_TRIGGERS, ModelManager
 from controlplane.lifecycle.states import ModelState, ModelStatus
 from controlplane.policy.replicas import ReplicaPlan
+from controlplane.serving.router import Router
 from controlplane.store.base import utcnow
 from controlplane.triton.repository import ModelRepository
 from controlplane.types import InstanceName, ModelName
@@ -95,6 +95,9 @@ class Fleet:
         self.call_timeout_s = call_timeout_s
         #: one load per cold model, shared by its callers (``cold.py``)
         self.cold = ColdLoads(self)
+        #: awaited after a replica stops taking requests (leaving, draining): returns once
+        #: the gateway's worker processes route by a table without it (a no-op without them)
+        self.publish: Callable[[], Awaitable[object]] = _published
 
     # -- reading ------------------------------------------------------------------------------
     @property
@@ -303,3 +306,6 @@ class Fleet:
         self.actions.append(FleetAction(utcnow(), kind, model, instance, why,
                                         outcome))
 
+
+async def _published() -> None:
+    """No gateway workers: the router reads the runtimes themselves."""

@@ -63,15 +63,17 @@ class ConfiguredProvider:
         if spec.provider == "static":
             assert spec.url is not None  # InstanceSettings refuses a static one without
             url, metrics_url = spec.url, spec.metrics_url
+            http_url = spec.http_url or default_http_url(spec.url)
         else:
             process = self._process(name, spec)
             await process.launch()
-            url, metrics_url = process.grpc_url, process.metrics_url
+            url, metrics_url, http_url = process.grpc_url, process.metrics_url, process.http_url
         client = TritonClient(url, call_timeout_s=t.call_timeout_s,
                               load_timeout_s=t.load_timeout_s,
                               unload_timeout_s=t.unload_timeout_s)
         instance = TritonInstance(name, client,
-                                  PluginMetrics(metrics_url) if metrics_url else None, process)
+                                  PluginMetrics(metrics_url) if metrics_url else None, process,
+                                  http_url=http_url)
         if process is None:
             try:
                 await instance.wait_live(t.startup_timeout_s)
@@ -96,6 +98,12 @@ class ConfiguredProvider:
             startup_timeout_s=t.startup_timeout_s, stop_timeout_s=t.stop_timeout_s,
             disable_auto_complete_config=t.disable_auto_complete_config,
             extra_args=t.extra_args, env=env)
+
+
+def default_http_url(grpc_url: str) -> str:
+    """Triton's HTTP endpoint beside its gRPC one: same host, Triton's default port 8000."""
+    host = grpc_url.split("://")[-1].rsplit(":", 1)[0]
+    return f"http://{host}:8000"
 
 
 def providers(settings: Settings) -> list[ConfiguredProvider]:

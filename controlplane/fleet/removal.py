@@ -31,7 +31,7 @@ def settled(fleet: Fleet, rt: InstanceRuntime, model: ModelName | None = None) -
     """Nothing in flight on ``rt`` (for ``model``, or at all) and no open sequence there."""
     upstream = rt.upstream
     if upstream is not None and (upstream.in_flight(model) if model is not None
-                                 else upstream.outstanding):
+                                 else upstream.busy):
         return False
     return fleet.sequences.open_on(rt.name, model) == 0
 
@@ -50,7 +50,8 @@ async def wait_in_flight(rt: InstanceRuntime, timeout_s: float) -> float:
     """Wait until nothing is in flight on ``rt`` (or ``timeout_s``); the seconds waited."""
     t0 = time.monotonic()
     deadline = t0 + timeout_s
-    while rt.outstanding > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+    while rt.upstream is not None and rt.upstream.busy > 0 \
+            and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(POLL_S)
     return time.monotonic() - t0
 
@@ -64,6 +65,7 @@ async def remove_replica(fleet: Fleet, rt: InstanceRuntime, model: ModelName, *,
         return await rt.manager.unload(model, trigger=trigger, force=True)
     rt.leaving.add(model)
     try:
+        await fleet.publish()  # gateway workers route by the table: none picks it now
         await wait_settled(fleet, rt, model, fleet.options.drain_timeout_s)
         return await rt.manager.unload(model, trigger=trigger, force=True)
     finally:

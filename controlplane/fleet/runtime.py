@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from controlplane.config import InstanceSettings, Settings
 from controlplane.fleet.provider import ConfiguredProvider
-from controlplane.fleet.upstream import Upstream
 from controlplane.lifecycle.backoff import BackoffPolicy
 from controlplane.lifecycle.manager import LoadPreparer, ModelManager
 from controlplane.loops import Loops
+from controlplane.serving.upstream import Upstream
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
 from controlplane.triton.distribution import missing_backends
@@ -67,12 +67,17 @@ class InstanceRuntime:
     #: models whose replica here is being removed (trim, drain, eviction with another
     #: replica ready): the router no longer picks it, in-flight requests finish first
     leaving: set[ModelName] = field(default_factory=set)
+    #: model -> this replica's router weight (absent: 1, an equal share; 0: no new
+    #: requests): a ramp or a canary is a weight
+    weights: dict[ModelName, float] = field(default_factory=dict)
     instance: TritonInstance | None = None
     manager: ModelManager | None = None
     supervisor: TritonSupervisor | None = None
     probe: WarmupProbe | None = None
     batch_stats: BatchStatsTracker | None = None
     upstream: Upstream | None = None
+    #: bumped each time its Triton restarted (gateway workers reopen their channels)
+    epoch: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -100,6 +105,9 @@ class InstanceRuntime:
         """The router may pick this replica of ``model`` now (the hot path)."""
         return (self.routable and model not in self.leaving and self.manager is not None
                 and self.manager.ready_now(model))
+
+    def weight(self, model: ModelName) -> float:
+        return self.weights.get(model, 1.0)
 
     @property
     def outstanding(self) -> int:
@@ -133,7 +141,7 @@ class InstanceRuntime:
         shared.wire(self)
         await manager.start()
         stack.push_async_callback(manager.close)
-        self.upstream = Upstream(self.name, instance.grpc_url)
+        self.upstream = Upstream(self.name, instance.grpc_url, instance.http_url)
         self.upstream.open()
         stack.push_async_callback(self.upstream.close)
         stack.push_async_callback(self._cancel_tasks)
@@ -142,8 +150,12 @@ class InstanceRuntime:
             name=f"reconcile-{self.name}"))
         self.supervisor = instance.supervise(s.triton.supervision, self.loops)
         self.supervisor.on_restart.append(self.upstream.reopen)
+        self.supervisor.on_restart.append(self._next_epoch)
         self.supervisor.listeners.append(manager)
         stack.push_async_callback(self.supervisor.close)
+
+    async def _next_epoch(self) -> None:
+        self.epoch += 1
 
     def start_supervision(self) -> None:
         """Begin watching Triton; after every listener is in place (the fleet's too)."""

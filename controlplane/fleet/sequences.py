@@ -21,9 +21,11 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
 
+from controlplane.serving.facts import Sequence
 from controlplane.types import InstanceName, ModelName
+
+__all__ = ["DEFAULT_IDLE_S", "MAX_OPEN", "Sequence", "Sequences"]
 
 #: Triton's default when ``max_sequence_idle_microseconds`` is unset or 0 (model_config.proto)
 DEFAULT_IDLE_S = 1.0
@@ -32,14 +34,6 @@ MAX_OPEN = 100_000
 
 Key = tuple[ModelName, str]
 
-
-class Sequence(NamedTuple):
-    """A request's sequence controls: the correlation id (an int64 or uint64 as its decimal
-    text, or the string id), and its START and END flags."""
-
-    id: str
-    start: bool
-    end: bool
 
 
 class Sequences:
@@ -50,6 +44,9 @@ class Sequences:
         self._clock = clock
         #: (model, correlation id) -> (instance, last request's monotonic time); LRU order
         self._open: OrderedDict[Key, tuple[InstanceName, float]] = OrderedDict()
+        #: (instance, model) -> sequences open there in the gateway's worker processes, as
+        #: they last reported them (each worker routes its own clients' sequences)
+        self.elsewhere: dict[tuple[InstanceName, ModelName], int] = {}
 
     def __len__(self) -> int:
         return len(self._open)
@@ -83,9 +80,19 @@ class Sequences:
         """Sequences still open (not idle past their limit) on ``instance``, of ``model``
         or of any model."""
         now = self._clock()
-        return sum(1 for (m, _), (where, seen) in self._open.items()
-                   if where == instance and (model is None or m == model)
-                   and now - seen <= self._idle_s(m))
+        remote = sum(n for (where, m), n in self.elsewhere.items()
+                     if where == instance and (model is None or m == model))
+        return remote + sum(1 for (m, _), (where, seen) in self._open.items()
+                            if where == instance and (model is None or m == model)
+                            and now - seen <= self._idle_s(m))
+
+    def count_open(self) -> dict[tuple[InstanceName, ModelName], int]:
+        """Open sequences per (instance, model), idle ones not counted (a worker's report)."""
+        now, counts = self._clock(), dict[tuple[InstanceName, ModelName], int]()
+        for (m, _), (where, seen) in self._open.items():
+            if now - seen <= self._idle_s(m):
+                counts[(where, m)] = counts.get((where, m), 0) + 1
+        return counts
 
     def forget(self, instance: InstanceName) -> None:
         """``instance`` lost its state (its Triton died): its sequences are gone."""

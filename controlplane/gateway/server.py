@@ -2,7 +2,7 @@
 
 Requests stay serialized: each method is registered with raw-bytes (de)serializers, the
 handler reads only what routing and recording need (``wire.py``), and the same bytes go to
-the Triton instance the inference path admits them to (``fleet/inference.py``: a ready
+the Triton instance the serving core admits them to (``serving/path.py``: a ready
 replica, or the one a cold model's single load made ready), over that instance's channel.
 Answers from Triton come back as they are, errors included (made client-safe). The
 server-wide RPCs (readiness, description, shared memory, repository control) are
@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -28,8 +28,7 @@ from controlplane.errors import (
     ResourceExhausted,
 )
 from controlplane.fleet.fleet import Fleet
-from controlplane.fleet.inference import InferencePath
-from controlplane.fleet.runtime import InstanceRuntime
+from controlplane.fleet.replicas import FleetReplicas
 from controlplane.gateway.buffered import (
     TRACK_UNTIL_SENT_BYTES,
     Buffered,
@@ -37,11 +36,13 @@ from controlplane.gateway.buffered import (
 )
 from controlplane.gateway.guard import Guard
 from controlplane.gateway.server_wide import ServerWide
-from controlplane.gateway.status import abort, abort_upstream, grpc_status
+from controlplane.gateway.status import abort, abort_upstream
 from controlplane.gateway.streams import forwarded_metadata, proxy_stream
-from controlplane.gateway.wire import RequestHeader, parse_request_header
-from controlplane.traffic.observation import OK, Observation
-from controlplane.traffic.recorder import TrafficRecorder
+from controlplane.gateway.wire import parse_request_header
+from controlplane.serving.facts import RequestFacts
+from controlplane.serving.path import InferencePath, UpstreamError
+from controlplane.serving.ports import Observations, Replica, Replicas
+from controlplane.serving.status import Status
 
 SERVICE = "inference.GRPCInferenceService"
 #: grpc.aio.ServicerContext; grpcio ships no type information
@@ -61,12 +62,18 @@ _WITNESS_MAX_BYTES = 4 << 20
 log = logging.getLogger(__name__)
 
 
+class ServerWideHandlers(Protocol):
+    """The server-wide RPCs (everything but inference), by method name."""
+
+    def handlers(self) -> dict[str, Handler]: ...
+
+
 class Gateway:
     def __init__(
         self,
         *,
-        models: Fleet,
-        recorder: TrafficRecorder | None,
+        models: Fleet | None,
+        recorder: Observations | None,
         default_deadline_s: float = 120.0,
         call_timeout_s: float = 10.0,
         allow_repository_control: bool = False,
@@ -76,26 +83,41 @@ class Gateway:
         max_buffered_bytes: int | None = None,
         expose_tracebacks: bool = False,
         guard: Guard | None = None,
+        replicas: Replicas | None = None,
+        server_wide: ServerWideHandlers | None = None,
     ) -> None:
+        # in the control process: the fleet, as the serving core's port; in a gateway worker
+        # (``workers/``): the routing table pushed to it, and the server-wide RPCs forwarded
+        # to the control process
         self.models = models
-        self.path = InferencePath(models, default_deadline_s)
+        if replicas is None:
+            assert models is not None
+            replicas = FleetReplicas(models)
+        self.replicas = replicas
+        self.path = InferencePath(self.replicas, recorder, default_deadline_s)
         self.recorder = recorder
         self.default_deadline_s = default_deadline_s
         self.call_timeout_s = call_timeout_s
         self.allow_repository_control = allow_repository_control
         self.ready = ready
-        #: told (instance, model, gRPC status name, message) of every error Triton answers a
-        #: forwarded request with: a lost model or a dead Triton is noticed on the first one
-        self.upstream_error = upstream_error
+        if upstream_error is not None:
+            # told of every error a replica answers with: a lost model or a dead Triton is
+            # noticed on the first one
+            assert isinstance(self.replicas, FleetReplicas)
+            self.replicas.on_failure.append(upstream_error)
         #: request bytes held now, and the bounds on them (``buffered.py``)
         self.buffered = Buffered(max_request_bytes,
                                  max_buffered_bytes or default_max_buffered_bytes())
         self.expose_tracebacks = expose_tracebacks
         #: who may make the server-wide RPCs (``guard.py``)
         self.guard = guard or Guard(allow_repository_control=allow_repository_control)
-        self.server_wide = ServerWide(
-            models=models, path=self.path, guard=self.guard, ready=ready, abort=self.abort,
-            call_timeout_s=call_timeout_s, allow_repository_control=allow_repository_control)
+        if server_wide is None:
+            assert models is not None and isinstance(self.replicas, FleetReplicas)
+            server_wide = ServerWide(
+                models=models, replicas=self.replicas, guard=self.guard, ready=ready,
+                abort=self.abort, call_timeout_s=call_timeout_s,
+                allow_repository_control=allow_repository_control)
+        self.server_wide = server_wide
         #: read by ``/metrics`` at scrape time (plain ints: no metrics work per request)
         self.in_flight = 0
         self.open_streams = 0
@@ -103,7 +125,9 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        """Listen on ``host:port`` (0: a free port); returns the port. ``reuse_port``: share
+        it with other processes' gateways (workers; SO_REUSEPORT), else fail when taken."""
         unary: dict[str, Handler] = {"ModelInfer": self._counted_infer,
                                      **self.server_wide.handlers()}
         handlers: dict[str, grpc.RpcMethodHandler] = {
@@ -119,7 +143,7 @@ class Gateway:
             ("grpc.max_send_message_length", -1),
             # grpcio sets SO_REUSEPORT by default: a second gateway on a busy port would start
             # and silently take part of the traffic
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ])
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -200,61 +224,27 @@ class Gateway:
         held[0] += len(response)
         return response
 
-    async def _serve(self, header: RequestHeader, request: bytes, context: Context,
+    async def _serve(self, facts: RequestFacts, request: bytes, context: Context,
                      arrived: float) -> bytes:
-        model, sequence = header.model, header.sequence
-        try:
-            rt, cold = await self.path.admit(model, self._budget(context), sequence=sequence)
-        except ControlPlaneError as exc:
-            # unknown names too: the recorder counts them and stores nothing
-            self.record(header, arrived, time.time(), grpc_status(exc).name, True,
-                        time.time() - arrived, request)
-            await self.abort(context, exc)
-        wait_s = time.time() - arrived if cold else None
-        tried: list[str] = []
-        while True:
+        metadata = forwarded_metadata(context)
+
+        async def send(rt: Replica) -> bytes:
+            assert rt.upstream is not None
+            remaining = context.time_remaining()
             try:
-                response = await self._infer(rt, model, request, context)
-                break
+                response: bytes = await rt.upstream.call("ModelInfer")(
+                    request, metadata=metadata,
+                    timeout=self.default_deadline_s if remaining is None else remaining)
             except grpc.aio.AioRpcError as exc:
-                status = exc.code().name
-                self.upstream_failed(rt.name, model, status, exc.details() or "")
-                # Triton died, or warmctl is removing that replica: Triton did not run it,
-                # another replica takes it (once, within its deadline)
-                if not tried and self.path.retry_on(rt, model, status, sequence):
-                    tried.append(rt.name)
-                    try:
-                        rt, waited = await self.path.admit(
-                            model, self._budget(context), exclude=tried, sequence=sequence)
-                    except ControlPlaneError:
-                        pass  # nowhere else now: the client gets Triton's own answer
-                    else:
-                        if waited and wait_s is None:
-                            cold, wait_s = True, time.time() - arrived
-                        continue
-                self.record(header, arrived, time.time(), status, cold, wait_s, request)
-                await self.abort(context, exc)
-        self.record(header, arrived, time.time(), OK, cold, wait_s, request)
-        return response
+                raise UpstreamError(Status.named(exc.code().name), exc.details() or "",
+                                    exc) from None
+            return response
 
-    async def _infer(self, rt: InstanceRuntime, model: str, request: bytes,
-                     context: Context) -> bytes:
-        upstream = rt.upstream
-        assert upstream is not None  # a routable runtime has started
-        remaining = context.time_remaining()
-        upstream.begin(model)  # plain ints: this is the hot path
-        upstream.requests += 1
         try:
-            response: bytes = await upstream.call("ModelInfer")(
-                request, timeout=self.default_deadline_s if remaining is None else remaining,
-                metadata=forwarded_metadata(context))
-        finally:
-            upstream.end(model)
-        return response
-
-    def upstream_failed(self, instance: str, model: str, status: str, message: str) -> None:
-        if self.upstream_error is not None and status != "CANCELLED":
-            self.upstream_error(instance, model, status, message)
+            return await self.path.call(facts, request, lambda: self._budget(context), send)
+        except UpstreamError as exc:
+            assert isinstance(exc.original, grpc.aio.AioRpcError)
+            await self.abort(context, exc.original)
 
     @staticmethod
     def _budget(context: Context) -> float | None:
@@ -262,23 +252,10 @@ class Gateway:
         return None if remaining is None else remaining - _DEADLINE_MARGIN_S
 
     async def wait_ready(self, model: str, context: Context) -> None:
-        """Wait for ``model`` within the request's deadline (``InferencePath.wait_ready``)."""
-        await self.path.wait_ready(model, self._budget(context))
-
-    def record(self, header: RequestHeader, arrived: float, finished: float, outcome: str,
-               cold: bool, wait_s: float | None, request: bytes | None) -> None:
-        recorder = self.recorder
-        if recorder is None or not recorder.enabled:
-            return
-        observation = Observation(header.model, header.version, header.inputs, arrived,
-                                  finished - arrived, outcome, cold, wait_s)
-        if request is not None and header.raw_spans and outcome == OK:
-            if recorder.wants_payload(observation, len(request)):
-                observation = observation._replace(payload=(request, header.raw_spans))
-            elif len(request) <= _WITNESS_MAX_BYTES and recorder.wants_witness():
-                # no copy: the bytes are read at flush time
-                observation = observation._replace(witness=(request, header.raw_spans))
-        recorder.record(observation)
+        """Wait for ``model`` within the request's deadline (``InferencePath.admit``)."""
+        budget = self._budget(context)
+        await self.replicas.wait_ready(
+            model, self.default_deadline_s if budget is None else budget)
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes],
                                  context: Context) -> AsyncIterator[bytes]:
@@ -289,12 +266,6 @@ class Gateway:
                 yield response
         finally:
             self.open_streams -= 1
-
-    def record_unmatched(self, header: RequestHeader, arrived: float, cold: bool,
-                         wait_s: float | None) -> None:
-        if self.recorder is not None and self.recorder.enabled:
-            self.recorder.record(Observation(header.model, header.version, header.inputs,
-                                             arrived, None, OK, cold, wait_s))
 
 
 def _bind_problem(host: str, port: int) -> str:

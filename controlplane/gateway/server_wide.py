@@ -18,19 +18,19 @@ from tritonclient.grpc import service_pb2
 
 from controlplane.errors import (
     ControlPlaneError,
-    InvalidArgument,
     ModelNotFound,
     TritonUnavailable,
 )
 from controlplane.fleet.fleet import Fleet
-from controlplane.fleet.inference import InferencePath
+from controlplane.fleet.replicas import FleetReplicas
+from controlplane.fleet.repository_load import no_files, repository_load
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.fleet.shared_memory import METHODS as SHARED_MEMORY_METHODS
-from controlplane.fleet.upstream import UNARY
 from controlplane.gateway.describe import config_response, metadata_response
 from controlplane.gateway.guard import GUARDED, Guard
 from controlplane.gateway.streams import forwarded_metadata
 from controlplane.lifecycle.states import ModelState
+from controlplane.serving.upstream import UNARY
 
 #: grpc.aio.ServicerContext; grpcio ships no type information
 Context: TypeAlias = Any
@@ -43,11 +43,11 @@ FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "TraceSetting",
 
 
 class ServerWide:
-    def __init__(self, *, models: Fleet, path: InferencePath, guard: Guard,
+    def __init__(self, *, models: Fleet, replicas: FleetReplicas, guard: Guard,
                  ready: Callable[[], bool], abort: Abort, call_timeout_s: float,
                  allow_repository_control: bool) -> None:
         self.models = models
-        self.path = path
+        self.replicas = replicas
         self.guard = guard
         self.ready = ready
         self.abort = abort
@@ -101,7 +101,7 @@ class ServerWide:
                   ) -> Callable[[bytes, Context], Awaitable[bytes]]:
         async def describe(request: bytes, context: Context) -> bytes:
             name = service_pb2.ModelMetadataRequest.FromString(request).name
-            rt = self.path.route(name)
+            rt = self.replicas.route(name)
             if rt is not None:
                 return await self._call(rt, method, request, context)
             try:
@@ -169,12 +169,12 @@ class ServerWide:
     async def repository_load(self, request: bytes, context: Context) -> bytes:
         message = service_pb2.RepositoryModelLoadRequest.FromString(request)
         await self._check_control(context, "load")
-        if message.parameters:
-            await self.abort(context, InvalidArgument(
-                "config and file overrides are not accepted through the gateway"))
-        # an operator's load, as through the admin API: it ends a hold
+        parameters = dict(message.parameters)
+        # an operator's load, as plain Triton's (``fleet/repository_load.py``)
         try:
-            await self.models.load(message.model_name, trigger="repository")
+            no_files(parameters)
+            config = parameters["config"].string_param if "config" in parameters else None
+            await repository_load(self.models, message.model_name, config)
         except ControlPlaneError as exc:
             await self.abort(context, exc)
         return bytes(service_pb2.RepositoryModelLoadResponse().SerializeToString())

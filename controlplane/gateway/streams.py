@@ -20,12 +20,12 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 from controlplane.errors import ControlPlaneError, InvalidArgument, echo_name
-from controlplane.gateway.status import client_message, grpc_status
+from controlplane.gateway.status import client_message
 from controlplane.gateway.wire import RequestHeader, parse_request_header, stream_response_id
-from controlplane.traffic.observation import OK
+from controlplane.serving.ports import Replica
+from controlplane.serving.status import Status
 
 if TYPE_CHECKING:
-    from controlplane.fleet.runtime import InstanceRuntime
     from controlplane.gateway.server import Context, Gateway
 
 
@@ -66,10 +66,10 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
     outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
     pending: dict[str, tuple[RequestHeader, float, bool, float | None]] = {}
     #: model -> (the instance its stream goes to, the call)
-    upstreams: dict[str, tuple[InstanceRuntime, Any]] = {}
+    upstreams: dict[str, tuple[Replica, Any]] = {}
     drains: list[asyncio.Task[None]] = []
 
-    async def drain(model: str, rt: InstanceRuntime, call: Any) -> None:
+    async def drain(model: str, rt: Replica, call: Any) -> None:
         # an open upstream stream counts as one outstanding request on its instance: a
         # drain waits for it (up to its timeout) and the router balances around it; not per
         # model, so a trim does not wait for a client's idle stream (its next request goes
@@ -82,9 +82,9 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
                     matched = pending.pop(stream_response_id(raw), None)
                     if matched is not None:
                         header, arrived, cold, wait_s = matched
-                        gateway.record(header, arrived, time.time(), OK, cold, wait_s, None)
+                        gateway.path.finish(header, arrived, Status.OK, cold, wait_s, None)
                 if raw[:1] == _ERROR_FIRST and b"Stub process" in raw:  # its stub died
-                    gateway.upstream_failed(rt.name, model, "INTERNAL",
+                    gateway.replicas.failed(rt.name, model, Status.INTERNAL,
                                             service_pb2.ModelStreamInferResponse
                                             .FromString(raw).error_message)
                 if raw[:1] == _ERROR_FIRST and not gateway.expose_tracebacks:
@@ -95,7 +95,8 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
             # next request opens a new one.
             if model in upstreams and upstreams[model][1] is call:
                 del upstreams[model]
-            gateway.upstream_failed(rt.name, model, exc.code().name, exc.details() or "")
+            gateway.replicas.failed(rt.name, model, Status.named(exc.code().name),
+                                    exc.details() or "")
             await outbox.put(stream_error(
                 f"stream to Triton for '{model}' ended: {exc.code().name} {exc.details()}",
                 model, expose_tracebacks=gateway.expose_tracebacks))
@@ -119,7 +120,7 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
         finally:
             gateway.buffered.give(len(raw))
 
-    def stays(opened: tuple[InstanceRuntime, Any], header: RequestHeader) -> bool:
+    def stays(opened: tuple[Replica, Any], header: RequestHeader) -> bool:
         """Whether this request goes on the model's open upstream stream."""
         rt, sequence = opened[0], header.sequence
         if sequence is not None and not sequence.start:  # its state is there, if anywhere
@@ -128,7 +129,7 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
 
     async def send(header: RequestHeader, raw: bytes, arrived: float) -> None:
         opened = upstreams.get(header.model)
-        cold = opened is None and not gateway.models.ready_now(header.model)
+        cold = opened is None and not gateway.replicas.ready_now(header.model)
         wait_s = None
         try:
             if cold:
@@ -144,8 +145,8 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
                 drains.append(asyncio.create_task(drain(header.model, *opened)))
         except ControlPlaneError as exc:
             # unknown names too: the recorder counts them and stores nothing
-            gateway.record(header, arrived, time.time(), grpc_status(exc).name, True,
-                           time.time() - arrived, None)
+            gateway.path.finish(header, arrived, Status.of(exc), True, time.time() - arrived,
+                                None)
             await outbox.put(stream_error(exc.message, header.model, header.id,
                                           expose_tracebacks=gateway.expose_tracebacks))
             return
@@ -157,7 +158,8 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
         if header.id:
             pending[header.id] = (header, arrived, cold, wait_s)
         else:  # no id: the answer cannot be matched, latency unknown
-            gateway.record_unmatched(header, arrived, cold, wait_s)
+            gateway.path.finish(header, arrived, Status.OK, cold, wait_s, None,
+                                latency_known=False)
         await call.write(raw)
 
     async def pump() -> None:
@@ -182,4 +184,5 @@ async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
         for _, call in upstreams.values():
             call.cancel()
         for header, arrived, cold, wait_s in pending.values():
-            gateway.record_unmatched(header, arrived, cold, wait_s)
+            gateway.path.finish(header, arrived, Status.OK, cold, wait_s, None,
+                                latency_known=False)

@@ -13,10 +13,8 @@ parameters: map entries (1 key, 2 InferParameter: 1 bool, 2 int64, 3 string, 4 d
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from controlplane.errors import InvalidArgument
-from controlplane.fleet.sequences import Sequence
+from controlplane.serving.facts import RequestFacts, Sequence
 from controlplane.tensors import TensorShape
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -25,15 +23,8 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 InputHeader = TensorShape
 
 
-class RequestHeader(NamedTuple):
-    model: str
-    version: str
-    id: str
-    inputs: tuple[InputHeader, ...]
-    #: (start, end) of each raw_input_contents entry, in input order
-    raw_spans: tuple[tuple[int, int], ...]
-    #: the sequence controls, when the request names a correlation id other than 0
-    sequence: Sequence | None = None
+#: the facts the serving core needs, read off the wire
+RequestHeader = RequestFacts
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:

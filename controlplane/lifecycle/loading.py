@@ -58,14 +58,28 @@ class Loads:
         """Prepare, load in Triton, probe (``warming`` first if ``mark_warming``), measure.
         Fills ``details`` (the load record's) as it goes; raises what the load raised."""
         spec = self.m.repository.spec(model.name)
-        plan = await self.m.preparer.prepare(spec) if self.m.preparer else LoadPlan()
+        if model.override is not None:
+            # the operator's own config, as plain Triton would load it: no warm-up or
+            # placement of ours, and no plain fallback (its failure is the operator's answer)
+            plan = LoadPlan(config=model.override)
+            details["config_override"] = ("the operator's config (RepositoryModelLoad); "
+                                          "warmctl's additions off")
+        else:
+            plan = await self.m.preparer.prepare(spec) if self.m.preparer else LoadPlan()
+            if model.reverting and plan.config is None:
+                plan = replace(plan, config=dict(spec.config))
         details.update(plan.details or {})
         if model.stub_dead:  # the same config again would leave its dead stub in place
             plan = replace(plan, config=fresh_instances(plan.config or dict(spec.config)))
             details["stub_restart"] = True
         t_call = time.monotonic()
-        await self.load(model.name, plan, details)
+        if model.override is not None:
+            await self.m.instance.load(model.name, config=plan.config,
+                                       timeout_s=self.m.load_timeout_s)
+        else:
+            await self.load(model.name, plan, details)
         triton_s = details["triton_s"] = time.monotonic() - t_call
+        model.reverting = False
         if self.m.probe is not None:
             if mark_warming:
                 await self.m._set(model, ModelState.WARMING, "probing before routing traffic",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from controlplane.lifecycle.backoff import Backoff
 from controlplane.lifecycle.states import ModelState
@@ -39,6 +40,13 @@ class ManagedModel:
     stub_dead: bool = False
     #: the versions Triton's index showed READY when we last looked (see ``ModelStatus``)
     versions: tuple[str, ...] = ()
+    #: the config the operator loaded it with through Triton's repository API (a
+    #: RepositoryModelLoad with a ``config`` parameter): loads use it as it is, without
+    #: warmctl's additions, until the operator's next load without one
+    override: dict[str, Any] | None = None
+    #: an override was just dropped: Triton reloads a loaded model only when its files
+    #: changed, so the next load sends the repository's config explicitly
+    reverting: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     load_task: asyncio.Task[None] | None = None
 

@@ -21,6 +21,7 @@ from controlplane.errors import (
     Conflict,
     ControlPlaneError,
     DeadlineExceeded,
+    HeldCold,
     ModelLoadFailed,
     ModelNotFound,
 )
@@ -124,6 +125,19 @@ class ModelManager:
         disabled = self.disabled.get(name) or self.repository.refusal(name)
         return ManagedModel(name, state, reason, since, name in self.pinned, memory_bytes, load_s,
                       backoff=Backoff(self.backoff), disabled=disabled)
+
+    def set_override(self, name: ModelName, config: dict[str, Any] | None) -> bool:
+        """Load ``name`` with the operator's ``config`` from now on (None: from its
+        repository again, with our additions); whether that changed anything."""
+        model = self._model(name)
+        changed = model.override != config
+        model.reverting = model.reverting or (changed and config is None)
+        model.override = config
+        return changed
+
+    def ready_names(self) -> list[ModelName]:
+        """The models READY here (the routing table's source: dict scan, no statuses)."""
+        return [name for name, m in self._models.items() if m.state is ModelState.READY]
 
     def ready_now(self, name: ModelName) -> bool:
         """The gateway's hot-path check: one dict lookup, no exceptions."""
@@ -251,8 +265,7 @@ class ModelManager:
             model.quarantined = None
         elif model.load_task is None:
             if model.held:
-                raise Conflict(f"model '{name}' was unloaded by the operator and is held cold "
-                               "until the operator loads or releases it")
+                raise HeldCold(name)
             at = self.retry_at(name)
             if at is not None:
                 raise ModelLoadFailed(name, f"{model.reason or 'load failed'}; next automatic "

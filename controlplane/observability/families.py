@@ -71,6 +71,8 @@ class GatewayFigures:
     refused: dict[str, int] = field(default_factory=dict)
     #: models quarantined because their requests crashed a Triton
     quarantined: tuple[str, ...] = ()
+    #: gateway worker processes: (configured, alive, replaced since start); None: none
+    workers: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,17 @@ def _parts(snap: Snapshot) -> Iterator[Metric]:
         for bound, n in sorted(gw.refused.items()):
             refused.add_metric([bound], n)
         yield refused
+        if gw.workers is not None:
+            configured, alive, restarts = gw.workers
+            workers = GaugeMetricFamily(
+                "warmctl_gateway_workers", "Gateway worker processes (gateway.workers), "
+                "configured and alive now", labels=["state"])
+            workers.add_metric(["configured"], configured)
+            workers.add_metric(["alive"], alive)
+            yield workers
+            yield CounterMetricFamily("warmctl_gateway_worker_restarts",
+                                      "Gateway worker processes replaced after they exited",
+                                      value=restarts)
         quarantined = GaugeMetricFamily(
             "warmctl_model_quarantined", "1 while automatic loads leave the model alone "
             "because its requests crashed a Triton", labels=["model"])

@@ -114,7 +114,8 @@ class Metrics:
             actions=dict(self.actions),
             gateway=None if gw is None else GatewayFigures(
                 gw.in_flight, gw.open_streams, gw.buffered.held, dict(gw.buffered.refused),
-                tuple(sorted(cp.crashes.quarantined))),
+                tuple(sorted(cp.crashes.quarantined)),
+                None if cp.workers is None else cp.workers.figures()),
             instances=[self._figures(rt) for rt in cp.fleet.order],
             fleet_actions=dict(self.fleet_actions), status=status, store=store)
 

@@ -32,6 +32,8 @@ class TritonInstance:
     process: TritonProcess | None = None
     #: watches it after start-up (see ``supervise``)
     supervisor: TritonSupervisor | None = None
+    #: ``http://host:port`` of its HTTP endpoint (the gateway's HTTP door forwards there)
+    http_url: str | None = None
     _probe_clients: list[TritonClient] = field(default_factory=list)
 
     @property

@@ -69,7 +69,10 @@ async def client(triton: TritonProcess) -> AsyncIterator[TritonClient]:
 def make_settings(tmp_path: Path, repo: Path) -> Any:
     def make(**overrides: Any) -> Settings:
         triton = {"stop_timeout_s": 5, "load_timeout_s": 60, **overrides.pop("triton", {})}
+        # the HTTP door on a free port too, unless the test says otherwise
+        gateway = {"http_port": 0, **overrides.pop("gateway", {})}
         values: dict[str, Any] = {
+            "gateway": gateway,
             "data_dir": tmp_path / "state",
             "model_repository": repo,
             "backends_dir": ROOT / "triton_backends",

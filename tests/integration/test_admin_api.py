@@ -88,8 +88,9 @@ async def test_load_unload_and_errors_over_http(control_plane: ControlPlane) -> 
 
     missing = await _get(cp, "/models/nope")
     assert missing.status_code == 404
-    assert missing.json() == {"error": {"code": "not_found", "message": "unknown model 'nope'",
-                                        "model": "nope"}}
+    assert missing.json() == {"error": {
+        "code": "not_found", "message": "Request for unknown model: 'nope' is not found",
+        "model": "nope"}}
     assert (await _get(cp, "/models/nope/load", "POST")).status_code == 404
 
     failed = await _get(cp, "/models/broken/load", "POST")
@@ -124,4 +125,4 @@ async def test_cli_status_against_the_running_control_plane(control_plane: Contr
         [sys.executable, "-m", "controlplane.cli", "load", "nope", "--admin-url", cp.admin_url],
         capture_output=True, text=True, timeout=60)
     assert load.returncode != 0
-    assert "404: unknown model 'nope'" in load.stderr
+    assert "404: Request for unknown model: 'nope' is not found" in load.stderr

@@ -37,7 +37,7 @@ async def cp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ControlP
     # no scheduler: no replica plan either, so a drain treats every resident model as needed
     settings = load_settings(
         data_dir=tmp / "state", model_repository=repo, backends_dir=ROOT / "triton_backends",
-        admin={"port": 0}, gateway={"port": 0}, scheduler={"enabled": False},
+        admin={"port": 0}, gateway={"port": 0, "http_port": 0}, scheduler={"enabled": False},
         triton={"stop_timeout_s": 5, "load_timeout_s": 60},
         instances={"a": InstanceSettings(), "b": InstanceSettings()},
         models={"pinned": {"pinned": True}})

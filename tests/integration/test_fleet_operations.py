@@ -110,11 +110,15 @@ async def test_a_drain_under_open_sequences_completes_every_sequence(
     assert cp.fleet.sequences.open_on(holder) == 0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_trims_drains_and_restarts_under_load_fail_no_request(
-        start_cp: StartControlPlane, repo: Path) -> None:
+        start_cp: StartControlPlane, repo: Path, workers: int) -> None:
+    """Also with gateway worker processes: each routes by the table pushed to it, and a
+    removal waits for what they have in flight once they route without the replica."""
     for model in ("hot", "solo"):
         add_identity(repo, model)
     cp = await start_cp(instances=_instances("a", "b"), scheduler={"enabled": False},
+                        gateway={"workers": workers},
                         fleet={"drain_timeout_s": 10},
                         triton={"supervision": {"restart_delay_s": 0.2}})
     assert cp.gateway_url is not None
@@ -125,7 +129,9 @@ async def test_trims_drains_and_restarts_under_load_fail_no_request(
     stop = asyncio.Event()
 
     async def client_loop(model: str, seed: int) -> None:
-        async with grpc_aio.InferenceServerClient(cp.gateway_url) as client:
+        # a connection per client (gRPC shares them by default): spread over the workers
+        async with grpc_aio.InferenceServerClient(
+                cp.gateway_url, channel_args=[("grpc.use_local_subchannel_pool", 1)]) as client:
             i = 0
             while not stop.is_set():
                 i += 1

@@ -269,6 +269,10 @@ async def test_repository_control_and_malformed_requests(
         assert await asyncio.to_thread(c.is_model_ready, "ident") is False
         with pytest.raises(InferenceServerException) as held:
             await asyncio.to_thread(c.infer, "ident", identity_input([[1.0]]))
+        # plain Triton's answer for a model unloaded through its repository API, and why
+        assert held.value.status() == "StatusCode.NOT_FOUND"
+        assert (held.value.message() or "").startswith(
+            "Request for unknown model: 'ident' has no available versions: ")
         assert "held cold" in (held.value.message() or "")
         await asyncio.to_thread(c.load_model, "ident")  # the operator's load ends the hold
         assert await asyncio.to_thread(c.is_model_ready, "ident") is True
@@ -293,7 +297,7 @@ async def test_stream_errors_arrive_in_stream_and_the_stream_goes_on(
         return [(r.get_response().id if r else None, str(e) if e else None) for r, e in got]
 
     got = await asyncio.to_thread(program)
-    assert got[0][1] is not None and "unknown model 'nope'" in got[0][1]
+    assert got[0][1] is not None and "Request for unknown model: 'nope' is not found" in got[0][1]
     assert got[1][1] is not None and "no weights" in got[1][1]
     assert got[2] == ("c", None)
 

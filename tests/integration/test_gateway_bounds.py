@@ -106,7 +106,8 @@ async def test_requests_and_errors_stay_bounded(
 
         status, message = await _error(aio, "m" * 500_000, identity_input([[1.0]]))
         assert status == "StatusCode.NOT_FOUND"
-        assert message == f"unknown model '{'m' * 100}...(500000 characters)'"
+        assert message == ("Request for unknown model: "
+                           f"'{'m' * 100}...(500000 characters)' is not found")
 
         status, message = await _error(aio, "ident", _named_input("Z" * 100_000))
         assert status == "StatusCode.INVALID_ARGUMENT"

@@ -42,7 +42,7 @@ async def cp(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ControlP
     settings = load_settings(
         data_dir=tmp / "state", model_repository=repo, backends_dir=ROOT / "triton_backends",
         admin={"port": 0, "read_token": READ, "admin_token": ADMIN},
-        gateway={"port": 0}, triton={"stop_timeout_s": 5, "load_timeout_s": 60},
+        gateway={"port": 0, "http_port": 0}, triton={"stop_timeout_s": 5, "load_timeout_s": 60},
         traffic={"flush_interval_s": 0.2}, models={"warm": {"pinned": True}})
     control = ControlPlane(settings)
     await control.start(wait_pinned=True)

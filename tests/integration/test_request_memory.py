@@ -43,7 +43,8 @@ def test_a_burst_past_the_total_bound_is_refused_by_name_and_memory_comes_back(
     admin, gateway = free_port(), free_port()
     env = {**os.environ, "WARMCTL_DATA_DIR": str(tmp_path / "data"),
            "WARMCTL_MODEL_REPOSITORY": str(repo), "WARMCTL_ADMIN__PORT": str(admin),
-           "WARMCTL_GATEWAY__PORT": str(gateway), "WARMCTL_SCHEDULER__ENABLED": "false",
+           "WARMCTL_GATEWAY__PORT": str(gateway),
+           "WARMCTL_GATEWAY__HTTP_PORT": str(free_port()), "WARMCTL_SCHEDULER__ENABLED": "false",
            # 100 MiB in total: three of the 40 MiB requests below, not four
            "WARMCTL_GATEWAY__MAX_BUFFERED_BYTES": str(100 * MIB)}
     log = open(tmp_path / "warmctl.log", "wb")  # noqa: SIM115

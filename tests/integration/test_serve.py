@@ -22,6 +22,7 @@ def test_serve_starts_pinned_models_and_stops_cleanly(tmp_path: Path, repo: Path
     port = free_port()
     # a free gateway port too: the gateway refuses a busy one (no SO_REUSEPORT sharing)
     config.write_text(f"[admin]\nport = {port}\n[gateway]\nport = {free_port()}\n"
+                      f"http_port = {free_port()}\n"
                       "[models.thumbnail_scorer]\npinned = true\n")
     env = {**os.environ, "WARMCTL_DATA_DIR": str(tmp_path / "state"),
            "WARMCTL_MODEL_REPOSITORY": str(repo)}

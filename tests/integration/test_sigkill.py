@@ -113,6 +113,7 @@ def serve(tmp_path: Path, repo: Path) -> Iterator[tuple[type[Serve], dict[str, s
     env = {**os.environ, "WARMCTL_DATA_DIR": str(tmp_path / "data"),
            "WARMCTL_MODEL_REPOSITORY": str(repo),
            "WARMCTL_ADMIN__PORT": str(free_port()), "WARMCTL_GATEWAY__PORT": str(free_port()),
+           "WARMCTL_GATEWAY__HTTP_PORT": str(free_port()),
            "WARMCTL_SCHEDULER__ENABLED": "false",
            "WARMCTL_TRITON__EXTRA_ARGS": f'["--backend-config=python,shm-region-prefix-name='
                                          f'{prefix}"]'}

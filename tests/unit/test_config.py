@@ -175,7 +175,7 @@ def test_instances_from_a_file_inherit_unset_budgets(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("instances", "problem"), [
     ({"Bad Name": {}}, "instance names must match"),
     ({"x": {"provider": "static"}}, "a static instance needs url"),
-    ({"x": {"url": "h:1"}}, "url and metrics_url are for static instances"),
+    ({"x": {"url": "h:1"}}, "url, metrics_url and http_url are for static instances"),
     ({"x": {"provider": "k8s"}}, "instances.x.provider"),
 ])
 def test_bad_instances_are_refused_clearly(tmp_path: Path, instances: dict[str, object],

@@ -48,7 +48,8 @@ async def test_a_long_model_name_is_not_echoed_in_full() -> None:
         answer = await client.get("/fail/" + "n" * 5000)
     assert answer.status_code == 404
     error = answer.json()["error"]
-    assert error["message"] == f"unknown model '{'n' * 100}...(5000 characters)'"
+    assert error["message"] == ("Request for unknown model: "
+                                f"'{'n' * 100}...(5000 characters)' is not found")
     assert error["model"] == "n" * 100 + "...(5000 characters)"
 
 

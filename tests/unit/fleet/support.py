@@ -12,8 +12,8 @@ from typing import Any, cast
 from controlplane.config import FleetSettings, InstanceSettings
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.runtime import InstanceRuntime
-from controlplane.fleet.upstream import Upstream
 from controlplane.lifecycle.manager import ModelManager
+from controlplane.serving.upstream import Upstream
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
 from controlplane.triton.repository import ModelRepository

@@ -6,7 +6,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from controlplane.fleet.router import Router
+from controlplane.serving.router import Router
 from controlplane.store.database import Database
 from tests.unit.fleet.support import make_fleet, runtime
 

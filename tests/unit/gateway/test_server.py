@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -11,8 +12,9 @@ from controlplane.gateway.server import Gateway
 
 
 def _gateway() -> Gateway:
-    # start() needs no models: it only binds the port
-    return Gateway(models=cast(Any, None), recorder=None)
+    # start() needs no fleet: it only binds the port
+    return Gateway(models=None, recorder=None, replicas=cast(Any, object()),
+                   server_wide=cast(Any, SimpleNamespace(handlers=dict)))
 
 
 async def test_a_second_gateway_on_a_busy_port_fails_clearly() -> None:

@@ -1,4 +1,5 @@
-"""The transport-free inference path: admit, sequence routing, the retry rule."""
+"""The fleet as the serving core's port: admission through the path, sequence routing, the
+retry rule."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from controlplane.errors import DeadlineExceeded, ModelNotFound
-from controlplane.fleet.inference import InferencePath
-from controlplane.fleet.sequences import Sequence
+from controlplane.fleet.replicas import FleetReplicas
+from controlplane.serving.facts import Sequence
+from controlplane.serving.path import InferencePath
+from controlplane.serving.status import Status
 from controlplane.store.database import Database
 from tests.unit.fleet.support import make_fleet, runtime
 from tests.unit.lifecycle.fake_port import after, succeed
@@ -18,7 +21,7 @@ from tests.unit.lifecycle.fake_port import after, succeed
 async def test_admit_a_ready_replica_at_once_and_a_cold_model_after_its_one_load(
         tmp_path: Path, database: Database) -> None:
     fleet = await make_fleet(tmp_path, database, ("a", "b"))
-    path = InferencePath(fleet)
+    path = InferencePath(FleetReplicas(fleet))
     await fleet.load("hot", trigger="replica", instance="b")
     rt, cold = await path.admit("hot", 1.0)
     assert (rt.name, cold) == ("b", False)
@@ -33,7 +36,7 @@ async def test_a_load_past_the_deadline_is_deadline_exceeded_and_goes_on(
     fleet = await make_fleet(tmp_path, database, ("a",))
     gate = asyncio.Event()
     runtime(fleet.order[0])[0].load_script["hot"].append(after(gate, succeed()))
-    path = InferencePath(fleet)
+    path = InferencePath(FleetReplicas(fleet))
     with pytest.raises(DeadlineExceeded, match="its load goes on"):
         await path.admit("hot", 0.1)
     gate.set()
@@ -48,7 +51,7 @@ async def test_steps_of_an_open_sequence_follow_their_start_even_to_a_draining_i
     fleet.traits._stateful["hot"] = True  # the identity model, taken as stateful
     for rt in (a, b):
         await fleet.load("hot", trigger="replica", instance=rt.name)
-    path = InferencePath(fleet)
+    path = InferencePath(FleetReplicas(fleet))
     first, _ = await path.admit("hot", 1.0, sequence=Sequence("7", True, False))
     assert first is a  # sticky: the first ready replica takes new sequences
     a.cordoned = a.draining = True
@@ -61,25 +64,17 @@ async def test_steps_of_an_open_sequence_follow_their_start_even_to_a_draining_i
     assert fleet.sequences.open_on("b") == 1
 
 
-def test_which_failures_go_to_another_replica() -> None:
-    class Replica:
-        name = "a"
-        leaving: set[str] = set()
-        routable = True
-
-        class manager:
-            @staticmethod
-            def ready_now(model: str) -> bool:
-                return True
-
-    path = InferencePath(fleet=None)  # type: ignore[arg-type]
-    rt = Replica()
-    retry = path.retry_on
-    assert retry(rt, "m", "UNAVAILABLE", None)  # type: ignore[arg-type]
-    assert not retry(rt, "m", "NOT_FOUND", None)  # type: ignore[arg-type]  # lost behind our back
-    assert not retry(rt, "m", "INVALID_ARGUMENT", None)  # type: ignore[arg-type]
-    rt.leaving = {"m"}
-    assert retry(rt, "m", "NOT_FOUND", None)  # type: ignore[arg-type]  # we are removing it
-    assert retry(rt, "m", "NOT_FOUND", Sequence("1", True, False))  # type: ignore[arg-type]
+async def test_which_failures_go_to_another_replica(tmp_path: Path,
+                                                   database: Database) -> None:
+    fleet = await make_fleet(tmp_path, database, ("a", "b"))
+    a, _ = fleet.order
+    await fleet.load("hot", trigger="replica", instance="a")
+    retry = FleetReplicas(fleet).retry_on
+    assert retry(a, "hot", Status.UNAVAILABLE, None)
+    assert not retry(a, "hot", Status.NOT_FOUND, None)  # lost behind our back: checked
+    assert not retry(a, "hot", Status.INVALID_ARGUMENT, None)
+    a.leaving.add("hot")  # warmctl is removing it
+    assert retry(a, "hot", Status.NOT_FOUND, None)
+    assert retry(a, "hot", Status.NOT_FOUND, Sequence("1", True, False))
     # a step inside an open sequence stays: its state is where it was
-    assert not retry(rt, "m", "UNAVAILABLE", Sequence("1", False, False))  # type: ignore[arg-type]
+    assert not retry(a, "hot", Status.UNAVAILABLE, Sequence("1", False, False))

@@ -1,7 +1,9 @@
-"""The gateway's way to one Triton instance: a channel, its unary calls and its streams.
+"""The gateway's way to one Triton instance: a gRPC channel (its unary calls and streams) and
+an HTTP connection pool, for the two front doors.
 
-Requests travel as raw bytes (the gateway registers bytes (de)serializers), so one channel
-per instance carries every model's traffic. ``outstanding`` counts requests in flight on it:
+Requests travel as raw bytes (the gRPC door registers bytes (de)serializers; the HTTP door
+forwards bodies as they came), so one channel and one pool per instance carry every model's
+traffic. ``outstanding`` counts requests in flight on it:
 the router balances on it and a drain waits for it to reach zero; ``by_model`` counts them per
 model, so a replica leaving (trim, drain, eviction) is unloaded only once nothing is in flight
 on it, and a crash can be traced to the models whose requests were in Triton at the time.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import grpc
 
 from controlplane.triton.client import CHANNEL_OPTIONS
@@ -24,18 +27,30 @@ UNARY = ("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", "ServerMeta
          "TraceSetting", "LogSettings")
 
 
-class Upstream:
-    """Calls to one Triton's ``GRPCInferenceService``; open after :meth:`open`."""
+#: connections kept open to one Triton's HTTP port (aiohttp's pool, per instance)
+HTTP_CONNECTIONS = 256
 
-    def __init__(self, instance: str, url: str) -> None:
+
+class Upstream:
+    """Calls to one Triton's ``GRPCInferenceService`` and HTTP endpoint; open after
+    :meth:`open`. ``http_url``: ``http://host:port`` of Triton's HTTP port (None: the HTTP
+    door cannot reach this instance)."""
+
+    def __init__(self, instance: str, url: str, http_url: str | None = None) -> None:
         self.instance = instance
         self.url = url
+        self.http_url = http_url
+        self._http: aiohttp.ClientSession | None = None
         #: requests and open streams in flight on this instance (plain int: loop-owned)
         self.outstanding = 0
         #: the same per model (entries stay at 0 rather than being deleted: no churn)
         self.by_model: dict[str, int] = {}
         #: inference requests sent to this instance since start (``/metrics``)
         self.requests = 0
+        #: in flight from the gateway's worker processes, per model and in all, as they last
+        #: reported (``gateway/workers/``); a removal waits for these too
+        self.remote_by_model: dict[str, int] = {}
+        self.remote_outstanding = 0
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
         self._stream: Any = None
@@ -55,7 +70,13 @@ class Upstream:
         self.by_model[model] -= 1
 
     def in_flight(self, model: str) -> int:
-        return self.by_model.get(model, 0)
+        """Requests for ``model`` in flight here, from this process and the workers."""
+        return self.by_model.get(model, 0) + self.remote_by_model.get(model, 0)
+
+    @property
+    def busy(self) -> int:
+        """Requests and streams in flight here, from this process and the workers."""
+        return self.outstanding + self.remote_outstanding
 
     def call(self, method: str) -> Any:
         """The unary multi-callable for ``method`` (a name of :data:`UNARY`)."""
@@ -65,15 +86,29 @@ class Upstream:
         """A new ModelStreamInfer call to this Triton."""
         return self._stream(metadata=metadata)
 
+    def http(self) -> aiohttp.ClientSession:
+        """The HTTP connection pool (made on first use: it belongs to the running loop)."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS),
+                auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+        return self._http
+
     async def reopen(self) -> None:
         """After its Triton restarted: a new channel (the old one waits out gRPC's reconnect
-        back-off, seconds after a restart, failing calls meanwhile)."""
+        back-off, seconds after a restart, failing calls meanwhile) and a new HTTP pool."""
         old = self._channel
         self.open()
         if old is not None:
             await old.close(grace=None)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
