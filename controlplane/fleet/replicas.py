@@ -25,6 +25,7 @@ from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.serving.facts import Sequence
 from controlplane.serving.ports import Replica
+from controlplane.serving.router import route_step
 from controlplane.serving.status import Status
 from controlplane.types import InstanceName, ModelName
 
@@ -56,25 +57,14 @@ class FleetReplicas:
         """A step of an open sequence goes where its START went while Triton there still
         serves the model (the state is there); a new sequence goes where the router puts
         it."""
-        fleet, table = self.fleet, self.fleet.sequences
-        if not sequence.start:
-            held = table.where(model, sequence.id)
-            rt = fleet.runtimes.get(held) if held is not None else None
-            if (rt is not None and rt.name not in exclude and rt.live
-                    and rt.manager is not None and rt.manager.ready_now(model)):
-                if sequence.end:
-                    table.ended(model, sequence.id)
-                return rt
-        rt = fleet.router.pick(model)
-        if rt is not None and rt.name in exclude:
-            rt = next((c for c in fleet.router.candidates(model) if c.name not in exclude),
-                      None)
-        if rt is not None:
-            if sequence.end:
-                table.ended(model, sequence.id)
-            else:
-                table.opened(model, sequence.id, rt.name)
-        return rt
+        fleet = self.fleet
+
+        def holder(name: str) -> InstanceRuntime | None:
+            rt = fleet.runtimes.get(name)
+            return rt if (rt is not None and rt.live and rt.manager is not None
+                          and rt.manager.ready_now(model)) else None
+
+        return route_step(fleet.router, fleet.sequences, model, sequence, exclude, holder)
 
     def ready_now(self, model: ModelName) -> bool:
         return self.fleet.ready_now(model)

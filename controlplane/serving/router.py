@@ -14,17 +14,27 @@ queue would win it.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Collection
+from collections.abc import Sequence as Ordered
+from typing import Generic, Protocol, TypeVar
 
+from controlplane.serving.facts import Sequence
 from controlplane.serving.ports import Replica
 from controlplane.types import ModelName
 
 R = TypeVar("R", bound=Replica)
 
 
+class SequenceTable(Protocol):
+    """Where open sequences live (``fleet/sequences.py``)."""
+
+    def where(self, model: str, corrid: str) -> str | None: ...
+    def opened(self, model: str, corrid: str, instance: str) -> None: ...
+    def ended(self, model: str, corrid: str) -> None: ...
+
+
 class Router(Generic[R]):
-    def __init__(self, runtimes: Callable[[], Sequence[R]],
+    def __init__(self, runtimes: Callable[[], Ordered[R]],
                  rng: random.Random | None = None,
                  sticky: Callable[[ModelName], bool] = lambda model: False) -> None:
         self._runtimes = runtimes
@@ -56,3 +66,28 @@ class Router(Generic[R]):
 
 def _in_flight(rt: Replica) -> int:
     return rt.outstanding
+
+
+def route_step(router: Router[R], sequences: SequenceTable, model: ModelName,
+               sequence: Sequence, exclude: Collection[str],
+               holder: Callable[[str], R | None]) -> R | None:
+    """The replica for a request of a stateful model that names a sequence: a later step goes
+    where its START went while ``holder(instance)`` says that replica still has the model
+    (the state is there, even on an instance being drained); a new sequence goes where the
+    router puts it (outside ``exclude``). END closes the table's entry."""
+    if not sequence.start:
+        held = sequences.where(model, sequence.id)
+        rt = holder(held) if held is not None else None
+        if rt is not None and rt.name not in exclude:
+            if sequence.end:
+                sequences.ended(model, sequence.id)
+            return rt
+    rt = router.pick(model)
+    if rt is not None and rt.name in exclude:
+        rt = next((c for c in router.candidates(model) if c.name not in exclude), None)
+    if rt is not None:
+        if sequence.end:
+            sequences.ended(model, sequence.id)
+        else:
+            sequences.opened(model, sequence.id, rt.name)
+    return rt

@@ -20,7 +20,7 @@ from controlplane.fleet.sequences import DEFAULT_IDLE_S, Sequences
 from controlplane.gateway.workers.link import ControlLink
 from controlplane.serving.facts import Sequence
 from controlplane.serving.ports import Replica
-from controlplane.serving.router import Router
+from controlplane.serving.router import Router, route_step
 from controlplane.serving.status import Status
 from controlplane.serving.table import InstanceEntry, RoutingTable
 from controlplane.serving.upstream import Upstream
@@ -130,25 +130,12 @@ class TableReplicas:
 
     def _route_sequence(self, model: str, sequence: Sequence,
                         exclude: Collection[str]) -> TableReplica | None:
-        table = self.sequences
-        if not sequence.start:
-            held = table.where(model, sequence.id)
-            rt = self._replicas.get(held) if held is not None else None
-            if (rt is not None and rt.name not in exclude and rt.live
-                    and rt.name in self.table.ready_live.get(model, ())):
-                if sequence.end:
-                    table.ended(model, sequence.id)
-                return rt
-        rt = self.router.pick(model)
-        if rt is not None and rt.name in exclude:
-            rt = next((c for c in self.router.candidates(model) if c.name not in exclude),
-                      None)
-        if rt is not None:
-            if sequence.end:
-                table.ended(model, sequence.id)
-            else:
-                table.opened(model, sequence.id, rt.name)
-        return rt
+        def holder(name: str) -> TableReplica | None:
+            rt = self._replicas.get(name)
+            return rt if (rt is not None and rt.live
+                          and name in self.table.ready_live.get(model, ())) else None
+
+        return route_step(self.router, self.sequences, model, sequence, exclude, holder)
 
     def ready_now(self, model: str) -> bool:
         return bool(self.table.serving.get(model))
