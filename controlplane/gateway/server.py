@@ -35,9 +35,10 @@ from controlplane.gateway.buffered import (
     default_max_buffered_bytes,
 )
 from controlplane.gateway.guard import Guard
+from controlplane.gateway.metadata import forwarded_metadata
 from controlplane.gateway.server_wide import ServerWide
 from controlplane.gateway.status import abort, abort_upstream
-from controlplane.gateway.streams import forwarded_metadata, proxy_stream
+from controlplane.gateway.streams import proxy_stream
 from controlplane.gateway.wire import parse_request_header
 from controlplane.serving.facts import RequestFacts
 from controlplane.serving.path import InferencePath, UpstreamError

@@ -28,7 +28,7 @@ from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.fleet.shared_memory import METHODS as SHARED_MEMORY_METHODS
 from controlplane.gateway.describe import config_response, metadata_response
 from controlplane.gateway.guard import GUARDED, Guard
-from controlplane.gateway.streams import forwarded_metadata
+from controlplane.gateway.metadata import forwarded_metadata
 from controlplane.lifecycle.states import ModelState
 from controlplane.serving.upstream import UNARY
 

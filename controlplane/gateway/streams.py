@@ -14,29 +14,34 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 from tritonclient.grpc import service_pb2
 
 from controlplane.errors import ControlPlaneError, InvalidArgument, echo_name
+from controlplane.gateway.buffered import Buffered
+from controlplane.gateway.metadata import forwarded_metadata
 from controlplane.gateway.status import client_message
 from controlplane.gateway.wire import RequestHeader, parse_request_header, stream_response_id
-from controlplane.serving.ports import Replica
+from controlplane.serving.path import InferencePath
+from controlplane.serving.ports import Replica, Replicas
 from controlplane.serving.status import Status
 
-if TYPE_CHECKING:
-    from controlplane.gateway.server import Context, Gateway
+#: grpc.aio.ServicerContext; grpcio ships no type information
+Context: TypeAlias = Any
 
 
-def forwarded_metadata(context: Any) -> tuple[tuple[str, str], ...] | None:
-    """The client's headers worth passing on (auth, custom), without gRPC's own."""
-    metadata = context.invocation_metadata()
-    if not metadata:
-        return None
-    kept = tuple((m.key, m.value) for m in metadata
-                 if not m.key.startswith(("grpc-", ":")) and m.key != "user-agent")
-    return kept or None
+class StreamHost(Protocol):
+    """What a stream needs of the gRPC door (``server.Gateway``): the serving core's path
+    and ports, the bounds, and how errors are shown."""
+
+    path: InferencePath
+    replicas: Replicas
+    buffered: Buffered
+    expose_tracebacks: bool
+
+    async def wait_ready(self, model: str, context: Context) -> None: ...
 
 
 def stream_error(message: str, model: str = "", request_id: str = "", *,
@@ -60,7 +65,7 @@ def _without_traceback(raw: bytes) -> bytes:
     return bytes(response.SerializeToString())
 
 
-async def proxy_stream(gateway: Gateway, requests: AsyncIterator[bytes],
+async def proxy_stream(gateway: StreamHost, requests: AsyncIterator[bytes],
                        context: Context) -> AsyncIterator[bytes]:
     metadata = forwarded_metadata(context)
     outbox: asyncio.Queue[bytes | None] = asyncio.Queue()

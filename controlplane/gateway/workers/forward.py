@@ -19,8 +19,8 @@ from aiohttp import web
 
 from controlplane.errors import TritonUnavailable
 from controlplane.fleet.shared_memory import METHODS as SHARED_MEMORY_METHODS
+from controlplane.gateway.metadata import forwarded_metadata
 from controlplane.gateway.server_wide import FORWARDED, Context, Handler
-from controlplane.gateway.streams import forwarded_metadata
 from controlplane.serving.upstream import SERVICE
 from controlplane.triton.client import CHANNEL_OPTIONS
 
