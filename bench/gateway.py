@@ -168,7 +168,7 @@ async def run(rounds: int, interval_ms: int, state: Path,
     settings = load_settings(
         data_dir=state / "state", model_repository=repo,
         backends_dir=ROOT / "triton_backends",
-        admin={"port": 0}, gateway={"port": 0, "http_port": 0},
+        admin={"port": 0}, gateway={"port": 0, "http_port": 0, "workers": 1},
         models={m: {"pinned": True} for m in MODELS})
     cp = ControlPlane(settings)
     await cp.start(wait_pinned=True)

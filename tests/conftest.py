@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # every test, the integration ones too, fails on a lifecycle transition missing from the
 # table (lifecycle/states.py); in production one is logged and applied
 os.environ.setdefault("WARMCTL_STRICT_TRANSITIONS", "1")
+# the gateway inside the control process whatever the machine's cores (the default is a
+# share of them): tests that want worker processes say so (tests/integration/
+# test_gateway_workers.py); subprocesses started by tests inherit this
+os.environ.setdefault("WARMCTL_GATEWAY__WORKERS", "1")
 
 
 @pytest.fixture(scope="session")
