@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 import uvicorn
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
@@ -402,31 +402,30 @@ class ControlPlane:
         No restart or restore while we stop (supervisors first); the gateway drains in-flight
         requests; everything recorded is flushed; then each instance unwinds its exit stack.
         """
+        grace = self.settings.gateway.grace_s
         for rt in self.fleet.order:
             if rt.supervisor is not None:
-                await rt.supervisor.close()
+                await _bounded(f"the supervisor of {rt.name}", rt.supervisor.close(), 15)
         if self.jobs is not None:
-            await self.jobs.stop()
+            await _bounded("the scheduler's jobs", self.jobs.stop(), 10)
         if self.workers is not None:  # first: they forward to the gateway below
-            await self.workers.stop(self.settings.gateway.grace_s)
+            await _bounded("the gateway workers", self.workers.stop(grace), grace + 20)
         if self.rest is not None:
-            await self.rest.stop(self.settings.gateway.grace_s)
+            await _bounded("the HTTP door", self.rest.stop(grace), grace + 10)
         if self.gateway is not None:
-            await self.gateway.stop(self.settings.gateway.grace_s)
+            await _bounded("the gRPC door", self.gateway.stop(grace), grace + 10)
         if self.recorder is not None:
-            try:  # hands the buffer to the write-behind (written at the end, bounded)
-                await self.recorder.stop()
-            except Exception:
-                log.exception("final traffic flush failed")
+            # hands the buffer to the write-behind (written at the end, bounded)
+            await _bounded("the traffic recorder's final flush", self.recorder.stop(), 30)
         if self.scheduler is not None:  # after the final flush, which it listens to
-            await self.scheduler.close()
+            await _bounded("the scheduler", self.scheduler.close(), 30)
         if self._admin is not None:
             self._admin.should_exit = True
         for task in self._tasks:
             if task.get_name() != "admin":
                 task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _bounded("the background tasks and the admin API",
+                       asyncio.gather(*self._tasks, return_exceptions=True), 15)
         self._tasks.clear()
         await self._stack.aclose()
         await self.store_health.close()
@@ -455,3 +454,13 @@ class _BatchStats:
                 await rt.batch_stats.collect_all(
                     [s.name for s in manager.statuses()
                      if s.name in wanted and s.state is ModelState.READY])
+
+
+async def _bounded(what: str, step: Awaitable[object], limit_s: float) -> None:
+    """One step of a stop, bounded: a stop never hangs on one part (the log names it)."""
+    try:
+        await asyncio.wait_for(step, limit_s)
+    except TimeoutError:
+        log.warning("stopping: %s did not finish within %gs; going on", what, limit_s)
+    except Exception:
+        log.exception("stopping: %s failed; going on", what)

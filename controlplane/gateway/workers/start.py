@@ -35,6 +35,9 @@ def claim_port(host: str, port: int, setting: str) -> int:
     sockets would otherwise share it with a stranger's, or fail one by one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as a listening server binds: a port whose last connections linger in TIME_WAIT
+        # (a restart) is free; one that something listens on is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

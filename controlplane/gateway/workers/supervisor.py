@@ -165,6 +165,9 @@ class GatewayWorkers:
                 elif kind == "hello":
                     w.pid = message[1]
                     w.listening.set()
+                    if w.restarts:
+                        log.info("gateway worker %d replaced (pid %s): it serves again",
+                                 w.index, w.pid)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except Exception:
