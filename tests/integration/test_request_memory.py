@@ -107,11 +107,13 @@ def test_a_burst_past_the_total_bound_is_refused_by_name_and_memory_comes_back(
                f'{float(sum(refused.values()))}' in metrics
         assert "warmctl_gateway_buffered_bytes 0.0" in metrics
         # the memory goes back: the cycles holding refused requests collected, glibc's free
-        # pages returned
+        # pages returned. What it guards against held GiBs (3.9 GiB 30 s after such a burst);
+        # what stays after the trims is allocator fragmentation and gRPC's buffers, measured
+        # at 10-65 MiB over this baseline (the burst moved 24 x 40 MiB each way)
         back = False
-        for _ in range(20):
+        for _ in range(30):
             time.sleep(0.5)
-            if _rss_mib(serve.pid) <= baseline + 48:
+            if _rss_mib(serve.pid) <= baseline + 128:
                 back = True
                 break
         assert back, (baseline, _rss_mib(serve.pid))
