@@ -56,9 +56,6 @@ _FORWARDED = ("ServerLive", "ModelStatistics", "RepositoryIndex", "TraceSetting"
               "LogSettings")
 #: gRPC's own ceiling on a message (and Triton's default); our bounds are ``buffered.py``'s
 _GRPC_MAX_MESSAGE = (2 << 30) - 1
-#: a served request's bytes are handed to the value-range reader (1 in
-#: ``traffic.range_sample_every``) only up to this size: it holds them until the next flush
-_WITNESS_MAX_BYTES = 4 << 20
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +93,6 @@ class Gateway:
             replicas = FleetReplicas(models)
         self.replicas = replicas
         self.path = InferencePath(self.replicas, recorder, default_deadline_s)
-        self.recorder = recorder
         self.default_deadline_s = default_deadline_s
         self.call_timeout_s = call_timeout_s
         self.allow_repository_control = allow_repository_control
