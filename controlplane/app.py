@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import socket
 from collections.abc import Awaitable, Sequence
+from typing import Any
 
 import uvicorn
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
@@ -23,13 +23,19 @@ from controlplane.compile_cache.store import CompileCacheStore
 from controlplane.config import Settings
 from controlplane.errors import ConfigError
 from controlplane.fleet.crashes import CrashTracker
-from controlplane.fleet.failover import Failover
 from controlplane.fleet.fleet import Fleet
+from controlplane.fleet.listeners import InstanceWiring
+from controlplane.fleet.load_watch import LoadWatch
+from controlplane.fleet.membership import Membership
 from controlplane.fleet.pinned import warm_pinned
 from controlplane.fleet.placement import ReplicaPlacer
-from controlplane.fleet.provider import ConfiguredProvider
+from controlplane.fleet.prewarm import standby_models
+from controlplane.fleet.provider import providers
+from controlplane.fleet.ramp import Ramp
+from controlplane.fleet.removal import remove_replica
 from controlplane.fleet.replicas import FleetReplicas
 from controlplane.fleet.runtime import InstanceRuntime, Shared
+from controlplane.fleet.scaling import LiveAutoscaler
 from controlplane.gateway.rest import RestGateway
 from controlplane.gateway.server import Gateway
 from controlplane.gateway.workers.start import claim_port, worker_config, worker_count
@@ -38,14 +44,16 @@ from controlplane.lifecycle.manager import LoadPreparer, ModelManager
 from controlplane.lifecycle.recovery import signals_lost
 from controlplane.lifecycle.states import ModelState
 from controlplane.loops import Loops
+from controlplane.policy.autoscale import forecast_ahead
 from controlplane.readiness import Readiness
+from controlplane.scheduler.budgets import FleetBudgets
 from controlplane.scheduler.driver import LiveScheduler
-from controlplane.scheduler.gpus import detect_gpus, resolve_gpu_budget
 from controlplane.scheduler.jobs import JobRunner
 from controlplane.scheduler.levels import Level
 from controlplane.scheduler.placing import PlacingPreparer
 from controlplane.store.database import Database
 from controlplane.store.health import StoreHealth
+from controlplane.store.instances import InstanceStore
 from controlplane.traffic.admission import DeclaredInputs
 from controlplane.traffic.ranges import RangeSampler
 from controlplane.traffic.recorder import PayloadSampler, TrafficRecorder
@@ -60,6 +68,9 @@ from controlplane.warmup.preparer import WarmupPreparer
 from controlplane.warmup.probe import WarmupProbe
 
 log = logging.getLogger(__name__)
+
+#: how often replicas are checked against the measured load (s)
+FOLLOW_LOAD_S = 5.0
 
 
 class ControlPlane:
@@ -92,16 +103,38 @@ class ControlPlane:
         shared = Shared(settings=settings, database=self.database, repository=self.repository,
                         warmups=self.warmups, loops=self.loops, preparer=load_preparer,
                         warmup=self.preparer, wire=self._wire)
-        providers = {kind: ConfiguredProvider(settings, kind) for kind in ("embedded", "static")}
-        runtimes = [InstanceRuntime(name, spec, providers[spec.provider], shared)
-                    for name, spec in settings.fleet_instances().items()]
-        self.fleet = Fleet(runtimes, self.repository, settings.fleet,
+        # the fleet starts empty: its membership starts what the providers discover
+        self.fleet = Fleet([], self.repository, settings.fleet,
                            pinned=[m for m in settings.pinned_models() if m in self.repository],
                            call_timeout_s=settings.triton.call_timeout_s)
         self.placer = ReplicaPlacer(self.fleet, settings.fleet)
         #: crashes traced to the models in them; repeat offenders quarantined
         self.crashes = CrashTracker(self.fleet)
-        self.failovers = [Failover(self.fleet, rt) for rt in runtimes]
+        #: failover, crash tracing and shared memory for each instance that joins
+        self.wiring = InstanceWiring(self.fleet, self.crashes)
+        self.fleet.membership_listeners.append(self.wiring)
+        self.membership = Membership(self.fleet, shared, providers(settings),
+                                     records=InstanceStore(self.database),
+                                     planned=self._planned)
+        #: a new replica's share of its model's traffic, rising over ``fleet.ramp_s``
+        self.ramp = Ramp(lambda: self.fleet.order, settings.fleet.ramp_s,
+                         settings.fleet.ramp_start_weight, on_drop=self._ramp_dropped)
+        self.membership.on_serving.append(
+            lambda rt, model: self.ramp.begin(rt.name, model, f"{rt.name} joined"))
+        self.fleet.membership_listeners.append(_RampMembers(self.ramp))
+        #: measured rate and latency per model (replicas and instances follow them)
+        self.load_watch = LoadWatch(settings.fleet.measured_rate_window_s)
+        self.placer.measured = self.load_watch.rate
+        #: instances that follow the forecast and the load (acts only when enabled)
+        self.autoscaler = LiveAutoscaler(self.fleet, self.membership, settings,
+                                         self.load_watch, forecast=self._forecast_ahead)
+        if settings.autoscaler.enabled:
+            self.wiring.on_down.append(self.autoscaler.on_down)
+        #: the policy's budget: the serving instances' summed (None: scheduler off)
+        self.budgets: FleetBudgets | None = None
+        if settings.scheduler.enabled:
+            self.budgets = FleetBudgets(self.fleet, settings.scheduler)
+            self.membership.on_started.append(self.budgets.measure)
         self.drift: DriftWatcher | None = None
         self.scheduler: LiveScheduler | None = None
         self.jobs: JobRunner | None = None
@@ -138,6 +171,10 @@ class ControlPlane:
     def probe(self) -> WarmupProbe | None:
         return self.runtime.probe
 
+    def _planned(self, rt: InstanceRuntime, standby: bool) -> list[ModelName]:
+        """What a joining instance loads before it serves (``fleet/prewarm.py``)."""
+        return standby_models(self.fleet, rt) if standby else self.placer.joining(rt)
+
     def _wire(self, rt: InstanceRuntime) -> None:
         """Every hook between the parts, for one instance's lifecycle (before it starts)."""
         manager = rt.manager
@@ -151,6 +188,13 @@ class ControlPlane:
             manager.additions_rejected.append(self.preparer.rejected)
         if self.cold_starts is not None:
             manager.after_load.append(self.cold_starts.observe)
+
+        async def ramp_up(model: ModelName, load_s: float, details: dict[str, Any]) -> None:
+            # a replica loaded beside others (placer, failover, a restore) ramps up; on a
+            # joining instance the ramp starts when it serves (``membership.on_serving``)
+            if rt.routable:
+                self.ramp.begin(rt.name, model, "replica loaded")
+        manager.after_load.append(ramp_up)
         # a restore retried after a failure not the model's is a failing loop meanwhile
         manager.restore_retry.on_pass = lambda error: (
             rt.loops.ok("restore") if error is None else rt.loops.failed("restore", error))
@@ -168,18 +212,11 @@ class ControlPlane:
             await asyncio.to_thread(self.compile_cache.prune)
         stack = self._stack
         try:
-            # instances start together: each embedded tritonserver takes seconds
-            await asyncio.gather(*(rt.start(stack) for rt in self.fleet.order))
-            for rt, failover in zip(self.fleet.order, self.failovers, strict=True):
-                assert rt.supervisor is not None
-                rt.supervisor.listeners.append(failover)  # after its manager's
-                stack.push_async_callback(failover.close)
-                self.crashes.watch(rt)
-                # a restarted Triton gets the clients' shared-memory registrations back
-                # before anything is routed to it
-                rt.supervisor.before_live.append(
-                    functools.partial(self.fleet.shared_memory.restore, rt.name))
-                rt.start_supervision()
+            # instances start together (each embedded tritonserver takes seconds), each on
+            # its own exit stack; closed last, after everything that uses them
+            stack.push_async_callback(self.membership.close)
+            await self.membership.start()
+            stack.push_async_callback(self.wiring.close)
             stack.push_async_callback(self.crashes.close)
             stack.push_async_callback(self.fleet.close)
             stack.push_async_callback(self.placer.close)
@@ -195,7 +232,19 @@ class ControlPlane:
             if s.traffic.enabled:
                 self.recorder = self._make_recorder(self.traffic)
                 self.recorder.on_pass = self._flush_pass
+                # each request's outcome, per replica: a ramping one is compared to its peers
+                self.recorder.on_observation.append(self.ramp.observation)
+                self.recorder.on_observation.append(self.load_watch.observation)
                 await self.recorder.start()
+            self._tasks.append(asyncio.create_task(
+                self.ramp.run(1.0, self.fleet.publish), name="ramp"))
+            self._tasks.append(asyncio.create_task(self.loops.every(
+                "replicas-follow-load", FOLLOW_LOAD_S, self.placer.follow_load),
+                name="replicas-follow-load"))
+            if s.autoscaler.enabled:
+                self._tasks.append(asyncio.create_task(self.loops.every(
+                    "autoscaler", s.autoscaler.interval_s, self.autoscaler.step),
+                    name="autoscaler"))
             if s.gateway.enabled:
                 self.gateway = Gateway(
                     models=self.fleet,
@@ -265,26 +314,18 @@ class ControlPlane:
     async def _start_scheduler(self) -> None:
         s = self.settings
         # The GPU budget is what the GPUs have unless configured; refused without GPUs. The
-        # policy sees the fleet as one budget: the instances' budgets summed.
-        budgets = [rt.budget_mb() for rt in self.fleet.order]
-        host_budget = None if any(b is None for b in budgets) else sum(
-            b for b in budgets if b is not None)
-        gpu_budget = 0.0
-        for rt in self.fleet.order:
-            assert rt.instance is not None
-            gpus = await detect_gpus(rt.instance.metrics)
-            gpu_budget += resolve_gpu_budget(rt.spec.gpu_memory_budget_mb, gpus,
-                                             s.scheduler.gpu_memory_reserve_mb)
-            if gpus:
-                log.info("GPUs seen by Triton instance %s: %d", rt.name, len(gpus))
-        self.scheduler = LiveScheduler(
-            manager=self.fleet, traffic=self.traffic,
-            options=s.scheduler.model_copy(update={"gpu_memory_budget_mb": gpu_budget,
-                                                   "memory_budget_mb": host_budget}))
+        # policy sees the fleet as one budget: the serving instances' budgets summed, again
+        # whenever the fleet changes (``scheduler/budgets.py``).
+        budgets = self.budgets
+        assert budgets is not None
+        self.scheduler = scheduler = LiveScheduler(manager=self.fleet, traffic=self.traffic,
+                                                   options=budgets.current())
+        budgets.apply = lambda options: setattr(scheduler, "options", options)
+        self.fleet.membership_listeners.append(budgets)
+        self.membership.on_change.append(budgets.refresh)
         if self.cold_starts is not None:  # before start(): its first profiles use it
             self.scheduler.book.cold_start = self.cold_starts.expected_load_s
         await self.scheduler.start()
-        scheduler = self.scheduler
         self.fleet.memory_mb = lambda model: (
             scheduler.book.profiles[model].memory_mb if model in scheduler.book.profiles
             else self.fleet.measured_mb(model))
@@ -304,6 +345,24 @@ class ControlPlane:
             self.loops.failed("scheduler", f"job {event.job_id}: {event.exception}")
         else:
             self.loops.ok("scheduler")
+
+    async def _forecast_ahead(self, models: Sequence[ModelName], now: float,
+                              horizon_s: float) -> dict[ModelName, float | None]:
+        """Each model's highest forecast rate over ``horizon_s`` (the scheduler's policy, on
+        its thread); empty without a scheduler."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return {}
+        found = await scheduler.ask(
+            lambda policy: {m: forecast_ahead(policy, m, now, horizon_s) for m in models})
+        return found or {}
+
+    def _ramp_dropped(self, instance: str, model: ModelName, why: str) -> None:
+        """A ramping replica did worse than its peers for too long: it goes."""
+        rt = self.fleet.runtimes.get(instance)
+        if rt is not None:
+            self.fleet.record("ramp", model, instance, why, "dropped")
+            self.placer.background.spawn(remove_replica(self.fleet, rt, model, trigger="ramp"))
 
     def _upstream_error(self, instance: str, model: ModelName, status: str,
                         message: str) -> None:
@@ -439,6 +498,19 @@ class ControlPlane:
             await asyncio.Event().wait()
         finally:
             await self.stop()
+
+
+class _RampMembers:
+    """A membership listener: a leaving instance's ramps end with it."""
+
+    def __init__(self, ramp: Ramp) -> None:
+        self.ramp = ramp
+
+    def attached(self, rt: InstanceRuntime) -> None:
+        return None
+
+    def detached(self, rt: InstanceRuntime) -> None:
+        self.ramp.cancel(rt.name)
 
 
 class _BatchStats:

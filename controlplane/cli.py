@@ -16,10 +16,11 @@ from controlplane.cli_format import (
     drain_lines,
     instances_table,
     plan_lines,
+    scaling_lines,
     status_table,
 )
 from controlplane.cli_http import config_file, request, send
-from controlplane.config import load_settings
+from controlplane.config import InstanceSettings, load_settings
 from controlplane.errors import ControlPlaneError
 from controlplane.observability.logs import configure_logging
 
@@ -118,6 +119,89 @@ def cmd_instances(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``--set`` keys that have an option (or the positional NAME) of their own
+_OWN_OPTION = {"name": "NAME", "provider": "--provider", "url": "--url",
+               "standby": "--standby"}
+#: keys of ``[instances.<name>]`` that take text: ``--set cuda_visible_devices=0`` means
+#: "0" (as in the settings file), not the number 0 the API would refuse
+_TEXT_KEYS = frozenset(name for name, field in InstanceSettings.model_fields.items()
+                       if field.annotation == (str | None))
+
+
+def instance_setting(text: str) -> tuple[str, Any]:
+    """``--set KEY=VALUE`` as ``(key, value)``: VALUE as JSON when it parses (``4096``,
+    ``true``, ``null``, ``"text"``), else the text as written; a number or boolean given for
+    a key that takes text stays text. Raises ArgumentTypeError without ``=``, or for a key
+    with an option of its own (argparse then exits 2 with the usage)."""
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if key in _OWN_OPTION:
+        raise argparse.ArgumentTypeError(f"{key}: give it as {_OWN_OPTION[key]}")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        return key, raw
+    if key in _TEXT_KEYS and value is not None and not isinstance(value, str):
+        return key, raw
+    return key, value
+
+
+def cmd_instances_add(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {**dict(args.set or []), "name": args.name}
+    # an address means a Triton someone else runs: --url alone is enough for a static one
+    provider = args.provider or ("static" if args.url else None)
+    if provider:
+        body["provider"] = provider
+    if args.url:
+        body["url"] = args.url
+    if args.standby:
+        body["standby"] = True
+    view = request(args, "POST", "/instances", json=body)
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print("\n".join(instances_table([view])))
+    print(f"{view['name']}: {view['state']}; watch it with `warmctl instances`")
+    if args.standby:
+        print(f"  once warm it stays outside routing until `warmctl instances promote "
+              f"{view['name']}`")
+    return 0
+
+
+def cmd_instances_remove(args: argparse.Namespace) -> int:
+    view = request(args, "DELETE", f"/instances/{args.name}",
+                   params={"force": "true"} if args.force else None)
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    # the answer comes as the drain starts, in the background: say what happens next rather
+    # than the state it had when asked
+    print(f"{view['name']}: draining, then retired (requests in flight finish and its models "
+          "are made ready elsewhere first); watch it with `warmctl instances`")
+    return 0
+
+
+def cmd_instances_promote(args: argparse.Namespace) -> int:
+    view = request(args, "POST", f"/instances/{args.name}/promote")
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"{view['name']}: {view['state']}, "
+          f"{'takes traffic now' if view['routable'] else 'not routable yet'}")
+    return 0
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    view = request(args, "GET", "/scaling")
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        print("\n".join(scaling_lines(view)))
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     report = request(args, "POST", f"/instances/{args.instance}/drain",
                       params={"force": "true"} if args.force else None,
@@ -194,6 +278,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--admin-url``, ``--timeout``, ``--token``: accepted before the command
+    (``warmctl --admin-url URL instances``) and after it. Only the top-level parser
+    (``defaults``) has defaults: argparse copies every attribute a subcommand's parser sets
+    over the top-level ones, so a default there would undo a value given before it."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--admin-url", default=default(os.environ.get("WARMCTL_ADMIN_URL")),
+                        help="admin API of a running control plane (default: "
+                             "$WARMCTL_ADMIN_URL, else from settings)")
+    parser.add_argument("--timeout", type=float, default=default(330.0),
+                        help="seconds to wait for the admin API (default 330)")
+    parser.add_argument("--token", default=default(os.environ.get("WARMCTL_TOKEN")),
+                        help="admin API bearer token (default: $WARMCTL_TOKEN, else the "
+                             "admin token of the local settings)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="warmctl", description=__doc__)
     parser.add_argument("--config", type=Path,
@@ -209,14 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--triton-url", help="gRPC address of an external Triton")
     serve.set_defaults(func=cmd_serve)
 
+    _client_options(parser, defaults=True)
+
     def client_command(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--admin-url", default=os.environ.get("WARMCTL_ADMIN_URL"),
-                       help="admin API of a running control plane (default: from settings)")
-        p.add_argument("--timeout", type=float, default=330.0)
-        p.add_argument("--token", default=os.environ.get("WARMCTL_TOKEN"),
-                       help="admin API bearer token (default: $WARMCTL_TOKEN, else the "
-                            "admin token of the local settings)")
+        _client_options(p, defaults=False)
         p.set_defaults(func=func)
         return p
 
@@ -243,9 +342,42 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--json", action="store_true")
     triton.add_argument("--instance", help="which Triton instance (default: the first)")
 
-    client_command("instances", "the fleet's Triton instances: state, routing, requests in "
-                   "flight, memory, models", cmd_instances).add_argument("--json",
-                                                                         action="store_true")
+    instances = client_command("instances", "the fleet's Triton instances: state, routing, "
+                               "requests in flight, memory, models; add, remove or promote "
+                               "one", cmd_instances)
+    instances.add_argument("--json", action="store_true")
+    # no action: the listing, as before the actions existed
+    actions = instances.add_subparsers(dest="instances_action", metavar="ACTION",
+                                        help="none: list the instances")
+
+    def instance_action(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help_)
+        p.add_argument("name", help="the instance")
+        _client_options(p, defaults=False)
+        # SUPPRESS: `warmctl instances --json add b` keeps the --json given before the action
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the instance as JSON")
+        p.set_defaults(func=func)
+        return p
+
+    add = instance_action("add", "add a Triton instance while warmctl runs: it warms the "
+                          "models planned for it, then serves (stored: back after a "
+                          "restart)", cmd_instances_add)
+    add.add_argument("--provider", choices=["embedded", "static"],
+                     help="embedded: warmctl starts a tritonserver for it; static: one "
+                          "running at --url (default: static with --url, else embedded)")
+    add.add_argument("--url", metavar="HOST:PORT", help="static: its gRPC address")
+    add.add_argument("--standby", action="store_true",
+                     help="keep it warm outside routing until `warmctl instances promote`")
+    add.add_argument("--set", action="append", type=instance_setting, metavar="KEY=VALUE",
+                     help="any key of [instances.<name>] (memory_budget_mb=4096, "
+                          "cuda_visible_devices=1, grpc_port=9001); VALUE is JSON when it "
+                          "parses, else text; repeatable")
+    instance_action("remove", "drain an instance without failing a request, then retire it "
+                    "(and forget it)", cmd_instances_remove).add_argument(
+        "--force", action="store_true", help="remove even the last instance that serves")
+    instance_action("promote", "a standby instance takes traffic now",
+                    cmd_instances_promote)
     drain = client_command("drain", "drain a Triton instance: no new requests, its needed "
                            "models loaded elsewhere first, in-flight requests finish, then "
                            "its models are unloaded", cmd_drain)
@@ -258,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     client_command("plan", "what the scheduler keeps, preloads and unloads, and why",
                    cmd_plan).add_argument("--json", action="store_true")
+    client_command("scaling", "the autoscaler: instances per state, its bounds and lead "
+                   "time, its recent decisions and why, traffic ramps in progress",
+                   cmd_scaling).add_argument("--json", action="store_true")
 
     warmup = client_command("warmup", "generated warm-up configs", cmd_warmup)
     warmup.add_argument("action", choices=["show", "diff", "regenerate"])

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 _SPINNER = "|/-\\"
@@ -71,8 +72,9 @@ def instances_table(instances: list[dict[str, Any]]) -> list[str]:
         lines.append(f"{fit(i['name'], name_w):<{name_w}} {i['provider']:<8} "
                      f"{i['state']:<12} {routing:<9} {i['outstanding']:>9} {memory:>22}  "
                      f"{models}")
-        if i.get("reason") and i["state"] != "live":
-            lines.append(f"{'':<{name_w}} {fit(i['reason'], 100)}")
+        why = i.get("reason") or i.get("state_reason")
+        if why and i["state"] != "serving":
+            lines.append(f"{'':<{name_w}} {fit(why, 100)}")
     return lines
 
 
@@ -124,6 +126,90 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
             lines.append(f"{i['name']:<18} {routing:<9} {used:>22}  "
                          f"{', '.join(i['planned']) or '-'}")
     return lines
+
+
+_STATES = ("serving", "warming", "standby", "draining", "provisioning")
+
+
+def scaling_lines(view: dict[str, Any]) -> list[str]:
+    """``warmctl scaling``: whether the autoscaler is on, instances per state and its bounds,
+    the lead time, then its decisions (newest first, each one's reasons indented under it),
+    then the traffic ramps in progress.
+
+    ``view`` is ``GET /scaling``'s JSON: ``enabled``, ``instances`` (state -> count),
+    ``min_instances``, ``max_instances``, ``standby_target``, ``warm_up_s`` (None until an
+    instance was timed from start to warm), ``lead_s``, ``decisions`` and ``ramps`` (lists of
+    objects). Raises KeyError when a key the summary needs is missing.
+    """
+    counts = view.get("instances") or {}
+    # the usual states in lifecycle order, then any the API adds later (never dropped)
+    known = [s for s in _STATES if s in counts] + sorted(set(counts) - set(_STATES))
+    warm_up = "not measured yet" if view.get("warm_up_s") is None \
+        else f"{view['warm_up_s']:.1f}s measured"
+    lines = [
+        "autoscaler: " + ("on" if view["enabled"]
+                          else "off ([autoscaler] enabled = false: instances change only "
+                               "when an operator adds or removes them)"),
+        "instances: " + (", ".join(f"{counts[s]} {s}" for s in known) or "none"),
+        f"bounds: {view['min_instances']}..{view['max_instances']} serving, "
+        f"standby target {view['standby_target']}",
+        f"lead time: {view['lead_s']:.1f}s (start to warm: {warm_up}); scale-outs for a "
+        "forecast peak start this far ahead of it",
+    ]
+    decisions = view.get("decisions") or []
+    lines.append("")
+    if not decisions:
+        lines.append("decisions: none yet")
+    else:
+        lines.append("decisions (newest first):")
+        lines.append(f"  {'AT':<23}  {'ACTION':<15} {'COUNT':>5} {'TARGET':>6} "
+                     f"{'STANDBY':>7}  OUTCOME")
+    for d in decisions:
+        count = "-" if d["action"] == "none" else str(d["count"])
+        names = d.get("instances") or []
+        outcome = (d.get("outcome") or "-") + (f" ({', '.join(names)})" if names else "")
+        lines.append(f"  {_when(d['at']):<23}  {d['action']:<15} {count:>5} "
+                     f"{d['target_instances']:>6} {d['standby_wanted']:>7}  {outcome}")
+        lines.extend(f"      {fit(reason, 200)}" for reason in d.get("reasons") or [])
+    ramps = view.get("ramps") or []
+    lines.append("")
+    if not ramps:
+        lines.append("ramps: none in progress")
+        return lines
+    lines.append("ramps in progress:")
+    lines.append(f"  {'INSTANCE':<14} {'MODEL':<20} {'WEIGHT':>6} {'FOR':>6}  "
+                 f"{'ERRORS (PEERS)':<15} {'P50 (PEERS)':<17} STATE")
+    for r in ramps:
+        errors = f"{_pct(r.get('error_rate'))} ({_pct(r.get('peers_error_rate'))})"
+        p50 = f"{_ms(r.get('p50_s'))} ({_ms(r.get('peers_p50_s'))})"
+        state = "paused" if r.get("paused") else "ramping"
+        why = r.get("why")
+        lines.append(f"  {fit(r['instance'], 14):<14} {fit(r['model'], 20):<20} "
+                     f"{r['weight']:>6.0%} {r['started_s_ago']:>5.0f}s  {errors:<15} "
+                     f"{p50:<17} {state}" + (f": {fit(why, 100)}" if why else ""))
+    return lines
+
+
+def _when(at: object) -> str:
+    """A decision's time to the second in the zone the API gives it in, named (``UTC``),
+    since an unzoned time would pass for local; an epoch number is taken as UTC. What cannot
+    be read is shown as it came."""
+    try:
+        if isinstance(at, int | float):
+            moment = datetime.fromtimestamp(at, UTC)
+        else:
+            moment = datetime.fromisoformat(str(at))
+    except (ValueError, OverflowError, OSError):
+        return str(at)
+    return moment.strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}ms"
 
 
 @contextmanager

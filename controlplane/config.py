@@ -38,6 +38,11 @@ from controlplane.errors import ConfigError
 
 ENV_PREFIX = "WARMCTL_"
 _INSTANCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def valid_instance_name(name: str) -> bool:
+    """Instance names become metric labels, store keys, URL path segments and file names."""
+    return _INSTANCE_NAME.fullmatch(name) is not None
 #: ``triton_backends/`` of the source tree or editable install this package belongs to
 PACKAGE_BACKENDS = Path(__file__).resolve().parents[1] / "triton_backends"
 
@@ -389,6 +394,54 @@ class FleetSettings(Section):
     drain_timeout_s: float = Field(default=30.0, gt=0)
     #: when an instance stops serving, load its unreplicated models elsewhere (hot first)
     failover: bool = True
+    #: a new replica's share of its model's traffic rises from ``ramp_start_weight`` to its
+    #: full weight over this many seconds (0: no ramp); the ramp pauses while the replica
+    #: does worse than its peers (``fleet/ramp.py``)
+    ramp_s: float = Field(default=30.0, ge=0)
+    ramp_start_weight: float = Field(default=0.05, gt=0, le=1)
+    #: the replica plan takes the larger of the forecast rate and the rate measured over
+    #: this many recent seconds, so a burst gets replicas within seconds
+    measured_rate_window_s: float = Field(default=60.0, gt=0)
+
+
+class AutoscalerSettings(Section):
+    """Instances that follow the forecast and the measured load (``[autoscaler]``).
+
+    Instances it adds are started by ``provider`` from ``template`` (ports chosen free),
+    pre-warmed with the models the replica plan gives them, and only then routed to.
+    """
+
+    enabled: bool = False
+    min_instances: int = Field(default=1, ge=1)
+    max_instances: int = Field(default=4, ge=1)
+    #: instances kept started and warm outside routing, promoted at once on a spike or a
+    #: failure (and replaced once used)
+    standby: int = Field(default=0, ge=0)
+    #: how the autoscaler starts an instance: ``embedded`` only for now (a static one is
+    #: someone else's to start)
+    provider: Literal["embedded"] = "embedded"
+    #: per-instance keys of the instances it adds (budgets, GPUs)
+    template: InstanceSettings = Field(default_factory=lambda: InstanceSettings())
+    #: decisions every this many seconds
+    interval_s: float = Field(default=5.0, gt=0)
+    #: no scale-out within this long of the last one, no scale-in within this long of any
+    scale_out_cooldown_s: float = Field(default=60.0, ge=0)
+    scale_in_cooldown_s: float = Field(default=600.0, ge=0)
+    #: saturated: requests in flight per serving replica above this, or a model's recent
+    #: p50 latency above ``latency_ratio`` times its steady p50
+    max_in_flight_per_replica: float = Field(default=8.0, gt=0)
+    latency_ratio: float = Field(default=2.0, gt=1)
+    #: how far ahead of a forecast peak to look, beyond the measured start-to-warm time
+    lead_margin_s: float = Field(default=60.0, ge=0)
+    #: the start-to-warm time assumed before one was measured
+    default_warm_up_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalerSettings:
+        if self.min_instances > self.max_instances:
+            raise ValueError(f"min_instances ({self.min_instances}) is above max_instances "
+                             f"({self.max_instances})")
+        return self
 
 
 class LogSettings(Section):
@@ -429,6 +482,7 @@ class Settings(BaseSettings):
     #: ``instance_name``, from ``[triton]`` (embedded, or static when ``triton.url`` is set)
     instances: dict[str, InstanceSettings] = Field(default_factory=dict)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
+    autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("instances")
@@ -458,13 +512,9 @@ class Settings(BaseSettings):
     def fleet_instances(self) -> dict[str, InstanceSettings]:
         """The instances to run, in a stable order (see ``instances``)."""
         t, sched = self.triton, self.scheduler
-        if self.instances:  # budgets left unset are [scheduler]'s, per instance
-            return {name: spec.model_copy(update={
-                "memory_budget_mb": spec.memory_budget_mb or sched.memory_budget_mb,
-                "gpu_memory_budget_mb": (sched.gpu_memory_budget_mb
-                                         if spec.gpu_memory_budget_mb is None
-                                         else spec.gpu_memory_budget_mb)})
-                for name, spec in sorted(self.instances.items())}
+        if self.instances:
+            return {name: self.with_defaults(spec)
+                    for name, spec in sorted(self.instances.items())}
         if t.url:
             single = InstanceSettings(provider="static", url=t.url, metrics_url=t.metrics_url,
                                       http_url=t.http_url)
@@ -474,6 +524,15 @@ class Settings(BaseSettings):
         return {self.instance_name: single.model_copy(update={
             "memory_budget_mb": sched.memory_budget_mb,
             "gpu_memory_budget_mb": sched.gpu_memory_budget_mb})}
+
+    def with_defaults(self, spec: InstanceSettings) -> InstanceSettings:
+        """``spec`` with the budgets it leaves unset taken from ``[scheduler]``, per instance."""
+        sched = self.scheduler
+        return spec.model_copy(update={
+            "memory_budget_mb": spec.memory_budget_mb or sched.memory_budget_mb,
+            "gpu_memory_budget_mb": (sched.gpu_memory_budget_mb
+                                     if spec.gpu_memory_budget_mb is None
+                                     else spec.gpu_memory_budget_mb)})
 
     def sampled_models(self) -> list[str]:
         return sorted(name for name, s in self.models.items() if s.sample_payloads)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.lifecycle.states import ModelState, ModelStatus
 
@@ -48,9 +48,19 @@ class InstanceView(BaseModel):
     name: str
     #: embedded (started here) or static (attached to)
     provider: str
+    #: who asked for it: settings, operator (``POST /instances``), autoscaler
+    origin: str
     url: str | None
-    #: the supervisor's state: live, unresponsive, down, restarting, failed, stopped, starting
+    #: provisioning, warming, standby, serving, draining, retired, down, restarting
+    #: (``fleet/states.py``)
     state: str
+    #: why it is in that state, and for how long (seconds)
+    state_reason: str
+    state_for_s: float
+    #: its Triton's state (the supervisor's): live, unresponsive, down, restarting, failed,
+    #: stopped, starting
+    triton_state: str
+    #: why its Triton does not serve; None while it does
     reason: str | None
     #: serving and not draining: takes requests and new replicas
     routable: bool
@@ -72,6 +82,19 @@ class InstanceView(BaseModel):
     def of(cls, described: dict[str, Any], runtime: InstanceRuntime) -> InstanceView:
         sup = runtime.supervisor
         return cls(**described, triton=sup.snapshot() if sup is not None else {})
+
+
+class AddInstance(BaseModel):
+    """``POST /instances``: a name, and the keys of ``[instances.<name>]`` (checked as they
+    are in the settings file)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(max_length=63, description="a-z, 0-9, '_' and '-'; starts with a "
+                      "letter or digit")
+    provider: str = "embedded"
+    #: stay warm outside routing until promoted (``POST /instances/{name}/promote``)
+    standby: bool = False
 
 
 class DrainReportView(BaseModel):

@@ -26,6 +26,7 @@ from controlplane.fleet.failover import FAILOVER_CONCURRENCY
 from controlplane.fleet.fleet import RESIDENT, Fleet
 from controlplane.fleet.removal import wait_in_flight, wait_settled
 from controlplane.fleet.runtime import InstanceRuntime
+from controlplane.fleet.states import InstanceState
 from controlplane.lifecycle.states import ModelState
 from controlplane.types import InstanceName, ModelName
 
@@ -48,14 +49,15 @@ class DrainReport:
     errors: dict[ModelName, str] = field(default_factory=dict)
 
 
-async def drain(fleet: Fleet, name: InstanceName) -> DrainReport:
+async def drain(fleet: Fleet, name: InstanceName,
+                why: str = "drained by the operator") -> DrainReport:
     """Drain instance ``name`` (see the module's docstring); idempotent."""
     rt = fleet.runtime(name)
     if rt.manager is None:
         raise TritonUnavailable(f"instance '{name}' has not started")
     report = DrainReport(name)
     started = time.monotonic()
-    resident = await _vacate(fleet, rt, report, sequences=False)
+    resident = await _vacate(fleet, rt, report, sequences=False, why=why)
     for model in resident:
         open_now = fleet.sequences.open_on(name, model)
         if open_now:
@@ -109,11 +111,13 @@ async def restart(fleet: Fleet, name: InstanceName,
     if rt.routable and any(o.accepting for o in fleet.order if o is not rt):
         report = DrainReport(name)
         # a restart loses Triton's sequence state: give open sequences their time first
-        await _vacate(fleet, rt, report, sequences=True)
+        await _vacate(fleet, rt, report, sequences=True, why=f"restart: {why}")
     try:
         await rt.supervisor.restart(why)
     finally:
-        rt.draining = rt.cordoned = False
+        rt.cordoned = False
+        if rt.draining:
+            rt.move(InstanceState.SERVING, "restarted by the operator")
     return report
 
 
@@ -126,7 +130,7 @@ def _needed(fleet: Fleet, rt: InstanceRuntime, model: ModelName) -> bool:
 
 
 async def _vacate(fleet: Fleet, rt: InstanceRuntime, report: DrainReport, *,
-                  sequences: bool) -> list[ModelName]:
+                  sequences: bool, why: str) -> list[ModelName]:
     """Cordon ``rt``, make what it holds ready elsewhere, stop routing to it, wait for what
     is in flight (and, with ``sequences``, for its open sequences); returns the models
     resident on it."""
@@ -154,7 +158,8 @@ async def _vacate(fleet: Fleet, rt: InstanceRuntime, report: DrainReport, *,
                                  f"failed: {exc}")
 
         await asyncio.gather(*(move(m) for m in resident if _needed(fleet, rt, m)))
-    rt.draining = True
+    if not rt.draining:
+        rt.move(InstanceState.DRAINING, why)
     await fleet.publish()  # gateway workers route by the table: none routes here now
     timeout = fleet.options.drain_timeout_s
     if sequences:
@@ -170,4 +175,6 @@ async def _vacate(fleet: Fleet, rt: InstanceRuntime, report: DrainReport, *,
 def resume(fleet: Fleet, name: InstanceName) -> None:
     """End a drain: the instance takes requests and replicas again."""
     rt = fleet.runtime(name)
-    rt.draining = rt.cordoned = False
+    rt.cordoned = False
+    if rt.draining:
+        rt.move(InstanceState.SERVING, "resumed by the operator")

@@ -18,14 +18,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 from controlplane.background import Background
 from controlplane.config import FleetSettings
-from controlplane.errors import InstanceNotFound, TritonUnavailable
+from controlplane.errors import Conflict, InstanceNotFound, TritonUnavailable
 from controlplane.fleet.cold import ColdLoads
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.fleet.sequences import Sequences
 from controlplane.fleet.shared_memory import SharedMemoryRegistry
+from controlplane.fleet.states import InstanceState
 from controlplane.fleet.traits import ModelTraits
 from controlplane.lifecycle.manager import OPERATOR_TRIGGERS, ModelManager
 from controlplane.lifecycle.states import ModelState, ModelStatus
@@ -44,6 +46,8 @@ RESIDENT = frozenset({ModelState.READY, ModelState.WARMING, ModelState.LOADING,
 #: loads the fleet starts for replicas it adds: the scheduler's room-making is not asked
 #: (the model is resident already); the instance's own budget is kept by ``placement.py``
 REPLICA_TRIGGER = "replica"
+#: the same for the models a joining instance loads before it serves (``prewarm.py``)
+PREWARM_TRIGGER = "prewarm"
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,13 @@ class FleetAction:
     instance: InstanceName
     why: str
     outcome: str
+
+
+class MembershipListener(Protocol):
+    """Told when an instance joins or leaves the fleet (synchronously, in order)."""
+
+    def attached(self, rt: InstanceRuntime) -> None: ...
+    def detached(self, rt: InstanceRuntime) -> None: ...
 
 
 class Fleet:
@@ -98,6 +109,37 @@ class Fleet:
         #: awaited after a replica stops taking requests (leaving, draining): returns once
         #: the gateway's worker processes route by a table without it (a no-op without them)
         self.publish: Callable[[], Awaitable[object]] = _published
+        #: told (in order) of each instance that joins (``attached``) or leaves
+        #: (``detached``): budgets, failover, crash tracing, metrics, placement
+        self.membership_listeners: list[MembershipListener] = []
+        #: instances that left, newest last (``GET /instances/{name}`` shows ``retired``)
+        self.retired: deque[tuple[InstanceName, str, datetime]] = deque(maxlen=50)
+
+    # -- membership (only ``membership.py`` calls these) -------------------------------------
+    def attach(self, rt: InstanceRuntime) -> None:
+        """Add a started runtime to the fleet and tell the listeners; raises Conflict for a
+        name in use."""
+        if rt.name in self.runtimes:
+            raise Conflict(f"instance '{rt.name}' is already in the fleet")
+        # new containers rather than in-place changes: a reader iterating the old order
+        # (the router, a status page) finishes on a consistent list
+        self.runtimes = {**self.runtimes, rt.name: rt}
+        self._order = [*self._order, rt]
+        for listener in self.membership_listeners:
+            listener.attached(rt)
+
+    def detach(self, name: InstanceName, why: str) -> InstanceRuntime:
+        """Take ``name`` out of the fleet (it no longer routes, loads or counts) and tell the
+        listeners; the caller closes the runtime. Raises InstanceNotFound."""
+        rt = self.runtime(name)
+        self.runtimes = {n: r for n, r in self.runtimes.items() if n != name}
+        self._order = [r for r in self._order if r is not rt]
+        self.sequences.forget(name)
+        self.shared_memory.forget(name)
+        self.retired.append((name, why, utcnow()))
+        for listener in self.membership_listeners:
+            listener.detached(rt)
+        return rt
 
     # -- reading ------------------------------------------------------------------------------
     @property
@@ -191,6 +233,8 @@ class Fleet:
         for rt in self._order:
             if rt.draining or rt.cordoned:
                 parts.append(f"{rt.name}: draining")
+            elif not rt.started or rt.phase is not InstanceState.SERVING:
+                parts.append(f"{rt.name}: {rt.phase.value}")
             elif rt.supervisor is None or not rt.supervisor.serving:
                 reason = rt.supervisor.down_reason() if rt.supervisor else "starting"
                 parts.append(f"{rt.name}: {reason}")
@@ -230,8 +274,10 @@ class Fleet:
                     m.release(model)
         if instance is not None:
             rt = self.runtime(instance)
-            if not rt.accepting and rt.supervisor is not None and rt.supervisor.serving \
-                    and trigger not in OPERATOR_TRIGGERS:
+            # a warming or standby instance takes the loads planned for it (not routed to
+            # yet); a draining or cordoned one only the operator's
+            if (rt.draining or rt.cordoned) and rt.supervisor is not None \
+                    and rt.supervisor.serving and trigger not in OPERATOR_TRIGGERS:
                 raise TritonUnavailable(f"instance '{instance}' is draining")
             assert rt.manager is not None
             await rt.manager.load(model, trigger=trigger)
@@ -296,7 +342,7 @@ class Fleet:
     async def run_before_load(self, model: ModelName, trigger: str) -> None:
         """Each manager's before-load hook: the scheduler's room-making, except for replicas
         of a model that is resident already."""
-        if trigger == REPLICA_TRIGGER:
+        if trigger in (REPLICA_TRIGGER, PREWARM_TRIGGER):
             return
         for hook in self.before_load:
             await hook(model, trigger)

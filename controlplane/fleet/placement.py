@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from controlplane.background import Background
 from controlplane.config import FleetSettings
@@ -56,6 +56,12 @@ class ReplicaPlacer:
                                       max_replicas=options.max_replicas)
         #: replica loads and unloads in flight
         self.background = Background()
+        #: the scheduler's last decisions (a joining instance's plan is made from them)
+        self.decisions: list[ModelDecision] = []
+        #: requests per second measured per model over ``fleet.measured_rate_window_s``:
+        #: a model's rate is the larger of it and the forecast's, so a burst gets replicas
+        #: within seconds rather than when the day-long average catches up
+        self.measured: Callable[[ModelName], float] = lambda model: 0.0
 
     def demands(self, decisions: Sequence[ModelDecision]) -> list[ReplicaDemand]:
         fleet, found = self.fleet, []
@@ -67,7 +73,8 @@ class ReplicaPlacer:
             spec = fleet.repository.spec(d.model)
             found.append(ReplicaDemand(
                 model=d.model, memory_mb=fleet.memory_mb(d.model),
-                rate_per_s=d.requests_per_day / 86400.0, wanted=wanted,
+                rate_per_s=max(d.requests_per_day / 86400.0, self.measured(d.model)),
+                wanted=wanted,
                 pinned=d.decision == "pinned",
                 # Triton's sequence batcher keeps a sequence's state on one server: every
                 # request of a sequence must reach the same replica, so a stateful model
@@ -75,10 +82,14 @@ class ReplicaPlacer:
                 max_replicas=1 if spec.sequence_batching else None))
         return found
 
-    def plan(self, decisions: Sequence[ModelDecision]) -> ReplicaPlan:
+    def plan(self, decisions: Sequence[ModelDecision], joining: str | None = None
+             ) -> ReplicaPlan:
+        """Replicas for ``decisions`` over the accepting instances (and ``joining``, an
+        instance warming up to serve, as if it accepted already)."""
         fleet = self.fleet
         instances = [InstanceCapacity(rt.name, rt.budget_mb() or math.inf,
-                                      accepting=rt.accepting) for rt in fleet.order]
+                                      accepting=rt.accepting or rt.name == joining)
+                     for rt in fleet.order]
         current: dict[ModelName, list[str]] = {}
         kept: list[tuple[ModelName, str]] = []
         for rt, manager in fleet.managers():
@@ -93,7 +104,9 @@ class ReplicaPlacer:
     async def apply(self, decisions: list[ModelDecision]) -> ReplicaPlan:
         """The scheduler's ``on_decisions`` hook: plan, then add and trim replicas."""
         fleet = self.fleet
-        fleet.rates = {d.model: d.requests_per_day / 86400.0 for d in decisions}
+        self.decisions = list(decisions)
+        fleet.rates = {d.model: max(d.requests_per_day / 86400.0, self.measured(d.model))
+                       for d in decisions}
         plan = fleet.plan = self.plan(decisions)
         if len(fleet.order) < 2:
             return plan
@@ -114,6 +127,32 @@ class ReplicaPlacer:
                 self.background.spawn(
                     self._trim(rt, model, f"{len(replicas)} replica(s) planned"))
         return plan
+
+    async def follow_load(self) -> None:
+        """Between the scheduler's passes: when a model's measured rate asks for more
+        replicas than serve it, plan and apply again from the last decisions (a burst gets
+        its replicas within seconds, not at the next planning pass)."""
+        if not self.decisions or len(self.fleet.order) < 2:
+            return
+        rate = self.options.rate_per_replica
+        behind = [d.model for d in self.decisions
+                  if (m := self.measured(d.model)) > 0
+                  and math.ceil(m / rate) > len(self.fleet.router.candidates(d.model))
+                  and len(self.fleet.router.candidates(d.model)) < len(self.fleet.order)]
+        if behind:
+            log.info("replicas follow the measured load of %s", ", ".join(behind[:5]))
+            await self.apply(self.decisions)
+
+    def joining(self, rt: InstanceRuntime) -> list[ModelName]:
+        """What ``rt`` loads before it serves: its replicas in the plan made as if it
+        accepted them, pinned models first, then by rate (the hottest ready first)."""
+        fleet = self.fleet
+        if self.decisions:
+            mine = list(self.plan(self.decisions, joining=rt.name).on(rt.name))
+        else:  # no scheduler: the pinned models short of their replicas
+            mine = [m for m in fleet.pinned if not fleet.stateful(m) and sum(
+                1 for o in fleet.order if o.serves(m)) < fleet.options.pinned_replicas]
+        return sorted(mine, key=lambda m: (m not in fleet.pinned, -fleet.rates.get(m, 0.0), m))
 
     async def _add(self, rt: InstanceRuntime, model: ModelName, why: str) -> None:
         try:

@@ -3,14 +3,17 @@
 A provider turns one ``[instances.<name>]`` entry into a running :class:`TritonInstance`.
 ``embedded`` starts a tritonserver of its own per instance (its own ports, log and backend
 directory, optionally its own GPUs); ``static`` attaches to one someone else runs (compose,
-VMs). A Kubernetes provider would fit the same shape: ``discover`` lists a Deployment's pods
-by label as named static instances, and ``scale`` asks the API for more or fewer replicas
-(ModelMesh finds its pods the same way); nothing here assumes the set is fixed.
+VMs). A Kubernetes provider fits the same shape: ``discover`` lists a Deployment's pods by label
+as named static instances and ``watch`` yields them as they come and go (ModelMesh finds its
+pods the same way); the fleet's membership (``membership.py``) starts what a provider
+discovers and follows what it watches.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -26,16 +29,40 @@ from controlplane.types import InstanceName
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Joined:
+    """``watch()``: an instance appeared (a pod became ready, a VM registered)."""
+
+    name: InstanceName
+    spec: InstanceSettings
+
+
+@dataclass(frozen=True)
+class Left:
+    """``watch()``: an instance went away on its own (a pod deleted, a VM gone)."""
+
+    name: InstanceName
+    why: str
+
+
 class Provider(Protocol):
-    """Finds and opens instances of one kind."""
+    """Finds and opens instances of one kind (``embedded``, ``static``; a Kubernetes
+    provider is one more class of this shape)."""
 
     kind: str
 
     def discover(self) -> dict[InstanceName, InstanceSettings]:
         """The instances this provider has now, by name (configured ones, or found)."""
 
+    def watch(self) -> AsyncIterator[Joined | Left]:
+        """The changes after :meth:`discover`, as they happen; ends when there will be none
+        (configured instances never change while warmctl runs)."""
+
     async def open(self, name: InstanceName, spec: InstanceSettings) -> TritonInstance:
         """Start or attach to ``name``; raises TritonStartError / TritonUnavailable."""
+
+    def files(self, name: InstanceName) -> Path:
+        """The instance's own folder (log, backend directory)."""
 
 
 class ConfiguredProvider:
@@ -51,11 +78,21 @@ class ConfiguredProvider:
         return {name: spec for name, spec in self.settings.fleet_instances().items()
                 if spec.provider == self.kind}
 
+    async def watch(self) -> AsyncIterator[Joined | Left]:
+        """Settings do not change while warmctl runs: nothing after ``discover``."""
+        return
+        yield  # an async generator that ends at once
+
     def files(self, name: InstanceName) -> Path:
         """The instance's own folder: log and backend directory (two servers must not share
         a backend directory: a crashed one's stubs are found, and killed, by its path)."""
         data = self.settings.data_dir
-        return data if self.single else data / "instances" / name
+        return data if self.is_single(name) else data / "instances" / name
+
+    def is_single(self, name: InstanceName) -> bool:
+        """The one instance configured the old way (no ``[instances]``): its files and loops
+        keep the pre-fleet names; instances added at run time beside it get their own."""
+        return self.single and name == self.settings.instance_name
 
     async def open(self, name: InstanceName, spec: InstanceSettings) -> TritonInstance:
         t = self.settings.triton
@@ -106,6 +143,10 @@ def default_http_url(grpc_url: str) -> str:
     return f"http://{host}:8000"
 
 
-def providers(settings: Settings) -> list[ConfiguredProvider]:
-    """Every provider the settings use."""
-    return [ConfiguredProvider(settings, kind) for kind in ("embedded", "static")]
+#: the kinds of instance warmctl can open, by ``provider`` key
+KINDS = ("embedded", "static")
+
+
+def providers(settings: Settings) -> dict[str, ConfiguredProvider]:
+    """Every provider, by kind."""
+    return {kind: ConfiguredProvider(settings, kind) for kind in KINDS}

@@ -1,9 +1,14 @@
 """One Triton instance's runtime: the server, its lifecycle, its supervisor and its upstream.
 
-Built, then started on an ``AsyncExitStack`` (the shape of uvicorn's and MLServer's servers):
-every part's ``close`` is pushed as the part starts, so teardown runs in reverse order by
-construction -- the supervisor first (a stop is no crash, and nothing restarts while we stop),
-then the reconcile loop, the gateway's channel, the lifecycle, the probes, Triton last.
+Built, then started on its own ``AsyncExitStack`` (the shape of uvicorn's and MLServer's
+servers): every part's ``close`` is pushed as the part starts, so :meth:`close` -- of this
+instance alone, while the rest of the fleet runs -- tears down in reverse order by
+construction: the supervisor first (a stop is no crash, and nothing restarts while we stop),
+then the reconcile loop, the gateway's channel, the lifecycle, the probes, Triton last. A
+start that fails half-way closes what it opened.
+
+Its state (``states.py``) is a membership phase set only through :meth:`move`, with the
+supervisor's view laid over it; ``routable`` derives from it.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controlplane.config import InstanceSettings, Settings
 from controlplane.fleet.provider import ConfiguredProvider
+from controlplane.fleet.states import STARTED, InstanceState, check
 from controlplane.lifecycle.backoff import BackoffPolicy
 from controlplane.lifecycle.manager import LoadPreparer, ModelManager
 from controlplane.loops import Loops
@@ -58,9 +65,13 @@ class InstanceRuntime:
     spec: InstanceSettings
     provider: ConfiguredProvider
     shared: Shared
-    #: no new requests or loads go here; in-flight ones (and open sequences) finish
-    #: (``drain.py``)
-    draining: bool = False
+    #: its membership phase (``states.py``); set through :meth:`move` only
+    phase: InstanceState = InstanceState.PROVISIONING
+    #: why it is in its phase, and since when (monotonic seconds)
+    phase_reason: str = "starting"
+    phase_since: float = field(default_factory=time.monotonic)
+    #: who asked for it: ``settings``, ``operator`` (``POST /instances``) or ``autoscaler``
+    origin: str = "settings"
     #: no new loads or replicas go here, while requests still do: the first step of a
     #: drain, while what it serves is made ready elsewhere (Kubernetes' word for a node)
     cordoned: bool = False
@@ -79,17 +90,46 @@ class InstanceRuntime:
     #: bumped each time its Triton restarted (gateway workers reopen their channels)
     epoch: int = 0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
     def loops(self) -> Loops:
         """Its loops in the shared registry (``reconcile@b``), or unscoped when it is the
         only instance (``reconcile``, as before there were fleets)."""
-        return self.shared.loops if self.provider.single else self.shared.loops.scoped(self.name)
+        return (self.shared.loops if self.provider.is_single(self.name)
+                else self.shared.loops.scoped(self.name))
+
+    @property
+    def state(self) -> InstanceState:
+        """Its phase, or ``down``/``restarting`` while its Triton does not serve."""
+        sup = self.supervisor
+        if self.phase not in STARTED or sup is None or sup.serving:
+            return self.phase
+        return (InstanceState.RESTARTING if sup.state.value == "restarting"
+                else InstanceState.DOWN)
+
+    def move(self, to: InstanceState, why: str) -> None:
+        """Change phase as ``states.TRANSITIONS`` allows; raises InvalidInstanceTransition."""
+        self.phase = check(self.name, self.phase, to)
+        self.phase_reason, self.phase_since = why, time.monotonic()
+        log.info("instance %s: %s (%s)", self.name, to.value, why)
+
+    @property
+    def draining(self) -> bool:
+        """No new requests or loads go here; in-flight ones (and open sequences) finish
+        (``drain.py``)."""
+        return self.phase is InstanceState.DRAINING
+
+    @property
+    def started(self) -> bool:
+        """Its Triton was started and its lifecycle built (warming and after)."""
+        return self.phase in STARTED
 
     @property
     def routable(self) -> bool:
-        """Serving and not draining: the router and new loads may use it."""
-        return (not self.draining and self.supervisor is not None and self.supervisor.serving)
+        """Serving and Triton live: the router and new loads may use it."""
+        return (self.phase is InstanceState.SERVING and self.supervisor is not None
+                and self.supervisor.serving)
 
     @property
     def accepting(self) -> bool:
@@ -116,8 +156,20 @@ class InstanceRuntime:
     def budget_mb(self) -> float | None:
         return self.spec.memory_budget_mb
 
-    async def start(self, stack: contextlib.AsyncExitStack) -> None:
-        """Start Triton (or attach), then the lifecycle, supervision and the upstream."""
+    async def start(self) -> None:
+        """Start Triton (or attach), then the lifecycle, supervision and the upstream; on
+        failure, close what was opened and raise (TritonStartError, TritonUnavailable)."""
+        try:
+            await self._start(self._stack)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Tear this instance down alone (reverse order of start); idempotent."""
+        await self._stack.aclose()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
         s, shared = self.shared.settings, self.shared
         self.instance = instance = await self.provider.open(self.name, self.spec)
         stack.push_async_callback(self._close_instance)

@@ -59,6 +59,8 @@ class InstanceFigures:
     requests: int = 0
     #: model -> (warm-up probes sent, failed) in its newest successful load here
     probes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: provisioning, warming, standby, serving, draining, down, restarting (``fleet/states``)
+    state: str = "serving"
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,12 @@ def _parts(snap: Snapshot) -> Iterator[Metric]:
     yield _per_instance("warmctl_instance_draining",
                         "1 while the instance is drained (takes no new requests or loads)",
                         {f.name: float(f.draining) for f in figures})
+    state = GaugeMetricFamily("warmctl_instance_state", "1 for the instance's state "
+                              "(provisioning, warming, standby, serving, draining, down, "
+                              "restarting)", labels=[INSTANCE_LABEL, "state"])
+    for f in figures:
+        state.add_metric([f.name, f.state], 1.0)
+    yield state
     yield _per_instance("warmctl_instance_open_sequences",
                         "Open sequences of stateful models held on the instance",
                         {f.name: f.sequences for f in figures})

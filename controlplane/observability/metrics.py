@@ -64,14 +64,28 @@ class Metrics:
         self.registry.register(_Collector(self))
 
     def attach(self) -> None:
-        """Count from now on (called once the parts are built; one quick database read)."""
+        """Count from now on (called once the parts are built; one quick database read),
+        for each instance of the fleet now and each one that joins later."""
         if self.cp.recorder is not None:
             self.cp.recorder.listeners.append(self.traffic.on_flush)
         for rt in self.cp.fleet.order:
-            if rt.supervisor is not None:
-                self.tritons[rt.name] = watch = TritonWatch(rt.supervisor)
-                rt.supervisor.listeners.append(watch)
-            self.events[rt.name].start()
+            self.attached(rt)
+        self.cp.fleet.membership_listeners.append(self)
+
+    def attached(self, rt: InstanceRuntime) -> None:
+        """A membership listener: per-instance feeds for an instance that joined."""
+        if rt.supervisor is not None:
+            self.tritons[rt.name] = watch = TritonWatch(rt.supervisor)
+            rt.supervisor.listeners.append(watch)
+        feed = self.events.get(rt.name)
+        if feed is None:
+            feed = self.events[rt.name] = LoadEventFeed(self.cp.database, rt.name)
+        feed.start()
+
+    def detached(self, rt: InstanceRuntime) -> None:
+        """A retired instance's series go (Prometheus marks them stale)."""
+        self.events.pop(rt.name, None)
+        self.tritons.pop(rt.name, None)
 
     async def render(self) -> bytes:
         """The exposition text: refresh what needs the database or the policy, snapshot on
@@ -116,7 +130,8 @@ class Metrics:
                 gw.in_flight, gw.open_streams, gw.buffered.held, dict(gw.buffered.refused),
                 tuple(sorted(cp.crashes.quarantined)),
                 None if cp.workers is None else cp.workers.figures()),
-            instances=[self._figures(rt) for rt in cp.fleet.order],
+            instances=[self._figures(rt) for rt in cp.fleet.order
+                       if rt.name in self.events and rt.name in self.tritons],
             fleet_actions=dict(self.fleet_actions), status=status, store=store)
 
     def _figures(self, rt: InstanceRuntime) -> InstanceFigures:
@@ -130,7 +145,7 @@ class Metrics:
             triton_info=None if inst is None else {
                 "grpc_url": inst.grpc_url,
                 "metrics_url": inst.metrics.url if inst.metrics else ""},
-            outstanding=rt.outstanding, draining=rt.draining,
+            outstanding=rt.outstanding, draining=rt.draining, state=rt.state.value,
             sequences=self.cp.fleet.sequences.open_on(rt.name),
             requests=0 if rt.upstream is None else rt.upstream.requests,
             probes=dict(e.probes))

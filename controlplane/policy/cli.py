@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from controlplane.cli_format import progress
+from controlplane.config import AutoscalerSettings, FleetSettings
+from controlplane.policy.autoscale_sim import compare_autoscaling, format_table
+from controlplane.policy.autoscale_types import AutoscaleOptions
 from controlplane.policy.fleet_sim import FleetResult, instance_names, simulate_fleet
 from controlplane.policy.fleet_types import write_fleet_events
 from controlplane.policy.registry import POLICY_NAMES, POLICY_SPECS, make_policy
@@ -187,9 +190,39 @@ def _fleet(args: argparse.Namespace, policies: Sequence[str]) -> int:
     return 0
 
 
+def _autoscale(args: argparse.Namespace) -> int:
+    """``--autoscale``: compare pre-warmed, reactive and model-unaware scale-out from
+    ``--instances`` (the forecast: seasonal with ``--cycle``, else the ``ours`` planner's)."""
+    if args.instances is None:
+        raise SimulateInputError("--autoscale needs --instances (the starting count)")
+    try:
+        options = AutoscaleOptions.of(AutoscalerSettings(
+            min_instances=min(args.instances, args.max_instances),
+            max_instances=args.max_instances), FleetSettings(
+            replica_rate_per_s=args.replica_rate, max_replicas=args.max_replicas), args.budget_mb)
+        models = read_models(args.models)
+        trace = read_trace(args.trace, known_models=models)
+        ours = None if args.cycle else (lambda: make_policy(
+            "ours", models, None, epoch_offset_s=args.epoch_offset))
+        out = compare_autoscaling(trace, models, args.budget_mb, options, args.instances,
+                                  cycle_s=args.cycle, forecaster=ours,
+                                  spikes=[_window(w) for w in args.spike])
+    except ValueError as exc:  # pydantic's ValidationError is one too
+        raise SimulateInputError(str(exc).replace("\n", "; ")) from None
+    print(json.dumps(out, indent=2) if args.json else format_table(out))
+    return 0
+
+
+def _window(text: str) -> tuple[float, float]:
+    start, _, end = text.partition(":")
+    return float(start), float(end)  # a ValueError names the bad number
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     try:
         policies = parse_policy_list(args.policy)
+        if args.autoscale:
+            return _autoscale(args)
         if args.instances is not None:
             return _fleet(args, policies)
         results = run_simulation(args.trace, args.models, args.budget_mb, policies, args.param,
@@ -246,4 +279,13 @@ def add_simulate_parser(subparsers: Any) -> None:
     fleet.add_argument("--max-replicas", type=int, default=ReplicaOptions.max_replicas,
                        help="most replicas of a model, 0: one per instance (default "
                             "%(default)s)")
+    scale = p.add_argument_group(
+        "autoscale", "with --autoscale: instances join and leave as the autoscaler decides, "
+                     "from --instances; pre-warmed, reactive and model-unaware joins compared")
+    scale.add_argument("--autoscale", action="store_true", help="compare scale-out strategies")
+    scale.add_argument("--max-instances", type=int, default=4, help="(default %(default)s)")
+    scale.add_argument("--cycle", type=float, help="the trace's period in s (a compressed day): "
+                       "forecast from the cycle before (default: the ours planner's forecast)")
+    scale.add_argument("--spike", action="append", default=[], metavar="START:END",
+                       help="seconds whose waits are reported apart (repeatable)")
     p.set_defaults(func=cmd_simulate)

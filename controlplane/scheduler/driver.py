@@ -111,6 +111,14 @@ class LiveScheduler:
         :mod:`controlplane.scheduler.gpus`); 0 without GPUs."""
         return self.options.gpu_memory_budget_mb or 0.0
 
+    async def ask(self, fn: Callable[[Policy], T]) -> T | None:
+        """``fn(policy)`` on the policy's thread (its objects are not thread-safe); None
+        before the policy is built."""
+        policy = self.policy
+        if policy is None:
+            return None
+        return await self._call(fn, policy)
+
     async def _call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, lambda: fn(*args, **kwargs))

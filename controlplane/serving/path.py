@@ -105,9 +105,10 @@ class InferencePath:
                         if waited and wait_s is None:
                             cold, wait_s = True, time.time() - arrived
                         continue
-                self.finish(facts, arrived, exc.status, cold, wait_s, payload)
+                self.finish(facts, arrived, exc.status, cold, wait_s, payload,
+                            instance=rt.name)
                 raise
-        self.finish(facts, arrived, Status.OK, cold, wait_s, payload)
+        self.finish(facts, arrived, Status.OK, cold, wait_s, payload, instance=rt.name)
         return response
 
     @staticmethod
@@ -123,14 +124,15 @@ class InferencePath:
 
     def finish(self, facts: RequestFacts, arrived: float, outcome: Status, cold: bool,
                wait_s: float | None, payload: bytes | None, *,
-               latency_known: bool = True) -> None:
-        """Record one request's outcome (``payload``: its bytes, for the samples)."""
+               latency_known: bool = True, instance: str | None = None) -> None:
+        """Record one request's outcome (``payload``: its bytes, for the samples;
+        ``instance``: the replica that answered, None when none was reached)."""
         recorder = self.observations
         if recorder is None or not recorder.enabled:
             return
         observation = Observation(facts.model, facts.version, facts.inputs, arrived,
                                   time.time() - arrived if latency_known else None,
-                                  outcome.value, cold, wait_s)
+                                  outcome.value, cold, wait_s, instance=instance)
         if payload is not None and facts.raw_spans and outcome is Status.OK:
             if recorder.wants_payload(observation, len(payload)):
                 observation = observation._replace(payload=(payload, facts.raw_spans))

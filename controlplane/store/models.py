@@ -266,3 +266,17 @@ class StoreProbe(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     #: unix seconds of the last probe
     at: Mapped[float]
+
+
+class FleetInstanceRecord(Base):
+    """A Triton instance added while the control plane ran (``POST /instances``, or the
+    autoscaler): restored at the next start. Instances of the settings file are not here."""
+
+    __tablename__ = "fleet_instances"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: the instance's keys as ``[instances.<name>]`` takes them (``provider``, ``url``...)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: who added it: ``operator`` or ``autoscaler``
+    origin: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]

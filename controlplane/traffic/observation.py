@@ -30,6 +30,10 @@ class Observation(NamedTuple):
     #: the same, for one request in ``traffic.range_sample_every``: read at flush time for the
     #: value ranges of integer inputs, then dropped (never stored)
     witness: tuple[bytes, tuple[tuple[int, int], ...]] | None = None
+    #: the instance whose replica gave the answer recorded (after a retry: the second one);
+    #: None when no replica was reached (admission failed). Per-replica feeds (the traffic
+    #: ramp, ``fleet/ramp.py``) read it; the store does not keep it
+    instance: str | None = None
 
 
 class Signature(NamedTuple):

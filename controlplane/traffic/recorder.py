@@ -103,6 +103,10 @@ class TrafficRecorder:
         #: called with every flushed batch as it is handed to the store (the forecast feed,
         #: the request counters): what was served counts whether or not the disk takes it
         self.listeners: list[Callable[[list[Observation]], None]] = []
+        #: called with each observation as it is recorded (known models only, full buffer
+        #: or not), on the hot path: a hook must be cheap; what it raises is logged (the traffic
+        #: ramp's per-replica outcomes, ``fleet/ramp.py``)
+        self.on_observation: list[Callable[[Observation], None]] = []
         #: told after each pass of the flush loop: None, or the exception it ended on (health)
         self.on_pass: Callable[[BaseException | None], None] | None = None
 
@@ -115,6 +119,11 @@ class TrafficRecorder:
                 self.unknown_models += 1
                 return
             observation = admit(observation, declared)
+        for hook in self.on_observation:
+            try:
+                hook(observation)
+            except Exception:  # a hook's trouble is its own, never the request's
+                log.exception("observation hook failed")
         if len(self._buffer) + self._queued >= self.max_buffer:
             self.dropped_by["full"] += 1
             return

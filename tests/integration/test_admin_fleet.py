@@ -67,7 +67,8 @@ async def test_every_instance_is_listed_checked_and_measured(cp: ControlPlane) -
     assert [i["name"] for i in listed] == ["a", "b"]
     pids = set()
     for inst in listed:
-        assert inst["state"] == "live" and inst["routable"] and not inst["draining"], inst
+        assert inst["state"] == "serving" and inst["triton_state"] == "live", inst
+        assert inst["routable"] and not inst["draining"], inst
         assert inst["provider"] == "embedded" and inst["url"]
         assert inst["models"] == {"pinned": "ready"}  # pinned_replicas = 2: on both
         pids.add(inst["triton"]["pid"])

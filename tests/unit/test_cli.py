@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.cli import config_file, main
+from controlplane.cli import main
+from controlplane.cli_http import config_file
 from tests.conftest import ROOT
 
 MODELS = [{"name": f"model_{i:05d}", "state": "cold", "pinned": False, "memory_bytes": None,
@@ -29,7 +30,34 @@ FLEET_MODEL = {"name": "fleet", "state": "ready", "load_s": 0.4, "replicas": [
     {"instance": "c", "state": "loading", "load_s": None}]}
 
 
+def _view(name: str, state: str = "provisioning", **values: object) -> dict[str, object]:
+    """An InstanceView as the admin API answers one."""
+    return {"name": name, "provider": "embedded", "origin": "operator", "url": None,
+            "state": state, "state_reason": None, "state_for_s": 0.0, "triton_state": None,
+            "reason": None, "routable": state == "serving", "draining": state == "draining",
+            "outstanding": 0, "memory_budget_mb": 4096.0, "memory_used_mb": 0.0,
+            "cuda_visible_devices": None, "models": {}, "planned": [], "triton": None,
+            **values}
+
+
+SCALING = {"enabled": True, "instances": {"serving": 2, "warming": 1, "standby": 0,
+                                          "draining": 0, "provisioning": 0},
+           "min_instances": 1, "max_instances": 4, "standby_target": 0, "warm_up_s": None,
+           "lead_s": 60.0, "ramps": [],
+           "decisions": [{"at": "2024-05-01T08:00:00.123+00:00", "action": "scale_out",
+                          "count": 1, "target_instances": 3, "standby_wanted": 0,
+                          "reasons": ["forecast 9.0 req/s in 60s needs 3 instances"],
+                          "instances": ["auto-1"], "outcome": "started"}]}
+
+
+def _error(status: int, message: str) -> tuple[int, bytes]:
+    """The admin API's JSON error shape."""
+    return status, json.dumps({"error": {"code": "conflict", "message": message}}).encode()
+
+
 class _StubAdmin(BaseHTTPRequestHandler):
+    #: (method, path with query, JSON body or None) of each /instances or /scaling call
+    calls: list[tuple[str, str, object]] = []
     def _answer(self, status: int, body: bytes, kind: str = "application/json") -> None:
         with contextlib.suppress(ConnectionError):  # the client gave up (the timeout test)
             self.send_response(status)
@@ -38,7 +66,44 @@ class _StubAdmin(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
 
+    def _fleet(self, method: str) -> bool:
+        """The elastic-fleet routes; False for a path they do not cover."""
+        if not self.path.startswith(("/instances", "/scaling")):
+            return False
+        size = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(size)) if size else None
+        self.calls.append((method, self.path, body))
+        name = self.path.split("?")[0].split("/")[2] if self.path.count("/") > 1 else ""
+        status, answer = 200, b""
+        if (method, self.path) == ("GET", "/instances"):
+            answer = json.dumps([_view("a", "serving"), _view("b", "standby")]).encode()
+        elif (method, self.path) == ("GET", "/scaling"):
+            answer = json.dumps(SCALING).encode()
+        elif method == "POST" and self.path == "/instances":
+            assert isinstance(body, dict)
+            if body["name"] == "a":
+                status, answer = _error(409, "instance 'a' is already in the fleet")
+            else:
+                status, answer = 202, json.dumps(_view(body["name"])).encode()
+        elif method == "DELETE" and name == "a":
+            status, answer = _error(409, "instance 'a' is the last one serving: removing it "
+                                         "would leave every model unserved (force=true)")
+        elif method == "DELETE":
+            # the view as it was when the removal was asked: still serving
+            status, answer = 202, json.dumps(_view(name, "serving")).encode()
+        elif method == "POST" and self.path.endswith("/promote") and name == "b":
+            answer = json.dumps(_view("b", "serving")).encode()
+        else:
+            status, answer = _error(409, f"instance '{name}' is not standby")
+        self._answer(status, answer)
+        return True
+
+    def do_DELETE(self) -> None:
+        self._fleet("DELETE")
+
     def do_GET(self) -> None:
+        if self._fleet("GET"):
+            return
         if self.path == "/models":
             self._answer(200, json.dumps(MODELS).encode())
         elif self.path == "/readyz":
@@ -49,6 +114,8 @@ class _StubAdmin(BaseHTTPRequestHandler):
             self._answer(502, b"<html>Bad Gateway</html>", "text/html")
 
     def do_POST(self) -> None:
+        if self._fleet("POST"):
+            return
         if self.path.startswith("/models/fleet/load"):
             self._answer(200, json.dumps(FLEET_MODEL).encode())
             return
@@ -132,3 +199,91 @@ def test_config_file_explicit_then_environment_then_implicit(
     assert config_file(None) is None  # load_settings reads the variable itself
     assert admin_port() == "19"  # the variable beats the implicit file
     assert admin_port("--config", "explicit.toml") == "29"  # --config beats both
+
+
+@pytest.fixture
+def calls() -> list[tuple[str, str, object]]:
+    _StubAdmin.calls.clear()
+    return _StubAdmin.calls
+
+
+def test_instances_without_an_action_still_lists(
+        admin_url: str, calls: list[tuple[str, str, object]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["instances", "--admin-url", admin_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines[1:]] == [["a", "embedded", "serving"],
+                                                      ["b", "embedded", "standby"]]
+    assert main(["instances", "--json", "--admin-url", admin_url]) == 0
+    assert [i["name"] for i in json.loads(capsys.readouterr().out)] == ["a", "b"]
+    assert calls == [("GET", "/instances", None)] * 2
+
+
+def test_instances_add_sends_the_settings_and_says_how_to_watch(
+        admin_url: str, calls: list[tuple[str, str, object]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # --admin-url before the command, as the elastic-fleet integration test calls it
+    assert main(["--admin-url", admin_url, "instances", "add", "c",
+                 "--set", "memory_budget_mb=4096"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:3] == ["c", "embedded", "provisioning"]
+    assert out[-1] == "c: provisioning; watch it with `warmctl instances`"
+    assert main(["instances", "add", "d", "--url", "triton-d:8001", "--standby",
+                 "--set", "cuda_visible_devices=1", "--set", "http_url=triton-d:8000",
+                 "--set", "gpu_memory_budget_mb=null", "--admin-url", admin_url]) == 0
+    assert "warmctl instances promote d" in capsys.readouterr().out
+    assert [body for _, _, body in calls] == [
+        {"name": "c", "memory_budget_mb": 4096},
+        # --url alone means static; a GPU list is text even when it reads as a number
+        {"name": "d", "provider": "static", "url": "triton-d:8001",
+         "standby": True, "cuda_visible_devices": "1", "http_url": "triton-d:8000",
+         "gpu_memory_budget_mb": None}]
+
+
+def test_instances_add_refused_prints_the_api_message(admin_url: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["instances", "add", "a", "--admin-url", admin_url])
+    assert exited.value.code == "warmctl: 409: instance 'a' is already in the fleet"
+
+
+@pytest.mark.parametrize("setting, error", [
+    ("memory_budget_mb", "expected KEY=VALUE"),
+    ("provider=static", "provider: give it as --provider"),
+    ("name=x", "name: give it as NAME")])
+def test_instances_add_bad_set_is_a_usage_error(
+        setting: str, error: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["instances", "add", "c", "--set", setting, "--admin-url", "http://127.0.0.1:9"])
+    assert exited.value.code == 2
+    assert error in capsys.readouterr().err
+
+
+def test_instances_remove_and_promote(
+        admin_url: str, calls: list[tuple[str, str, object]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["instances", "remove", "b", "--admin-url", admin_url]) == 0
+    # not the "serving" of the view the API took before the drain began
+    assert capsys.readouterr().out.startswith("b: draining, then retired")
+    assert main(["instances", "--admin-url", admin_url, "remove", "c", "--force"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["instances", "remove", "a", "--admin-url", admin_url])
+    assert str(exited.value.code).startswith("warmctl: 409: instance 'a' is the last one")
+    assert main(["instances", "promote", "b", "--admin-url", admin_url]) == 0
+    assert capsys.readouterr().out == "b: serving, takes traffic now\n"
+    with pytest.raises(SystemExit) as exited:
+        main(["instances", "promote", "a", "--admin-url", admin_url])
+    assert exited.value.code == "warmctl: 409: instance 'a' is not standby"
+    assert [(m, p) for m, p, _ in calls] == [
+        ("DELETE", "/instances/b"), ("DELETE", "/instances/c?force=true"),
+        ("DELETE", "/instances/a"), ("POST", "/instances/b/promote"),
+        ("POST", "/instances/a/promote")]
+
+
+def test_scaling_summary_and_json(admin_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scaling", "--admin-url", admin_url]) == 0
+    out = capsys.readouterr().out
+    assert "instances: 2 serving, 1 warming, 0 standby, 0 draining, 0 provisioning" in out
+    assert "      forecast 9.0 req/s in 60s needs 3 instances" in out.splitlines()
+    assert main(["scaling", "--json", "--admin-url", admin_url]) == 0
+    assert json.loads(capsys.readouterr().out) == SCALING

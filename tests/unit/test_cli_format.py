@@ -17,6 +17,7 @@ from controlplane.cli_format import (
     instances_table,
     plan_lines,
     progress,
+    scaling_lines,
     status_table,
 )
 from controlplane.observability.logs import configure_logging
@@ -108,7 +109,7 @@ def test_status_shows_where_models_are_once_there_are_several_instances() -> Non
 
 
 def _instance(name: str, **values: object) -> dict[str, object]:
-    return {"name": name, "provider": "embedded", "state": "live", "reason": None,
+    return {"name": name, "provider": "embedded", "state": "serving", "reason": None,
             "routable": True, "draining": False, "outstanding": 0, "memory_budget_mb": None,
             "memory_used_mb": 0.0, "models": {}, **values}
 
@@ -117,15 +118,17 @@ def test_instances_table() -> None:
     lines = instances_table([
         _instance("a", outstanding=3, memory_budget_mb=2048.0, memory_used_mb=512.4,
                   models={"m": "ready", "n": "loading"}),
-        _instance("triton-b", routable=False, draining=True),
+        _instance("triton-b", state="draining", routable=False, draining=True,
+                  state_reason="drained by the operator"),
         _instance("c", state="restarting", routable=False, reason="exited with code 1")])
     assert lines[0].split()[:5] == ["NAME", "PROVIDER", "STATE", "ROUTING", "IN-FLIGHT"]
-    assert lines[1].split() == ["a", "embedded", "live", "yes", "3", "512", "MB", "/", "2048",
+    assert lines[1].split() == ["a", "embedded", "serving", "yes", "3", "512", "MB", "/", "2048",
                                 "MB", "m,", "n", "(loading)"]
-    assert lines[2].split()[:4] == ["triton-b", "embedded", "live", "draining"]
+    assert lines[2].split()[:4] == ["triton-b", "embedded", "draining", "draining"]
     assert lines[2].split()[-3:] == ["/", "unlimited", "-"]
-    assert lines[3].split()[2:4] == ["restarting", "no"]
-    assert lines[4].strip() == "exited with code 1"  # why it does not serve, under it
+    assert lines[3].strip() == "drained by the operator"  # why it is not serving, under it
+    assert lines[4].split()[2:4] == ["restarting", "no"]
+    assert lines[5].strip() == "exited with code 1"  # its Triton's reason comes first
 
 
 def test_drain_lines() -> None:
@@ -165,3 +168,70 @@ def test_plan_lines_show_replicas_and_instances() -> None:
     assert lines[5].split()[0] == "big" and lines[6].strip() == "unplaced: fits on no instance"
     assert lines[9].split() == ["a", "yes", "200", "MB", "/", "1000", "MB", "hot"]
     assert lines[10].split() == ["b", "draining", "0", "MB", "/", "unlimited", "-"]
+
+
+def _ramp(instance: str, model: str, **values: object) -> dict[str, object]:
+    return {"instance": instance, "model": model, "weight": 0.25, "started_s_ago": 7.6,
+            "paused": False, "why": None, "error_rate": 0.0, "peers_error_rate": 0.001,
+            "p50_s": 0.0123, "peers_p50_s": 0.011, **values}
+
+
+def _scaling(**values: object) -> dict[str, object]:
+    return {"enabled": True, "instances": {"serving": 2, "warming": 0, "standby": 1,
+                                           "draining": 0, "provisioning": 1},
+            "min_instances": 2, "max_instances": 6, "standby_target": 1, "warm_up_s": 38.25,
+            "lead_s": 68.25, "decisions": [], "ramps": [], **values}
+
+
+def test_scaling_lines_summary_decisions_and_ramps() -> None:
+    lines = scaling_lines(_scaling(
+        decisions=[{"at": "2024-05-01T08:00:05.5+00:00", "action": "scale_out", "count": 2,
+                    "target_instances": 4, "standby_wanted": 1,
+                    "reasons": ["forecast 20.0 req/s at 08:01 needs 4 instances",
+                                "a: 3.0 in flight per replica"],
+                    "instances": ["auto-1", "auto-2"], "outcome": "started"},
+                   {"at": 1714550400.0, "action": "none", "count": 0, "target_instances": 2,
+                    "standby_wanted": 1, "reasons": [], "instances": [], "outcome": ""}],
+        ramps=[_ramp("auto-1", "resnet"),
+               _ramp("auto-2", "bert", weight=0.05, paused=True, p50_s=None,
+                     why="error rate 8.0% against 0.1% on its peers")]))
+    assert lines[:4] == [
+        "autoscaler: on",
+        "instances: 2 serving, 0 warming, 1 standby, 0 draining, 1 provisioning",
+        "bounds: 2..6 serving, standby target 1",
+        "lead time: 68.2s (start to warm: 38.2s measured); scale-outs for a forecast peak "
+        "start this far ahead of it"]
+    at = lines.index("decisions (newest first):")
+    assert lines[at + 1].split() == ["AT", "ACTION", "COUNT", "TARGET", "STANDBY", "OUTCOME"]
+    assert lines[at + 2].split() == ["2024-05-01", "08:00:05", "UTC", "scale_out", "2", "4",
+                                     "1", "started", "(auto-1,", "auto-2)"]
+    assert lines[at + 3:at + 5] == ["      forecast 20.0 req/s at 08:01 needs 4 instances",
+                                    "      a: 3.0 in flight per replica"]
+    # a decision to do nothing has no count; an epoch time reads as UTC
+    assert lines[at + 5].split() == ["2024-05-01", "08:00:00", "UTC", "none", "-", "2", "1",
+                                     "-"]
+    at = lines.index("ramps in progress:")
+    assert lines[at + 2].split() == ["auto-1", "resnet", "25%", "8s", "0.0%", "(0.1%)",
+                                     "12ms", "(11ms)", "ramping"]
+    assert lines[at + 3].split()[:3] == ["auto-2", "bert", "5%"]
+    # no p50 of its own yet: a dash, its peers' beside it
+    assert lines[at + 3].endswith("- (11ms)          paused: error rate 8.0% against 0.1% on "
+                                  "its peers")
+    assert len(lines) == at + 4
+
+
+def test_scaling_lines_when_off_and_quiet() -> None:
+    lines = scaling_lines(_scaling(enabled=False, warm_up_s=None,
+                                   instances={"serving": 1, "restarting": 1},
+                                   decisions=[{"at": "not a time", "action": "scale_in",
+                                               "count": 1, "target_instances": 1,
+                                               "standby_wanted": 0, "reasons": ["quiet"],
+                                               "instances": [], "outcome": "refused"}]))
+    assert lines[0].startswith("autoscaler: off ([autoscaler] enabled = false")
+    # a state the summary does not know yet is still counted
+    assert lines[1] == "instances: 1 serving, 1 restarting"
+    assert "(start to warm: not measured yet)" in lines[3]
+    assert lines[7].split() == ["not", "a", "time", "scale_in", "1", "1", "0", "refused"]
+    assert lines[-2:] == ["", "ramps: none in progress"]
+    assert scaling_lines(_scaling())[-3:] == ["decisions: none yet", "",
+                                              "ramps: none in progress"]

@@ -27,7 +27,9 @@ def _client(fleet: Fleet) -> httpx.AsyncClient:
         sup.snapshot = lambda: {"state": "live", "pid": None}
     app = FastAPI()
     install_error_handlers(app)
-    app.state.control_plane = SimpleNamespace(fleet=fleet, compile_cache=None)
+    # no instance joins here: the membership is only asked for those being provisioned
+    app.state.control_plane = SimpleNamespace(fleet=fleet, compile_cache=None,
+                                              membership=SimpleNamespace(joining={}))
     for router in (routes_instances.router, routes_instances.actions_router,
                    routes_models.router):
         app.include_router(router)

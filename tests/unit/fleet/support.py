@@ -12,11 +12,13 @@ from typing import Any, cast
 from controlplane.config import FleetSettings, InstanceSettings
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.runtime import InstanceRuntime
+from controlplane.fleet.states import InstanceState
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.serving.upstream import Upstream
 from controlplane.store.database import Database
 from controlplane.store.lifecycle import LifecycleStore
 from controlplane.triton.repository import ModelRepository
+from controlplane.triton.watched import TritonState
 from tests.support.repository import add_identity
 from tests.unit.lifecycle.fake_port import FakeTriton
 
@@ -28,6 +30,7 @@ class FakeSupervisor:
 
     def __init__(self) -> None:
         self.serving = True
+        self.state = TritonState.LIVE
 
     def down_reason(self) -> str | None:
         return None if self.serving else "tritonserver was killed by signal 9"
@@ -58,6 +61,7 @@ async def make_fleet(tmp_path: Path, database: Database, names: tuple[str, ...] 
         await rt.manager.start()
         rt.supervisor = cast(Any, FakeSupervisor())
         rt.upstream = Upstream(name, "127.0.0.1:1")  # never opened: no call goes out
+        rt.move(InstanceState.SERVING, "test fleet")
         runtimes.append(rt)
     fleet = Fleet(runtimes, repository, FleetSettings(**fleet_options), pinned=list(pinned))
     fleet.memory_mb = lambda model: 100.0

@@ -8,6 +8,7 @@ from pathlib import Path
 from controlplane.errors import TritonUnavailable
 from controlplane.fleet.drain import drain, resume
 from controlplane.fleet.failover import Failover
+from controlplane.fleet.states import InstanceState
 from controlplane.lifecycle.states import ModelState
 from controlplane.store.database import Database
 from tests.unit.fleet.support import make_fleet, runtime
@@ -123,7 +124,8 @@ async def test_a_cold_load_moves_elsewhere_when_a_drain_starts_meanwhile(
     runtime(a)[0].load_script["hot"].append(after(gate, succeed()))
     waiter = asyncio.create_task(fleet.ensure_ready("hot"))
     await asyncio.sleep(0.05)
-    a.cordoned = a.draining = True  # drained while the load ran
+    a.cordoned = True
+    a.move(InstanceState.DRAINING, "test")  # drained while the load ran
     gate.set()
     await asyncio.wait_for(waiter, 2.0)
     assert fleet.router.pick("hot") is b

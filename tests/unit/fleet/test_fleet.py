@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.errors import InstanceNotFound, ModelNotFound, TritonUnavailable
+from controlplane.fleet.states import InstanceState
 from controlplane.lifecycle.states import ModelState
 from controlplane.policy.replicas import Replica, ReplicaPlan
 from controlplane.store.database import Database
@@ -52,7 +53,7 @@ async def test_no_load_goes_to_a_draining_or_dead_instance(
         tmp_path: Path, database: Database) -> None:
     fleet = await make_fleet(tmp_path, database, ("a", "b"))
     a, b = fleet.order
-    a.draining = True
+    a.move(InstanceState.DRAINING, "test")
     await fleet.ensure_ready("hot")
     assert _ready(fleet.replicas("hot")) == ["b"]
     runtime(b)[1].serving = False

@@ -10,6 +10,7 @@ import pytest
 
 from controlplane.errors import DeadlineExceeded, ModelNotFound
 from controlplane.fleet.replicas import FleetReplicas
+from controlplane.fleet.states import InstanceState
 from controlplane.serving.facts import Sequence
 from controlplane.serving.path import InferencePath
 from controlplane.serving.status import Status
@@ -54,7 +55,8 @@ async def test_steps_of_an_open_sequence_follow_their_start_even_to_a_draining_i
     path = InferencePath(FleetReplicas(fleet))
     first, _ = await path.admit("hot", 1.0, sequence=Sequence("7", True, False))
     assert first is a  # sticky: the first ready replica takes new sequences
-    a.cordoned = a.draining = True
+    a.cordoned = True
+    a.move(InstanceState.DRAINING, "test")
     step, _ = await path.admit("hot", 1.0, sequence=Sequence("7", False, False))
     assert step is a  # its state is on a
     new, _ = await path.admit("hot", 1.0, sequence=Sequence("8", True, False))

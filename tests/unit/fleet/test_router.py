@@ -6,6 +6,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from controlplane.fleet.states import InstanceState
 from controlplane.serving.router import Router
 from controlplane.store.database import Database
 from tests.unit.fleet.support import make_fleet, runtime
@@ -18,7 +19,7 @@ async def test_only_ready_replicas_on_routable_instances_are_picked(
     for rt in (a, b):
         await fleet.load("hot", trigger="api", instance=rt.name)
     assert {rt.name for rt in fleet.router.candidates("hot")} == {"a", "b"}
-    b.draining = True
+    b.move(InstanceState.DRAINING, "test")
     assert [rt.name for rt in fleet.router.candidates("hot")] == ["a"]
     runtime(a)[1].serving = False
     assert fleet.router.pick("hot") is None

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from controlplane.fleet.removal import remove_replica
+from controlplane.fleet.states import InstanceState
 from controlplane.fleet.table import routing_table
 from controlplane.store.database import Database
 from tests.unit.fleet.support import make_fleet, runtime
@@ -40,7 +41,7 @@ async def test_the_table_lists_what_the_router_may_pick(tmp_path: Path,
     # leaving, weight 0, draining: not picked; a draining Triton still holds sequences
     a.leaving.add("warm")
     b.weights["hot"] = 0.0
-    b.draining = True
+    b.move(InstanceState.DRAINING, "test")
     table = routing_table(fleet, 8)
     assert table.serving == {"hot": {"a": 1.0}}
     assert table.ready_live["hot"] == frozenset({"a", "b"})

@@ -55,6 +55,9 @@ class FakeReplicas:
         return next((r for r in self.replicas if r.serves(model) and r.name not in exclude),
                     None)
 
+    def ready_now(self, model: str) -> bool:
+        return any(r.serves(model) for r in self.replicas)
+
     async def wait_ready(self, model: str, budget_s: float,
                          exclude: Collection[str] = ()) -> None:
         if model not in self.models:
@@ -159,3 +162,26 @@ async def test_an_unreachable_replica_is_retried_once_on_another() -> None:
         await path.call(facts(), None, lambda: 5.0, both_fail)
     assert refused.value.original == "a"
     assert [o.outcome for o in recorder.seen] == ["OK", "UNAVAILABLE", "UNAVAILABLE"]
+
+
+async def test_each_record_names_the_replica_that_answered_or_none() -> None:
+    a, b = FakeReplica("a", ready={"m"}), FakeReplica("b", ready={"m"})
+    recorder = Recorder()
+    path = InferencePath(FakeReplicas(a, b), recorder)
+
+    async def a_is_gone(rt: Replica) -> bytes:
+        if rt.name == "a":
+            raise UpstreamError(Status.UNAVAILABLE, "connection refused")
+        return b"from b"
+
+    async def refused(rt: Replica) -> bytes:
+        raise UpstreamError(Status.INVALID_ARGUMENT, f"{rt.name}: bad input")
+
+    await path.call(facts(), None, lambda: 5.0, lambda rt: asyncio.sleep(0, b"ok"))
+    await path.call(facts(), None, lambda: 5.0, a_is_gone)  # retried: b answered
+    with pytest.raises(UpstreamError):
+        await path.call(facts(), None, lambda: 5.0, refused)
+    with pytest.raises(ModelNotFound):  # no replica reached
+        await path.call(facts("nope"), None, lambda: 5.0, lambda rt: asyncio.sleep(0, b""))
+    assert [(o.outcome, o.instance) for o in recorder.seen] == [
+        ("OK", "a"), ("OK", "b"), ("INVALID_ARGUMENT", "a"), ("NOT_FOUND", None)]

@@ -104,3 +104,24 @@ async def test_a_failing_listener_does_not_fail_the_flush(database: Database) ->
     assert await recorder.flush() == 1
     assert seen == [1]  # later listeners still hear of it
     assert sum(u.requests for u in recorder.store.usage("m", 0, 2e9)) == 1
+
+
+async def test_observation_hooks_see_each_known_request_as_recorded(database: Database) -> None:
+    declared = {"m": frozenset({"x"})}
+    recorder = TrafficRecorder(TrafficStore(database, "default"), max_buffer=2,
+                               declared=declared.get)
+    seen: list[Observation] = []
+
+    def broken(observation: Observation) -> None:
+        raise RuntimeError("hook down")
+
+    recorder.on_observation += [broken, seen.append]
+    odd = (InputHeader("x", "FP32", (1, 4)), InputHeader("undeclared", "FP32", (1,)))
+    recorder.record(obs()._replace(instance="a"))
+    recorder.record(obs(inputs=odd)._replace(instance="b"))
+    recorder.record(obs()._replace(instance="c"))  # the buffer is full: dropped, still seen
+    recorder.record(obs("unknown")._replace(instance="a"))  # not a model of ours: not seen
+    assert [(o.model, o.instance) for o in seen] == [("m", "a"), ("m", "b"), ("m", "c")]
+    assert seen[1].inputs == X1  # as admitted: what the store gets
+    assert recorder.dropped_by["full"] == 1 and recorder.unknown_models == 1
+    assert await recorder.flush() == 2  # a broken hook costs no record

@@ -93,3 +93,23 @@ async def test_observations_are_bounded_between_reports_and_counted() -> None:
     assert observations.pending == [] and observations.dropped == 0
     assert [observations.wants_witness() for _ in range(4)] == [False, True, False, True]
     assert not observations.wants_payload(report.observations[0], 10)  # none opted in
+
+
+async def test_an_observation_keeps_the_instance_that_served_it_across_the_pipe() -> None:
+    """The control process attributes a worker's requests to replicas (the traffic ramp)."""
+    _r1, w1, r2, w2 = await _pipe()
+    observations = WorkerObservations(_config())
+    shape = (TensorShape("INPUT0", "FP32", (1, 2)),)
+    observations.record(Observation("m", "", shape, 1.0, 0.002, "OK", False, None,
+                                    instance="b"))
+    observations.record(Observation("m", "", shape, 2.0, 0.5, "UNAVAILABLE", True, 0.4))
+    report = Report(7)
+    observations.take(report)
+    protocol.write(w1, ("report", report))
+    kind, received = await protocol.read(r2)
+    assert kind == "report"
+    assert [(o.arrived_at, o.outcome, o.instance) for o in received.observations] == [
+        (1.0, "OK", "b"), (2.0, "UNAVAILABLE", None)]
+    assert received.observations[0] == report.observations[0]  # every field, whole
+    w1.close()
+    w2.close()
