@@ -12,7 +12,6 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Sequence
-from typing import Any
 
 import uvicorn
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
@@ -22,20 +21,11 @@ from controlplane.compile_cache.cold_start import ColdStarts
 from controlplane.compile_cache.store import CompileCacheStore
 from controlplane.config import Settings
 from controlplane.errors import ConfigError
-from controlplane.fleet.crashes import CrashTracker
+from controlplane.fleet.assembly import FleetParts, spawn_all
 from controlplane.fleet.fleet import Fleet
-from controlplane.fleet.listeners import InstanceWiring
-from controlplane.fleet.load_watch import LoadWatch
-from controlplane.fleet.membership import Membership
 from controlplane.fleet.pinned import warm_pinned
-from controlplane.fleet.placement import ReplicaPlacer
-from controlplane.fleet.prewarm import standby_models
-from controlplane.fleet.provider import providers
-from controlplane.fleet.ramp import Ramp
-from controlplane.fleet.removal import remove_replica
 from controlplane.fleet.replicas import FleetReplicas
 from controlplane.fleet.runtime import InstanceRuntime, Shared
-from controlplane.fleet.scaling import LiveAutoscaler
 from controlplane.gateway.rest import RestGateway
 from controlplane.gateway.server import Gateway
 from controlplane.gateway.workers.start import claim_port, worker_config, worker_count
@@ -44,9 +34,7 @@ from controlplane.lifecycle.manager import LoadPreparer, ModelManager
 from controlplane.lifecycle.recovery import signals_lost
 from controlplane.lifecycle.states import ModelState
 from controlplane.loops import Loops
-from controlplane.policy.autoscale import forecast_ahead
 from controlplane.readiness import Readiness
-from controlplane.scheduler.budgets import FleetBudgets
 from controlplane.scheduler.driver import LiveScheduler
 from controlplane.scheduler.jobs import JobRunner
 from controlplane.scheduler.levels import Level
@@ -103,38 +91,12 @@ class ControlPlane:
         shared = Shared(settings=settings, database=self.database, repository=self.repository,
                         warmups=self.warmups, loops=self.loops, preparer=load_preparer,
                         warmup=self.preparer, wire=self._wire)
-        # the fleet starts empty: its membership starts what the providers discover
-        self.fleet = Fleet([], self.repository, settings.fleet,
-                           pinned=[m for m in settings.pinned_models() if m in self.repository],
-                           call_timeout_s=settings.triton.call_timeout_s)
-        self.placer = ReplicaPlacer(self.fleet, settings.fleet)
-        #: crashes traced to the models in them; repeat offenders quarantined
-        self.crashes = CrashTracker(self.fleet)
-        #: failover, crash tracing and shared memory for each instance that joins
-        self.wiring = InstanceWiring(self.fleet, self.crashes)
-        self.fleet.membership_listeners.append(self.wiring)
-        self.membership = Membership(self.fleet, shared, providers(settings),
-                                     records=InstanceStore(self.database),
-                                     planned=self._planned)
-        #: a new replica's share of its model's traffic, rising over ``fleet.ramp_s``
-        self.ramp = Ramp(lambda: self.fleet.order, settings.fleet.ramp_s,
-                         settings.fleet.ramp_start_weight, on_drop=self._ramp_dropped)
-        self.membership.on_serving.append(
-            lambda rt, model: self.ramp.begin(rt.name, model, f"{rt.name} joined"))
-        self.fleet.membership_listeners.append(_RampMembers(self.ramp))
-        #: measured rate and latency per model (replicas and instances follow them)
-        self.load_watch = LoadWatch(settings.fleet.measured_rate_window_s)
-        self.placer.measured = self.load_watch.rate
-        #: instances that follow the forecast and the load (acts only when enabled)
-        self.autoscaler = LiveAutoscaler(self.fleet, self.membership, settings,
-                                         self.load_watch, forecast=self._forecast_ahead)
-        if settings.autoscaler.enabled:
-            self.wiring.on_down.append(self.autoscaler.on_down)
-        #: the policy's budget: the serving instances' summed (None: scheduler off)
-        self.budgets: FleetBudgets | None = None
-        if settings.scheduler.enabled:
-            self.budgets = FleetBudgets(self.fleet, settings.scheduler)
-            self.membership.on_started.append(self.budgets.measure)
+        #: the fleet, its membership and everything that keeps it (``fleet/assembly.py``)
+        self.parts = parts = FleetParts(settings, shared, self.repository,
+                                        InstanceStore(self.database))
+        self.fleet, self.placer, self.crashes = parts.fleet, parts.placer, parts.crashes
+        self.membership, self.ramp = parts.membership, parts.ramp
+        self.load_watch, self.autoscaler = parts.load_watch, parts.autoscaler
         self.drift: DriftWatcher | None = None
         self.scheduler: LiveScheduler | None = None
         self.jobs: JobRunner | None = None
@@ -171,30 +133,18 @@ class ControlPlane:
     def probe(self) -> WarmupProbe | None:
         return self.runtime.probe
 
-    def _planned(self, rt: InstanceRuntime, standby: bool) -> list[ModelName]:
-        """What a joining instance loads before it serves (``fleet/prewarm.py``)."""
-        return standby_models(self.fleet, rt) if standby else self.placer.joining(rt)
-
     def _wire(self, rt: InstanceRuntime) -> None:
         """Every hook between the parts, for one instance's lifecycle (before it starts)."""
         manager = rt.manager
         assert manager is not None and rt.batch_stats is not None
         manager.before_unload.append(rt.batch_stats.collect)
-        manager.before_load.append(self.fleet.run_before_load)
-        manager.before_load.append(lambda model, trigger: self.placer.make_room(rt, model))
-        manager.elsewhere = lambda model: self.fleet.ready_elsewhere(model, rt)
+        self.parts.wire(rt)
         if self.preparer is not None:
             # Triton refused a load carrying our warm-up: never apply that version again
             manager.additions_rejected.append(self.preparer.rejected)
         if self.cold_starts is not None:
             manager.after_load.append(self.cold_starts.observe)
 
-        async def ramp_up(model: ModelName, load_s: float, details: dict[str, Any]) -> None:
-            # a replica loaded beside others (placer, failover, a restore) ramps up; on a
-            # joining instance the ramp starts when it serves (``membership.on_serving``)
-            if rt.routable:
-                self.ramp.begin(rt.name, model, "replica loaded")
-        manager.after_load.append(ramp_up)
         # a restore retried after a failure not the model's is a failing loop meanwhile
         manager.restore_retry.on_pass = lambda error: (
             rt.loops.ok("restore") if error is None else rt.loops.failed("restore", error))
@@ -214,12 +164,7 @@ class ControlPlane:
         try:
             # instances start together (each embedded tritonserver takes seconds), each on
             # its own exit stack; closed last, after everything that uses them
-            stack.push_async_callback(self.membership.close)
-            await self.membership.start()
-            stack.push_async_callback(self.wiring.close)
-            stack.push_async_callback(self.crashes.close)
-            stack.push_async_callback(self.fleet.close)
-            stack.push_async_callback(self.placer.close)
+            await self.parts.start(stack)
             self.readiness.manager = self.readiness.supervisor = self.fleet
             if self.preparer is not None:
                 fleet = self.fleet
@@ -236,15 +181,7 @@ class ControlPlane:
                 self.recorder.on_observation.append(self.ramp.observation)
                 self.recorder.on_observation.append(self.load_watch.observation)
                 await self.recorder.start()
-            self._tasks.append(asyncio.create_task(
-                self.ramp.run(1.0, self.fleet.publish), name="ramp"))
-            self._tasks.append(asyncio.create_task(self.loops.every(
-                "replicas-follow-load", FOLLOW_LOAD_S, self.placer.follow_load),
-                name="replicas-follow-load"))
-            if s.autoscaler.enabled:
-                self._tasks.append(asyncio.create_task(self.loops.every(
-                    "autoscaler", s.autoscaler.interval_s, self.autoscaler.step),
-                    name="autoscaler"))
+            spawn_all(self.parts.loops(self.loops), self._tasks)
             if s.gateway.enabled:
                 self.gateway = Gateway(
                     models=self.fleet,
@@ -316,21 +253,14 @@ class ControlPlane:
         # The GPU budget is what the GPUs have unless configured; refused without GPUs. The
         # policy sees the fleet as one budget: the serving instances' budgets summed, again
         # whenever the fleet changes (``scheduler/budgets.py``).
-        budgets = self.budgets
+        budgets = self.parts.budgets
         assert budgets is not None
-        self.scheduler = scheduler = LiveScheduler(manager=self.fleet, traffic=self.traffic,
-                                                   options=budgets.current())
-        budgets.apply = lambda options: setattr(scheduler, "options", options)
-        self.fleet.membership_listeners.append(budgets)
-        self.membership.on_change.append(budgets.refresh)
+        self.scheduler = LiveScheduler(manager=self.fleet, traffic=self.traffic,
+                                       options=budgets.current())
         if self.cold_starts is not None:  # before start(): its first profiles use it
             self.scheduler.book.cold_start = self.cold_starts.expected_load_s
         await self.scheduler.start()
-        self.fleet.memory_mb = lambda model: (
-            scheduler.book.profiles[model].memory_mb if model in scheduler.book.profiles
-            else self.fleet.measured_mb(model))
-        self.fleet.held = lambda model: model in scheduler.state.held
-        scheduler.on_decisions.append(self.placer.apply)
+        self.parts.use_scheduler(self.scheduler)
         if self.recorder is not None:
             self.recorder.listeners.append(self.scheduler.observe)
         self.jobs = JobRunner(self.scheduler, database=self.database,
@@ -345,24 +275,6 @@ class ControlPlane:
             self.loops.failed("scheduler", f"job {event.job_id}: {event.exception}")
         else:
             self.loops.ok("scheduler")
-
-    async def _forecast_ahead(self, models: Sequence[ModelName], now: float,
-                              horizon_s: float) -> dict[ModelName, float | None]:
-        """Each model's highest forecast rate over ``horizon_s`` (the scheduler's policy, on
-        its thread); empty without a scheduler."""
-        scheduler = self.scheduler
-        if scheduler is None:
-            return {}
-        found = await scheduler.ask(
-            lambda policy: {m: forecast_ahead(policy, m, now, horizon_s) for m in models})
-        return found or {}
-
-    def _ramp_dropped(self, instance: str, model: ModelName, why: str) -> None:
-        """A ramping replica did worse than its peers for too long: it goes."""
-        rt = self.fleet.runtimes.get(instance)
-        if rt is not None:
-            self.fleet.record("ramp", model, instance, why, "dropped")
-            self.placer.background.spawn(remove_replica(self.fleet, rt, model, trigger="ramp"))
 
     def _upstream_error(self, instance: str, model: ModelName, status: str,
                         message: str) -> None:
@@ -498,19 +410,6 @@ class ControlPlane:
             await asyncio.Event().wait()
         finally:
             await self.stop()
-
-
-class _RampMembers:
-    """A membership listener: a leaving instance's ramps end with it."""
-
-    def __init__(self, ramp: Ramp) -> None:
-        self.ramp = ramp
-
-    def attached(self, rt: InstanceRuntime) -> None:
-        return None
-
-    def detached(self, rt: InstanceRuntime) -> None:
-        self.ramp.cancel(rt.name)
 
 
 class _BatchStats:
