@@ -9,8 +9,8 @@ import pytest
 
 from bench.scaleout import (
     CYCLES,
-    TraceConfig,
     Sent,
+    TraceConfig,
     Wait,
     build_trace,
     diurnal_rate,
@@ -79,7 +79,7 @@ def test_waits_on_the_added_instance_or_after_the_decision_are_the_scale_events(
 
 
 def test_slow_like_a_load_counts_requests_beyond_steady_p99_plus_half_the_load() -> None:
-    requests = [Sent("hot", 0.0, 1.3, True), Sent("hot", 0.1, 1.2, True),
+    requests = [Sent("hot", 0.0, 1.4, True), Sent("hot", 0.1, 1.2, True),
                 Sent("feed", 0.2, 0.6, True), Sent("hot", 0.3, 5.0, False)]
     assert slow_like_a_load(requests, 0.05, {"hot": 2.5, "feed": 1.0}) == 2
 
