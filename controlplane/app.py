@@ -252,7 +252,7 @@ class ControlPlane:
         s = self.settings
         # The GPU budget is what the GPUs have unless configured; refused without GPUs. The
         # policy sees the fleet as one budget: the serving instances' budgets summed, again
-        # whenever the fleet changes (``scheduler/budgets.py``).
+        # whenever the fleet changes (``fleet/budgets.py``).
         budgets = self.parts.budgets
         assert budgets is not None
         self.scheduler = LiveScheduler(manager=self.fleet, traffic=self.traffic,

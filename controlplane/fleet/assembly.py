@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from controlplane.config import Settings
+from controlplane.fleet.budgets import FleetBudgets
 from controlplane.fleet.crashes import CrashTracker
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.listeners import InstanceWiring
@@ -30,7 +31,6 @@ from controlplane.fleet.runtime import InstanceRuntime, Shared
 from controlplane.fleet.scaling import LiveAutoscaler
 from controlplane.loops import Loops
 from controlplane.policy.autoscale import forecast_ahead
-from controlplane.scheduler.budgets import FleetBudgets
 from controlplane.scheduler.driver import LiveScheduler
 from controlplane.triton.repository import ModelRepository
 from controlplane.types import ModelName
