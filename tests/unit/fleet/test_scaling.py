@@ -146,7 +146,7 @@ async def test_the_forecast_is_read_over_the_lead(tmp_path: Path, database: Data
         asked.append((at, horizon))
         return {m: 5.0 if m == "hot" else None for m in models}
 
-    scaler, membership, _ = _make(fleet, tmp_path, now)
+    scaler, _membership, _ = _make(fleet, tmp_path, now)
     scaler.forecast = forecast
     snap = await scaler.snapshot()
     assert asked == [(now[0], 6.0 + 10)]  # measured warm-up p90 + lead_margin_s

@@ -3,6 +3,7 @@ over a started phase, and ``routable`` derived from both."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def test_the_join_and_leave_paths_are_allowed() -> None:
                  [S.PROVISIONING, S.SERVING, S.DRAINING, S.SERVING],
                  [S.STANDBY, S.DRAINING, S.STANDBY],
                  [S.PROVISIONING, S.RETIRED]):
-        for a, b in zip(path, path[1:], strict=False):
+        for a, b in itertools.pairwise(path):
             assert check("x", a, b) is b
 
 
@@ -43,7 +44,7 @@ def test_other_moves_are_refused_by_name(a: InstanceState, b: InstanceState) -> 
 def test_down_and_restarting_are_never_phases() -> None:
     assert S.DOWN not in TRANSITIONS and S.RESTARTING not in TRANSITIONS
     assert all(S.DOWN not in to and S.RESTARTING not in to for to in TRANSITIONS.values())
-    assert STARTED == {S.WARMING, S.STANDBY, S.SERVING, S.DRAINING}
+    assert {S.WARMING, S.STANDBY, S.SERVING, S.DRAINING} == STARTED
 
 
 async def test_routable_derives_from_the_phase_and_the_supervisor(
