@@ -35,6 +35,9 @@ from controlplane.lifecycle.recovery import signals_lost
 from controlplane.lifecycle.states import ModelState
 from controlplane.loops import Loops
 from controlplane.readiness import Readiness
+from controlplane.rollouts.controller import DETECT_S, Rollouts
+from controlplane.rollouts.verify import Verdict, VerifyOptions, samples_for, verify_version
+from controlplane.rollouts.versions import ModelVersions, VersionPreparer
 from controlplane.scheduler.driver import LiveScheduler
 from controlplane.scheduler.jobs import JobRunner
 from controlplane.scheduler.levels import Level
@@ -42,6 +45,7 @@ from controlplane.scheduler.placing import PlacingPreparer
 from controlplane.store.database import Database
 from controlplane.store.health import StoreHealth
 from controlplane.store.instances import InstanceStore
+from controlplane.store.rollouts import RolloutStore
 from controlplane.traffic.admission import DeclaredInputs
 from controlplane.traffic.ranges import RangeSampler
 from controlplane.traffic.recorder import PayloadSampler, TrafficRecorder
@@ -88,6 +92,10 @@ class ControlPlane:
         load_preparer: LoadPreparer | None = self.preparer
         if settings.scheduler.enabled:
             load_preparer = PlacingPreparer(self.preparer, self.repository, self._device)
+        #: each model's active (and target) version; every load pins it (``rollouts/``)
+        rollout_store = RolloutStore(self.database)
+        self.versions = ModelVersions(rollout_store, self.repository)
+        load_preparer = VersionPreparer(load_preparer, self.versions)
         shared = Shared(settings=settings, database=self.database, repository=self.repository,
                         warmups=self.warmups, loops=self.loops, preparer=load_preparer,
                         warmup=self.preparer, wire=self._wire)
@@ -97,6 +105,9 @@ class ControlPlane:
         self.fleet, self.placer, self.crashes = parts.fleet, parts.placer, parts.crashes
         self.membership, self.ramp = parts.membership, parts.ramp
         self.load_watch, self.autoscaler = parts.load_watch, parts.autoscaler
+        #: new versions verified and shifted to in steps
+        self.rollouts = Rollouts(self.fleet, self.versions, rollout_store, settings,
+                                 verifier=self._verify_version)
         self.drift: DriftWatcher | None = None
         self.scheduler: LiveScheduler | None = None
         self.jobs: JobRunner | None = None
@@ -162,9 +173,17 @@ class ControlPlane:
             await asyncio.to_thread(self.compile_cache.prune)
         stack = self._stack
         try:
+            # the versions each model serves, before any load pins them
+            await self.versions.start()
             # instances start together (each embedded tritonserver takes seconds), each on
             # its own exit stack; closed last, after everything that uses them
             await self.parts.start(stack)
+            await self.rollouts.start()
+            stack.push_async_callback(self.rollouts.close)
+            self._tasks.append(asyncio.create_task(self.loops.every(
+                "rollouts", min(DETECT_S, s.triton.reconcile_interval_s),
+                self.rollouts.detect),
+                name="rollouts"))
             self.readiness.manager = self.readiness.supervisor = self.fleet
             if self.preparer is not None:
                 fleet = self.fleet
@@ -180,6 +199,9 @@ class ControlPlane:
                 # each request's outcome, per replica: a ramping one is compared to its peers
                 self.recorder.on_observation.append(self.ramp.observation)
                 self.recorder.on_observation.append(self.load_watch.observation)
+                self.recorder.on_observation.append(self.rollouts.watch.observation)
+                # a replica that answered real traffic well needs no health probe
+                self.recorder.on_observation.append(self.parts.health.observation)
                 await self.recorder.start()
             spawn_all(self.parts.loops(self.loops), self._tasks)
             if s.gateway.enabled:
@@ -275,6 +297,17 @@ class ControlPlane:
             self.loops.failed("scheduler", f"job {event.job_id}: {event.exception}")
         else:
             self.loops.ok("scheduler")
+
+    async def _verify_version(self, rt: InstanceRuntime, model: ModelName, active: str,
+                              target: str, options: VerifyOptions) -> Verdict:
+        """A rollout's verification on ``rt``: recorded samples (or proven probe inputs)
+        sent to both versions (``rollouts/verify.py``)."""
+        assert rt.instance is not None
+        spec = self.repository.spec(model)
+        samples = await samples_for(model, spec, self.traffic, self.warmups,
+                                    options.max_samples)
+        return await verify_version(rt.instance.client, model, active, target, samples, spec,
+                                    options)
 
     def _upstream_error(self, instance: str, model: ModelName, status: str,
                         message: str) -> None:

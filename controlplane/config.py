@@ -117,8 +117,47 @@ class TritonSettings(Section):
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
 
+class RolloutOptions(Section):
+    """How a new model version is verified and shifted to (``[rollouts]``, and per model
+    ``[models.<name>.rollout]`` with any of the same keys)."""
+
+    #: a new version folder in the repository starts a rollout by itself (noticed within
+    #: ``triton.reconcile_interval_s``)
+    auto: bool = True
+    #: the target version's share of the model's traffic at each step, percent, ascending,
+    #: ending at 100
+    steps: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
+    #: how long each step lasts before the next, seconds
+    dwell_s: float = Field(default=20.0, ge=0)
+    #: verification: the target's converged latency at most this times the active's; live,
+    #: its p50 at most this times the active's
+    latency_factor: float = Field(default=2.0, gt=1)
+    #: verification: outputs agree with the active version's within these (None: not
+    #: compared), or the same top-k indices of score outputs
+    atol: float | None = Field(default=None, ge=0)
+    rtol: float | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=1)
+    #: live: the target's error rate may exceed the active's by at most this (0..1)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    #: live: outcomes a version needs in a step before it is judged
+    min_requests: int = Field(default=20, ge=1)
+    #: verification samples sent to both versions
+    max_samples: int = Field(default=32, ge=1, le=1000)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[float]) -> list[float]:
+        if not value or value[-1] != 100 or any(not 0 < v <= 100 for v in value) \
+                or value != sorted(value):
+            raise ValueError("steps are ascending percentages in (0, 100], ending at 100")
+        return value
+
+
 class ModelSettings(Section):
     """Operator settings for one model."""
+
+    #: rollout settings of this model's new versions (unset keys: ``[rollouts]``'s)
+    rollout: dict[str, Any] = Field(default_factory=dict)
 
     #: Loaded at start-up, before /readyz turns ready, and never unloaded by the scheduler.
     pinned: bool = False
@@ -444,6 +483,33 @@ class AutoscalerSettings(Section):
         return self
 
 
+class HealthSettings(Section):
+    """Periodic health checks of every loaded replica (``[health]``, ``fleet/health.py``).
+
+    A replica that failed one is out of routing at once and reloaded with back-off; it
+    takes traffic again once a probe passes.
+    """
+
+    enabled: bool = True
+    #: each replica is probed about this often (seconds), unless it answered real traffic
+    #: successfully meanwhile
+    interval_s: float = Field(default=30.0, gt=0)
+    #: each interval is drawn within +- this fraction of ``interval_s`` (probes of many
+    #: replicas spread out rather than arrive together)
+    jitter: float = Field(default=0.2, ge=0, lt=1)
+    #: a probe unanswered this long (seconds) fails
+    timeout_s: float = Field(default=10.0, gt=0)
+    #: a probe slower than this many times its load's converged probe latency fails...
+    latency_factor: float = Field(default=10.0, gt=1)
+    #: ...when also slower than this (milliseconds): fast models jitter by far more
+    latency_floor_ms: float = Field(default=100.0, ge=0)
+    #: an unhealthy replica's reloads: first after this many seconds, then times
+    #: ``reload_multiplier`` per failed one, at most ``reload_max_s``
+    reload_initial_s: float = Field(default=5.0, gt=0)
+    reload_multiplier: float = Field(default=2.0, ge=1)
+    reload_max_s: float = Field(default=300.0, gt=0)
+
+
 class LogSettings(Section):
     """warmctl's own log (``observability/logs.py``); ``--verbose`` forces ``debug``."""
 
@@ -483,6 +549,8 @@ class Settings(BaseSettings):
     instances: dict[str, InstanceSettings] = Field(default_factory=dict)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    rollouts: RolloutOptions = Field(default_factory=RolloutOptions)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("instances")
@@ -494,6 +562,20 @@ class Settings(BaseSettings):
             raise ValueError(f"instance names must match {_INSTANCE_NAME.pattern}: "
                              + ", ".join(repr(n[:80]) for n in bad))
         return value
+
+    @model_validator(mode="after")
+    def _model_rollouts(self) -> Settings:
+        # refused at start-up, by key, rather than when a rollout reads them
+        for name, model in self.models.items():
+            if model.rollout:
+                try:
+                    RolloutOptions.model_validate({**self.rollouts.model_dump(),
+                                                   **model.rollout})
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(map(str, err["loc"]))
+                    raise ValueError(f"models.{name}.rollout.{where}: {err['msg']}") from None
+        return self
 
     @field_validator("data_dir", "model_repository", "backends_dir")
     @classmethod
@@ -533,6 +615,16 @@ class Settings(BaseSettings):
             "gpu_memory_budget_mb": (sched.gpu_memory_budget_mb
                                      if spec.gpu_memory_budget_mb is None
                                      else spec.gpu_memory_budget_mb)})
+
+    def rollout_options(self, model: str) -> RolloutOptions:
+        """``[rollouts]`` with ``[models.<model>.rollout]`` over it; raises ConfigError."""
+        own = self.models.get(model)
+        if own is None or not own.rollout:
+            return self.rollouts
+        try:
+            return RolloutOptions.model_validate({**self.rollouts.model_dump(), **own.rollout})
+        except ValidationError as exc:
+            raise ConfigError(f"[models.{model}.rollout]: {exc.errors()[0]['msg']}") from None
 
     def sampled_models(self) -> list[str]:
         return sorted(name for name, s in self.models.items() if s.sample_payloads)

@@ -12,6 +12,7 @@ from controlplane.admin import (
     routes_instances,
     routes_models,
     routes_plan,
+    routes_rollouts,
     routes_scaling,
     routes_traffic,
     routes_triton,
@@ -38,4 +39,5 @@ def create_admin_app(cp: ControlPlane) -> FastAPI:
     app.include_router(routes_instances.router)
     app.include_router(routes_instances.actions_router)
     app.include_router(routes_scaling.router)
+    app.include_router(routes_rollouts.router)
     return app

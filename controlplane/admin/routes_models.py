@@ -63,13 +63,17 @@ async def get_model(name: str, fleet: FleetDep, cp: ControlPlaneDep) -> ModelDet
 
 
 @router.post("/{name}/load", response_model=ModelView)
-async def load_model(name: str, fleet: FleetDep, instance: InstanceQuery = None) -> ModelView:
+async def load_model(name: str, fleet: FleetDep, cp: ControlPlaneDep,
+                     instance: InstanceQuery = None) -> ModelView:
     """Load now: ends an operator hold and skips a failed model's back-off. Without
     ``instance``: ready on one instance (the plan's or the freest) unless it is ready on one
     already; with it: on that instance (404 for an unknown one). The answer's own fields are
     the fleet's (its best replica's, maybe on another instance); the loaded replica's state
-    and ``load_s`` are its entry in ``replicas``."""
+    and ``load_s`` are its entry in ``replicas``. A version folder newer than the one served
+    starts its rollout now (``rollouts.auto``), as plain Triton's load would switch to it:
+    ``GET /models/{name}/rollouts`` follows it."""
     await fleet.load(name, trigger="api", instance=instance)
+    await cp.rollouts.detect(name)
     return model_view(fleet, fleet.status(name))
 
 

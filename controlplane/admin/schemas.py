@@ -34,20 +34,26 @@ class ModelView(BaseModel):
     failures: int = 0
     #: a failed model's next automatic retry (exponential back-off); None: none pending
     retry_at: datetime | None = None
+    #: its replicas that failed their health check, "instance: reason; ..." (they take no
+    #: traffic until a probe passes); None: none
+    unhealthy: str | None = None
     #: the model on each instance, in the fleet's order (the fields above are its best
     #: replica's: ready > warming > loading > unloading > failed > cold)
     replicas: list[ReplicaView] = []
 
     @classmethod
     def of(cls, status: ModelStatus, replicas: list[ReplicaView] | None = None) -> ModelView:
-        values = _status_values(status)
+        values = _status_values(status, replicas)
         return cls(**values, replicas=replicas or [])
 
 
-def _status_values(status: ModelStatus) -> dict[str, Any]:
+def _status_values(status: ModelStatus, replicas: list[ReplicaView] | None = None
+                   ) -> dict[str, Any]:
     values = {k: v for k, v in status.__dict__.items() if k in ModelView.model_fields}
     if status.retry_at is not None:
         values["retry_at"] = datetime.fromtimestamp(status.retry_at, UTC)
+    values["unhealthy"] = status.unhealthy or "; ".join(
+        f"{r.instance}: {r.unhealthy}" for r in replicas or [] if r.unhealthy) or None
     return values
 
 
@@ -124,7 +130,7 @@ class ModelDetail(ModelView):
         parsed = spec if isinstance(spec, ModelSpec) else None
         where = instances or {}
         return cls(
-            **_status_values(status), replicas=replicas or [],
+            **_status_values(status, replicas), replicas=replicas or [],
             backend=parsed.backend if parsed else None,
             max_batch_size=parsed.max_batch_size if parsed else None,
             inputs=[TensorView.of(t) for t in parsed.inputs] if parsed else [],

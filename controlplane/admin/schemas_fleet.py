@@ -32,14 +32,19 @@ class ReplicaView(BaseModel):
     load_s: float | None
     #: ready there and the instance serves and is not draining: the router may pick it
     routable: bool
+    #: why it failed its health check (no traffic until a probe passes); None: healthy
+    unhealthy: str | None = None
 
     @classmethod
     def of(cls, status: ModelStatus, runtime: InstanceRuntime | None) -> ReplicaView:
-        routable = (runtime is not None and runtime.routable
+        unhealthy = (runtime.unhealthy.get(status.name) if runtime is not None
+                     else status.unhealthy)
+        routable = (runtime is not None and runtime.routable and unhealthy is None
                     and status.state is ModelState.READY)
         return cls(instance=status.instance, state=status.state, reason=status.reason,
                    busy=status.busy, held=status.held, failures=status.failures,
-                   memory_bytes=status.memory_bytes, load_s=status.load_s, routable=routable)
+                   memory_bytes=status.memory_bytes, load_s=status.load_s, routable=routable,
+                   unhealthy=unhealthy)
 
 
 class InstanceView(BaseModel):
@@ -75,6 +80,8 @@ class InstanceView(BaseModel):
     models: dict[str, str]
     #: models the last replica plan puts here
     planned: list[str]
+    #: model -> why its replica here failed its health check (no traffic until it passes)
+    unhealthy: dict[str, str] = {}
     #: the supervisor's snapshot (pid, restarts, probes); empty while starting
     triton: dict[str, Any]
 

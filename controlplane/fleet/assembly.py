@@ -19,6 +19,7 @@ from controlplane.config import Settings
 from controlplane.fleet.budgets import FleetBudgets
 from controlplane.fleet.crashes import CrashTracker
 from controlplane.fleet.fleet import Fleet
+from controlplane.fleet.health import HealthChecker
 from controlplane.fleet.listeners import InstanceWiring
 from controlplane.fleet.load_watch import LoadWatch
 from controlplane.fleet.membership import InstanceRecords, Membership
@@ -73,6 +74,7 @@ class FleetParts:
                                          forecast=self._forecast_ahead)
         if settings.autoscaler.enabled:
             self.wiring.on_down.append(self.autoscaler.on_down)
+            self.placer.ahead = lambda: self.autoscaler.ahead_rates
         #: the policy's budget: the serving instances' summed (None: scheduler off)
         self.budgets: FleetBudgets | None = None
         if settings.scheduler.enabled:
@@ -80,6 +82,9 @@ class FleetParts:
             self.membership.on_started.append(self.budgets.measure)
         #: set once the scheduler runs (the forecast is its policy's)
         self.scheduler: LiveScheduler | None = None
+        #: periodic probes of every ready replica; a failing one leaves routing (``health.py``)
+        self.health = HealthChecker(fleet, settings.health)
+        fleet.membership_listeners.append(self.health)
 
     def wire(self, rt: InstanceRuntime) -> None:
         """The fleet's hooks in one instance's lifecycle (before it starts)."""
@@ -89,6 +94,7 @@ class FleetParts:
         manager.before_load.append(fleet.run_before_load)
         manager.before_load.append(lambda model, trigger: self.placer.make_room(rt, model))
         manager.elsewhere = lambda model: fleet.ready_elsewhere(model, rt)
+        self.health.wire(rt)
 
         async def ramp_up(model: ModelName, load_s: float, details: dict[str, Any]) -> None:
             # a replica loaded beside others (placer, failover, a restore) ramps up; on a
@@ -105,6 +111,7 @@ class FleetParts:
         stack.push_async_callback(self.crashes.close)
         stack.push_async_callback(self.fleet.close)
         stack.push_async_callback(self.placer.close)
+        stack.push_async_callback(self.health.close)
 
     def use_scheduler(self, scheduler: LiveScheduler) -> None:
         """The scheduler runs: its profiles size models, its budgets follow the fleet, its
@@ -122,12 +129,15 @@ class FleetParts:
             self.membership.on_change.append(budgets.refresh)
 
     def loops(self, loops: Loops) -> list[Coroutine[Any, Any, None]]:
-        """The fleet's own loops: ramps, replicas after the measured load, the autoscaler."""
+        """The fleet's own loops: ramps, replicas after the measured load, the autoscaler,
+        health checks."""
         found = [self.ramp.run(RAMP_TICK_S, self.fleet.publish),
                  loops.every("replicas-follow-load", FOLLOW_LOAD_S, self.placer.follow_load)]
         a = self.settings.autoscaler
         if a.enabled:
             found.append(loops.every("autoscaler", a.interval_s, self.autoscaler.step))
+        if self.settings.health.enabled:
+            found.append(loops.every("health", self.health.tick_s, self.health.step))
         return found
 
     def _planned(self, rt: InstanceRuntime, standby: bool) -> list[ModelName]:

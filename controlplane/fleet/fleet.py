@@ -33,6 +33,7 @@ from controlplane.lifecycle.manager import OPERATOR_TRIGGERS, ModelManager
 from controlplane.lifecycle.states import ModelState, ModelStatus
 from controlplane.policy.replicas import ReplicaPlan
 from controlplane.serving.router import Router
+from controlplane.serving.versions import VersionSplit
 from controlplane.store.base import utcnow
 from controlplane.triton.repository import ModelRepository
 from controlplane.types import InstanceName, ModelName
@@ -109,6 +110,9 @@ class Fleet:
         #: awaited after a replica stops taking requests (leaving, draining): returns once
         #: the gateway's worker processes route by a table without it (a no-op without them)
         self.publish: Callable[[], Awaitable[object]] = _published
+        #: model -> its traffic between the active and the target version while a rollout
+        #: shifts it (``rollouts/``); requests that name a version get that one
+        self.splits: dict[ModelName, VersionSplit] = {}
         #: told (in order) of each instance that joins (``attached``) or leaves
         #: (``detached``): budgets, failover, crash tracing, metrics, placement
         self.membership_listeners: list[MembershipListener] = []

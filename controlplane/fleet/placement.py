@@ -62,9 +62,14 @@ class ReplicaPlacer:
         #: a model's rate is the larger of it and the forecast's, so a burst gets replicas
         #: within seconds rather than when the day-long average catches up
         self.measured: Callable[[ModelName], float] = lambda model: 0.0
+        #: the highest rate the forecast expects within the autoscaler's lead time, per
+        #: model (empty without the autoscaler): replicas for a peak are planned -- and a
+        #: joining instance pre-warmed -- before the peak, and kept through it
+        self.ahead: Callable[[], dict[ModelName, float]] = dict
 
     def demands(self, decisions: Sequence[ModelDecision]) -> list[ReplicaDemand]:
         fleet, found = self.fleet, []
+        ahead = self.ahead()
         for d in decisions:
             if d.model not in fleet.repository:
                 continue
@@ -73,7 +78,8 @@ class ReplicaPlacer:
             spec = fleet.repository.spec(d.model)
             found.append(ReplicaDemand(
                 model=d.model, memory_mb=fleet.memory_mb(d.model),
-                rate_per_s=max(d.requests_per_day / 86400.0, self.measured(d.model)),
+                rate_per_s=max(d.requests_per_day / 86400.0, self.measured(d.model),
+                               ahead.get(d.model, 0.0)),
                 wanted=wanted,
                 pinned=d.decision == "pinned",
                 # Triton's sequence batcher keeps a sequence's state on one server: every
@@ -149,9 +155,14 @@ class ReplicaPlacer:
         fleet = self.fleet
         if self.decisions:
             mine = list(self.plan(self.decisions, joining=rt.name).on(rt.name))
-        else:  # no scheduler: the pinned models short of their replicas
+        else:  # no scheduler: pinned models short of their replicas, and those the
+            # forecast over the lead time asks more replicas of than serve them
+            rate = self.options.rate_per_replica
             mine = [m for m in fleet.pinned if not fleet.stateful(m) and sum(
                 1 for o in fleet.order if o.serves(m)) < fleet.options.pinned_replicas]
+            mine += [m for m, r in self.ahead().items()
+                     if m in fleet.repository and m not in mine and not fleet.stateful(m)
+                     and math.ceil(r / rate) > len(fleet.router.candidates(m))]
         return sorted(mine, key=lambda m: (m not in fleet.pinned, -fleet.rates.get(m, 0.0), m))
 
     async def _add(self, rt: InstanceRuntime, model: ModelName, why: str) -> None:

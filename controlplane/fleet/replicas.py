@@ -27,6 +27,7 @@ from controlplane.serving.facts import Sequence
 from controlplane.serving.ports import Replica
 from controlplane.serving.router import route_step
 from controlplane.serving.status import Status
+from controlplane.serving.versions import VersionSplit
 from controlplane.types import InstanceName, ModelName
 
 #: statuses from a replica warmctl itself is removing (or whose Triton just died) after which
@@ -75,6 +76,9 @@ class FleetReplicas:
         if down is not None:  # a load would only fail, or hang on a hung Triton
             self.fleet.status(model)  # an unknown name stays NOT_FOUND
             raise TritonUnavailable(f"model '{model}' is unavailable: {down}; retry later")
+        unhealthy = self.unhealthy(model, exclude)
+        if unhealthy is not None:  # loaded, and broken: no load would help the request
+            raise TritonUnavailable(f"model '{model}' is unavailable: {unhealthy}; retry later")
         try:
             await asyncio.wait_for(self.fleet.ensure_ready(model, exclude=exclude),
                                    max(budget_s, 0.0))
@@ -88,6 +92,17 @@ class FleetReplicas:
             raise DeadlineExceeded(
                 f"model '{model}' was not ready within the request's deadline "
                 f"({max(budget_s, 0.0):.3g}s); its load goes on") from None
+
+    def unhealthy(self, model: ModelName, exclude: Collection[InstanceName] = ()
+                  ) -> str | None:
+        """Why ``model`` has no replica to serve a request when each of its replicas failed
+        its health check (``health.py``); None while one serves or none is unhealthy."""
+        fleet = self.fleet
+        reasons = [f"{rt.name}: {rt.unhealthy[model]}" for rt in fleet.order
+                   if model in rt.unhealthy]
+        if not reasons or fleet.ready_now(model, exclude):
+            return None
+        return "every replica is unhealthy (" + "; ".join(reasons) + ")"
 
     def retry_on(self, replica: Replica, model: ModelName, status: Status,
                  sequence: Sequence | None) -> bool:
@@ -111,3 +126,6 @@ class FleetReplicas:
 
     def why_unavailable(self) -> str:
         return self.fleet.why_unavailable()
+
+    def split(self, model: str) -> VersionSplit | None:
+        return self.fleet.splits.get(model)

@@ -81,6 +81,9 @@ class InstanceRuntime:
     #: model -> this replica's router weight (absent: 1, an equal share; 0: no new
     #: requests): a ramp or a canary is a weight
     weights: dict[ModelName, float] = field(default_factory=dict)
+    #: model -> why its replica here failed a health check (``health.py``): no requests
+    #: until a probe passes again
+    unhealthy: dict[ModelName, str] = field(default_factory=dict)
     instance: TritonInstance | None = None
     manager: ModelManager | None = None
     supervisor: TritonSupervisor | None = None
@@ -143,8 +146,8 @@ class InstanceRuntime:
 
     def serves(self, model: ModelName) -> bool:
         """The router may pick this replica of ``model`` now (the hot path)."""
-        return (self.routable and model not in self.leaving and self.manager is not None
-                and self.manager.ready_now(model))
+        return (self.routable and model not in self.leaving and model not in self.unhealthy
+                and self.manager is not None and self.manager.ready_now(model))
 
     def weight(self, model: ModelName) -> float:
         return self.weights.get(model, 1.0)

@@ -77,6 +77,9 @@ class LiveAutoscaler:
         self.last: ScalingDecision | None = None
         #: decisions that acted, by action (metrics)
         self.counts: dict[str, int] = {}
+        #: per model, the larger of the forecast over the lead time and the measured rate,
+        #: from the last snapshot (the replica plan reads it: ``placement.py``)
+        self.ahead_rates: dict[ModelName, float] = {}
 
     # -- the snapshot ---------------------------------------------------------------------
     def counts_by_state(self) -> dict[str, int]:
@@ -113,6 +116,8 @@ class LiveAutoscaler:
                               if rt.upstream is not None),
                 replicas=len(serving), p50_recent_s=self.load.p50_recent_s(model),
                 p50_steady_s=self.load.p50_steady_s(model), pinned=model in fleet.pinned))
+        self.ahead_rates = {m.model: max(m.forecast_ahead_per_s, m.measured_rate_per_s)
+                            for m in loads}
         plan = fleet.plan
         unplaced = sum(max(0, plan.target(m) - len(plan.replicas.get(m, ())))
                        for m in plan.unplaced)

@@ -26,11 +26,11 @@ def routing_table(fleet: Fleet, version: int) -> RoutingTable:
             continue
         for model in rt.manager.ready_names():
             ready_live.setdefault(model, set()).add(rt.name)
-            if rt.routable and model not in rt.leaving and (weight := rt.weight(model)) > 0:
+            if rt.serves(model) and (weight := rt.weight(model)) > 0:
                 serving.setdefault(model, {})[rt.name] = weight
             if model not in stateful and fleet.stateful(model):
                 stateful[model] = fleet.traits.sequence_idle_s(model)
     return RoutingTable(
         version, tuple(instances), serving,
         {model: frozenset(names) for model, names in ready_live.items()}, stateful,
-        fleet.down_reason(), fleet.why_unavailable())
+        fleet.down_reason(), fleet.why_unavailable(), dict(fleet.splits))

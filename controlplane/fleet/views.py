@@ -35,5 +35,6 @@ def describe(fleet: Fleet, joining: Iterable[InstanceRuntime] = ()) -> list[dict
             "cuda_visible_devices": rt.spec.cuda_visible_devices,
             "models": {s.name: s.state.value for s in resident},
             "planned": list(fleet.plan.on(rt.name)),
+            "unhealthy": dict(rt.unhealthy),
         })
     return views

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -135,8 +136,10 @@ class RestGateway:
             headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
             target = request.rel_url.path
 
-            async def send(rt: Replica) -> Answer:
-                return await forward(rt, target, body, headers, deadline - loop.time())
+            async def send(rt: Replica, version: str | None) -> Answer:
+                path = target if version is None else (
+                    f"/v2/models/{quote(model, safe='')}/versions/{version}/infer")
+                return await forward(rt, path, body, headers, deadline - loop.time())
 
             try:
                 status, out_headers, answer = await gateway.path.call(

@@ -39,7 +39,7 @@ from controlplane.gateway.metadata import forwarded_metadata
 from controlplane.gateway.server_wide import ServerWide
 from controlplane.gateway.status import abort, abort_upstream
 from controlplane.gateway.streams import proxy_stream
-from controlplane.gateway.wire import parse_request_header
+from controlplane.gateway.wire import parse_request_header, with_version
 from controlplane.serving.facts import RequestFacts
 from controlplane.serving.path import InferencePath, UpstreamError
 from controlplane.serving.ports import Observations, Replica, Replicas
@@ -225,12 +225,13 @@ class Gateway:
                      arrived: float) -> bytes:
         metadata = forwarded_metadata(context)
 
-        async def send(rt: Replica) -> bytes:
+        async def send(rt: Replica, version: str | None) -> bytes:
             assert rt.upstream is not None
             remaining = context.time_remaining()
             try:
                 response: bytes = await rt.upstream.call("ModelInfer")(
-                    request, metadata=metadata,
+                    request if version is None else with_version(request, version),
+                    metadata=metadata,
                     timeout=self.default_deadline_s if remaining is None else remaining)
             except grpc.aio.AioRpcError as exc:
                 raise UpstreamError(Status.named(exc.code().name), exc.details() or "",

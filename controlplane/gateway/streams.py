@@ -23,10 +23,16 @@ from controlplane.errors import ControlPlaneError, InvalidArgument, echo_name
 from controlplane.gateway.buffered import Buffered
 from controlplane.gateway.metadata import forwarded_metadata
 from controlplane.gateway.status import client_message
-from controlplane.gateway.wire import RequestHeader, parse_request_header, stream_response_id
+from controlplane.gateway.wire import (
+    RequestHeader,
+    parse_request_header,
+    stream_response_id,
+    with_version,
+)
 from controlplane.serving.path import InferencePath
 from controlplane.serving.ports import Replica, Replicas
 from controlplane.serving.status import Status
+from controlplane.serving.versions import choose
 
 #: grpc.aio.ServicerContext; grpcio ships no type information
 Context: TypeAlias = Any
@@ -158,6 +164,9 @@ async def proxy_stream(gateway: StreamHost, requests: AsyncIterator[bytes],
         if cold:
             wait_s = time.time() - arrived
         call = opened[1]
+        version = choose(gateway.replicas.split(header.model), header.version)
+        if version is not None:  # a rollout: the version named, never Triton's highest
+            raw, header = with_version(raw, version), header._replace(version=version)
         if opened[0].upstream is not None:
             opened[0].upstream.requests += 1
         if header.id:

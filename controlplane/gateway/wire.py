@@ -193,3 +193,22 @@ def stream_response_id(buf: bytes) -> str:
     except (IndexError, UnicodeDecodeError, InvalidArgument):
         return ""
     return ""
+
+
+def with_version(buf: bytes, version: str) -> bytes:
+    """A serialized ModelInferRequest naming ``version`` (field 2): appended, since protobuf
+    takes the last value of a scalar field that occurs twice -- no re-serialization."""
+    data = version.encode()
+    return buf + b"\x12" + _encode_varint(len(data)) + data
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

@@ -122,10 +122,10 @@ class Loads:
                 await self._reject_additions(name, plan, reason, details)
             raise
         await self._reject_additions(name, plan, reason, details)
-        log.warning("load of %s with warmctl's additions failed (%s); loading it plain",
-                    name, reason)
+        log.warning("load of %s with warmctl's additions failed (%s); loading it %s",
+                    name, reason, "plain" if plan.fallback is None else "with its fallback")
         try:
-            await port.load(name, timeout_s=timeout_s)
+            await port.load(name, config=plan.fallback, timeout_s=timeout_s)
         except ModelLoadFailed as plain:
             raise ModelLoadFailed(name, f"{self.reason(name, plain)} (also with warmctl's "
                                         f"additions: {reason})") from failure

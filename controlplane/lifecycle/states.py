@@ -64,6 +64,9 @@ class ModelStatus:
     #: the versions Triton's index showed READY when we last looked (load, reconcile),
     #: ascending; empty while the model does not serve
     versions: tuple[str, ...] = ()
+    #: why this replica failed its health check and takes no traffic (``fleet/health.py``);
+    #: for a model, its unhealthy replicas' reasons; None: healthy (or never probed)
+    unhealthy: str | None = None
 
     @property
     def keys(self) -> tuple[ModelKey, ...]:
@@ -79,6 +82,9 @@ class LoadPlan:
     files: ModelFiles | None = None
     #: recorded with the load event (e.g. which warm-up config version was applied)
     details: dict[str, Any] | None = None
+    #: what a load Triton refuses with our additions falls back to; None: the model's own
+    #: config.pbtxt (a rollout's pin of the active version must survive a refused target)
+    fallback: ModelConfigJson | None = None
 
 
 def ready_versions(entries: Iterable[IndexEntry]) -> tuple[str, ...]:

@@ -61,6 +61,8 @@ class InstanceFigures:
     probes: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: provisioning, warming, standby, serving, draining, down, restarting (``fleet/states``)
     state: str = "serving"
+    #: model -> why its replica here failed its health check (``fleet/health.py``)
+    unhealthy: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -343,7 +345,16 @@ def _probes(snap: Snapshot) -> Iterator[Metric]:
             if (inst.name, model) in ready:
                 sent.add_metric([inst.name, model], n)
                 failed.add_metric([inst.name, model], bad)
+    unhealthy = GaugeMetricFamily(
+        "warmctl_replica_unhealthy",
+        "1 while the replica failed its health check: no traffic until a probe passes "
+        "(the reason is in GET /models/{name})", labels=[INSTANCE_LABEL, "model"])
+    for inst in snap.instances:
+        for model in sorted(inst.unhealthy):
+            unhealthy.add_metric([inst.name, model], 1.0)
     yield from (sent, failed)
+    if unhealthy.samples:  # a healthy fleet has no series: alerts match on the 1s
+        yield unhealthy
 
 
 def _store(store: StoreFigures) -> Iterator[Metric]:

@@ -148,7 +148,7 @@ class Metrics:
             outstanding=rt.outstanding, draining=rt.draining, state=rt.state.value,
             sequences=self.cp.fleet.sequences.open_on(rt.name),
             requests=0 if rt.upstream is None else rt.upstream.requests,
-            probes=dict(e.probes))
+            probes=dict(e.probes), unhealthy=dict(rt.unhealthy))
 
     def _count_actions(self) -> None:
         """New scheduler action records since the last scrape."""

@@ -59,6 +59,8 @@ class InstanceStatus(BaseModel):
     models: dict[str, str] = {}
     #: models the replica plan puts here
     planned: list[str] = []
+    #: model -> why its replica here failed its health check (``fleet/health.py``)
+    unhealthy: dict[str, str] = {}
 
 
 class ReplicaOverview(BaseModel):
@@ -67,8 +69,10 @@ class ReplicaOverview(BaseModel):
     instance: str
     state: ModelState
     level: str
-    #: ready on an instance that serves and is not draining
+    #: ready on an instance that serves and is not draining, and healthy
     routable: bool
+    #: why it failed its health check (no traffic until a probe passes); None: healthy
+    unhealthy: str | None = None
 
 
 class LastLoad(BaseModel):
@@ -111,6 +115,8 @@ class ModelOverview(BaseModel):
     #: model instances in each replica (config.pbtxt's instance_group count); None when the
     #: config cannot be read
     instances_per_replica: int | None = None
+    #: its unhealthy replicas' reasons, "instance: reason; ..."; None: none
+    unhealthy: str | None = None
 
 
 class StatusView(BaseModel):
@@ -229,7 +235,8 @@ async def build_status(cp: ControlPlane, minutes: int = 180, *,
             cold_starts=sum(c for _, c in series.values()),
             per_minute=per_minute, decision=getattr(d, "decision", None),
             why=getattr(d, "why", None), preload_at=getattr(d, "preload_at", None),
-            instances=replicas))
+            instances=replicas, unhealthy="; ".join(
+                f"{r.instance}: {r.unhealthy}" for r in replicas if r.unhealthy) or None))
     preloads = sorted(((m.name, m.preload_at) for m in models if m.preload_at is not None),
                       key=lambda p: p[1])
     return StatusView(at=now, minutes=minutes, first_minute=first,
@@ -241,9 +248,11 @@ def replica_overviews(cp: ControlPlane, name: str) -> list[ReplicaOverview]:
     found = []
     for rt, manager in cp.fleet.managers():
         s = manager.status(name)
+        unhealthy = rt.unhealthy.get(name)
         found.append(ReplicaOverview(
             instance=rt.name, state=s.state, level=level_of(cp, s).value,
-            routable=rt.routable and s.state is ModelState.READY))
+            routable=rt.routable and s.state is ModelState.READY and unhealthy is None,
+            unhealthy=unhealthy))
     return found
 
 
@@ -263,4 +272,4 @@ def instance_status(cp: ControlPlane, rt: InstanceRuntime) -> InstanceStatus:
         memory_budget_mb=rt.budget_mb(),
         memory_used_mb=round(sum(memory_mb(cp, s) or 0.0 for s in resident), 1),
         models={s.name: s.state.value for s in resident},
-        planned=list(cp.fleet.plan.on(rt.name)))
+        planned=list(cp.fleet.plan.on(rt.name)), unhealthy=dict(rt.unhealthy))

@@ -20,6 +20,7 @@ from controlplane.errors import ControlPlaneError, TritonUnavailable
 from controlplane.serving.facts import RequestFacts, Sequence
 from controlplane.serving.ports import Observations, Replica, Replicas
 from controlplane.serving.status import Status
+from controlplane.serving.versions import choose
 from controlplane.traffic.observation import Observation
 
 T = TypeVar("T")
@@ -73,13 +74,17 @@ class InferencePath:
                                 + self.replicas.why_unavailable())
 
     async def call(self, facts: RequestFacts, payload: bytes | None, budget: Budget,
-                   send: Callable[[Replica], Awaitable[T]]) -> T:
-        """Serve one request: ``send`` it to the replica admitted, retried once where that
-        failed for a reason another replica does not share, and recorded. ``payload``: the
+                   send: Callable[[Replica, str | None], Awaitable[T]]) -> T:
+        """Serve one request: ``send`` it to the replica admitted (with the version to name
+        in it, None: as it came; ``serving/versions.py``), retried once where that failed
+        for a reason another replica does not share, and recorded. ``payload``: the
         request's bytes for the recorder's samples (None: none kept). Raises
         ControlPlaneError (admission) or UpstreamError (the replica's answer)."""
         arrived = time.time()
         model, sequence = facts.model, facts.sequence
+        version = choose(self.replicas.split(model), facts.version)
+        if version is not None:  # recorded as the version that served it
+            facts = facts._replace(version=version)
         try:
             rt, cold = await self.admit(model, budget(), sequence=sequence)
         except ControlPlaneError as exc:
@@ -90,7 +95,7 @@ class InferencePath:
         tried: list[str] = []
         while True:
             try:
-                response = await self._send(rt, model, send)
+                response = await self._send(rt, model, send, version)
                 break
             except UpstreamError as exc:
                 self.replicas.failed(rt.name, model, exc.status, exc.message)
@@ -112,13 +117,14 @@ class InferencePath:
         return response
 
     @staticmethod
-    async def _send(rt: Replica, model: str, send: Callable[[Replica], Awaitable[T]]) -> T:
+    async def _send(rt: Replica, model: str, send: Callable[[Replica, str | None], Awaitable[T]],
+                    version: str | None) -> T:
         upstream = rt.upstream
         assert upstream is not None  # a routable replica has started
         upstream.begin(model)  # plain ints: the hot path
         upstream.requests += 1
         try:
-            return await send(rt)
+            return await send(rt, version)
         finally:
             upstream.end(model)
 

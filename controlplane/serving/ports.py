@@ -15,6 +15,7 @@ from typing import Protocol
 from controlplane.serving.facts import Sequence
 from controlplane.serving.status import Status
 from controlplane.serving.upstream import Upstream
+from controlplane.serving.versions import VersionSplit
 from controlplane.traffic.observation import Observation
 
 
@@ -62,6 +63,10 @@ class Replicas(Protocol):
         """A replica answered a request with an error (it may be lost, or its Triton dead)."""
 
     def why_unavailable(self) -> str: ...
+
+    def split(self, model: str) -> VersionSplit | None:
+        """The model's traffic between its active and target versions during a rollout
+        (None: no rollout; requests go as they came)."""
 
 
 class Observations(Protocol):

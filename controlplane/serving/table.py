@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from controlplane.serving.versions import VersionSplit
+
 
 @dataclass(frozen=True, slots=True)
 class InstanceEntry:
@@ -46,10 +48,13 @@ class RoutingTable:
     down: str | None = None
     #: why a model has no ready replica, per instance (for errors)
     unavailable: str = ""
+    #: model -> its version split during a rollout (``serving/versions.py``)
+    splits: Mapping[str, VersionSplit] = field(default_factory=dict)
 
     def same_routes(self, other: RoutingTable | None) -> bool:
         """Everything but the version is equal (no push needed)."""
         return other is not None and (
             self.instances, self.serving, self.ready_live, self.stateful, self.down,
-            self.unavailable) == (other.instances, other.serving, other.ready_live,
-                                  other.stateful, other.down, other.unavailable)
+            self.unavailable, self.splits) == (
+                other.instances, other.serving, other.ready_live, other.stateful, other.down,
+                other.unavailable, other.splits)

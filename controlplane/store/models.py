@@ -280,3 +280,42 @@ class FleetInstanceRecord(Base):
     #: who added it: ``operator`` or ``autoscaler``
     origin: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
+
+
+class ModelVersionRecord(Base):
+    """A model's versions as the fleet serves them (ModelMesh's vModel record): the
+    ``active`` version every load pins, and the ``target`` a rollout is moving to."""
+
+    __tablename__ = "model_versions"
+
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    active: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str | None] = mapped_column(String(20))
+    updated_at: Mapped[datetime]
+
+
+class RolloutRecord(Base):
+    """One rollout of a model's new version: its state, step and why (``rollouts/``)."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_model", "model", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(255))
+    #: the version it started from, and the one it moves to
+    active: Mapped[str] = mapped_column(String(20))
+    version: Mapped[str] = mapped_column(String(20))
+    #: verifying, shifting, paused, promoted, rolled_back, aborted
+    state: Mapped[str] = mapped_column(String(16))
+    #: index into ``options["steps"]`` reached (-1 before the first)
+    step: Mapped[int]
+    #: the target's share of traffic now, 0..1
+    share: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    #: who started it: operator, auto
+    origin: Mapped[str] = mapped_column(String(16))
+    #: the rollout settings in force (``RolloutOptions``), and what verification found
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -75,7 +75,10 @@ function drawInstanceTable(view) {
     el("td", {}, el("span", {class: "badge " + inst.triton, "data-field": "state"},
                     inst.triton)),
     el("td", {"data-field": "routing"},
-       inst.draining ? "draining" : inst.routable ? "routable" : "not routable"),
+       inst.draining ? "draining" : inst.routable ? "routable" : "not routable",
+       // replicas out of routing after a failed health check, with why
+       ...Object.entries(inst.unhealthy || {}).map(([model, why]) =>
+         el("div", {class: "why", "data-field": "unhealthy"}, model + " unhealthy: " + why))),
     el("td", {class: "num", "data-field": "outstanding"}, inst.outstanding),
     el("td", {class: "num", "data-field": "memory"}, fmtMb(inst.memory_used_mb) + " / " +
        (inst.memory_budget_mb === null ? "unlimited" : fmtMb(inst.memory_budget_mb))),
@@ -118,10 +121,13 @@ function drawModels(view) {
     el("td", {}, el("strong", {}, m.name), " ",
        m.pinned ? el("span", {class: "badge pin"}, "pinned") : "",
        m.held && !m.pinned ? el("span", {class: "badge pin"}, "held") : "",
-       el("div", {class: "why"}, m.reason || "")),
+       el("div", {class: "why"}, m.reason || ""),
+       m.unhealthy ? el("div", {class: "why", "data-field": "unhealthy"},
+                        "unhealthy: " + m.unhealthy) : ""),
     el("td", {"data-field": "instance"}, m.instances.length > 1 ?
        m.instances.filter(r => r.state !== "cold")
-         .map(r => r.instance + (r.state === "ready" ? "" : " (" + r.state + ")"))
+         .map(r => r.instance + (r.unhealthy ? " (unhealthy)" :
+                                 r.state === "ready" ? "" : " (" + r.state + ")"))
          .join(", ") || "-" : m.instance),
     el("td", {}, el("span", {class: "badge " + m.state, "data-field": "state"}, m.state)),
     el("td", {"data-field": "level"}, m.level),

@@ -24,6 +24,7 @@ from controlplane.serving.router import Router, route_step
 from controlplane.serving.status import Status
 from controlplane.serving.table import InstanceEntry, RoutingTable
 from controlplane.serving.upstream import Upstream
+from controlplane.serving.versions import VersionSplit
 
 log = logging.getLogger(__name__)
 #: an upstream replaced by a newer one is closed this long after (its in-flight calls finish)
@@ -158,6 +159,9 @@ class TableReplicas:
 
     def why_unavailable(self) -> str:
         return self.table.unavailable or "no Triton instance is serving"
+
+    def split(self, model: str) -> VersionSplit | None:
+        return self.table.splits.get(model)
 
     async def close(self) -> None:
         for replica in self._order:

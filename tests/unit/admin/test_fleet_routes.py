@@ -20,6 +20,10 @@ from controlplane.triton.supervisor import TritonState
 from tests.unit.fleet.support import make_fleet, runtime
 
 
+async def _no_new_version(model: str | None = None) -> None:
+    """The rollouts' check for a newer version folder (there is none here)."""
+
+
 def _client(fleet: Fleet) -> httpx.AsyncClient:
     for rt in fleet.order:
         sup: Any = runtime(rt)[1]
@@ -28,8 +32,9 @@ def _client(fleet: Fleet) -> httpx.AsyncClient:
     app = FastAPI()
     install_error_handlers(app)
     # no instance joins here: the membership is only asked for those being provisioned
-    app.state.control_plane = SimpleNamespace(fleet=fleet, compile_cache=None,
-                                              membership=SimpleNamespace(joining={}))
+    app.state.control_plane = SimpleNamespace(
+        fleet=fleet, compile_cache=None, membership=SimpleNamespace(joining={}),
+        rollouts=SimpleNamespace(detect=_no_new_version))
     for router in (routes_instances.router, routes_instances.actions_router,
                    routes_models.router):
         app.include_router(router)

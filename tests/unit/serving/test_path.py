@@ -15,6 +15,7 @@ from controlplane.serving.path import InferencePath, UpstreamError
 from controlplane.serving.ports import Replica
 from controlplane.serving.status import Status
 from controlplane.serving.upstream import Upstream
+from controlplane.serving.versions import VersionSplit
 from controlplane.tensors import TensorShape
 from controlplane.traffic.observation import Observation
 
@@ -49,6 +50,7 @@ class FakeReplicas:
         self.models = set(models)
         self.failures: list[tuple[str, str, Status]] = []
         self.retry = True
+        self.splits: dict[str, VersionSplit] = {}
 
     def route(self, model: str, exclude: Collection[str] = (),
               sequence: Sequence | None = None) -> Replica | None:
@@ -74,6 +76,9 @@ class FakeReplicas:
 
     def failed(self, instance: str, model: str, status: Status, message: str) -> None:
         self.failures.append((instance, model, status))
+
+    def split(self, model: str) -> VersionSplit | None:
+        return self.splits.get(model)
 
     def why_unavailable(self) -> str:
         return "none serves"
@@ -105,7 +110,7 @@ async def test_a_ready_replica_serves_at_once_and_the_outcome_is_recorded() -> N
     path = InferencePath(FakeReplicas(a), recorder)
     sent: list[str] = []
 
-    async def send(rt: Replica) -> bytes:
+    async def send(rt: Replica, version: str | None) -> bytes:
         assert rt.upstream is not None and rt.upstream.in_flight("m") == 1  # counted
         sent.append(rt.name)
         return b"answer"
@@ -120,7 +125,7 @@ async def test_a_ready_replica_serves_at_once_and_the_outcome_is_recorded() -> N
 async def test_a_cold_model_waits_for_its_load_and_is_recorded_cold() -> None:
     recorder = Recorder()
     path = InferencePath(FakeReplicas(FakeReplica("a"), load_s=0.05), recorder)
-    await path.call(facts("cold"), None, lambda: 5.0, lambda rt: asyncio.sleep(0, b"ok"))
+    await path.call(facts("cold"), None, lambda: 5.0, lambda rt, v: asyncio.sleep(0, b"ok"))
     (seen,) = recorder.seen
     assert seen.cold and seen.wait_s is not None and seen.wait_s >= 0.04
 
@@ -129,9 +134,9 @@ async def test_past_the_deadline_and_unknown_models_fail_with_our_errors() -> No
     recorder = Recorder()
     path = InferencePath(FakeReplicas(FakeReplica("a"), load_s=1.0), recorder)
     with pytest.raises(DeadlineExceeded):
-        await path.call(facts("cold"), None, lambda: 0.05, lambda rt: asyncio.sleep(0, b""))
+        await path.call(facts("cold"), None, lambda: 0.05, lambda rt, v: asyncio.sleep(0, b""))
     with pytest.raises(ModelNotFound):
-        await path.call(facts("nope"), None, lambda: 5.0, lambda rt: asyncio.sleep(0, b""))
+        await path.call(facts("nope"), None, lambda: 5.0, lambda rt, v: asyncio.sleep(0, b""))
     assert [(o.model, o.outcome) for o in recorder.seen] == [
         ("cold", "DEADLINE_EXCEEDED"), ("nope", "NOT_FOUND")]
 
@@ -142,7 +147,7 @@ async def test_an_unreachable_replica_is_retried_once_on_another() -> None:
     recorder = Recorder()
     path = InferencePath(replicas, recorder)
 
-    async def send(rt: Replica) -> bytes:
+    async def send(rt: Replica, version: str | None) -> bytes:
         if rt.name == "a":
             raise UpstreamError(Status.UNAVAILABLE, "connection refused")
         return b"from b"
@@ -151,7 +156,7 @@ async def test_an_unreachable_replica_is_retried_once_on_another() -> None:
     assert replicas.failures == [("a", "m", Status.UNAVAILABLE)]
     assert [o.outcome for o in recorder.seen] == ["OK"]
 
-    async def both_fail(rt: Replica) -> bytes:
+    async def both_fail(rt: Replica, version: str | None) -> bytes:
         raise UpstreamError(Status.UNAVAILABLE, f"{rt.name} is gone", rt.name)
 
     with pytest.raises(UpstreamError) as failed:  # once only: the second answer is the client's
@@ -169,19 +174,51 @@ async def test_each_record_names_the_replica_that_answered_or_none() -> None:
     recorder = Recorder()
     path = InferencePath(FakeReplicas(a, b), recorder)
 
-    async def a_is_gone(rt: Replica) -> bytes:
+    async def a_is_gone(rt: Replica, version: str | None) -> bytes:
         if rt.name == "a":
             raise UpstreamError(Status.UNAVAILABLE, "connection refused")
         return b"from b"
 
-    async def refused(rt: Replica) -> bytes:
+    async def refused(rt: Replica, version: str | None) -> bytes:
         raise UpstreamError(Status.INVALID_ARGUMENT, f"{rt.name}: bad input")
 
-    await path.call(facts(), None, lambda: 5.0, lambda rt: asyncio.sleep(0, b"ok"))
+    await path.call(facts(), None, lambda: 5.0, lambda rt, v: asyncio.sleep(0, b"ok"))
     await path.call(facts(), None, lambda: 5.0, a_is_gone)  # retried: b answered
     with pytest.raises(UpstreamError):
         await path.call(facts(), None, lambda: 5.0, refused)
     with pytest.raises(ModelNotFound):  # no replica reached
-        await path.call(facts("nope"), None, lambda: 5.0, lambda rt: asyncio.sleep(0, b""))
+        await path.call(facts("nope"), None, lambda: 5.0, lambda rt, v: asyncio.sleep(0, b""))
     assert [(o.outcome, o.instance) for o in recorder.seen] == [
         ("OK", "a"), ("OK", "b"), ("INVALID_ARGUMENT", "a"), ("NOT_FOUND", None)]
+
+
+async def test_during_a_rollout_unversioned_requests_name_a_version_by_the_split() -> None:
+    a = FakeReplica("a", ready={"m"})
+    recorder = Recorder()
+    replicas = FakeReplicas(a)
+    path = InferencePath(replicas, recorder)
+    named: list[str | None] = []
+
+    async def send(rt: Replica, version: str | None) -> bytes:
+        named.append(version)
+        return b"ok"
+
+    await path.call(facts(), None, lambda: 5.0, send)
+    assert named == [None]  # no rollout: forwarded as it came
+    replicas.splits["m"] = VersionSplit(active="1", target="2", share=0.25)
+    named.clear()
+    for _ in range(2000):
+        await path.call(facts(), None, lambda: 5.0, send)
+    assert set(named) == {"1", "2"}
+    assert 0.2 < named.count("2") / len(named) < 0.3
+    # the observation names the version that served it
+    assert {o.version for o in recorder.seen[-2000:]} == {"1", "2"}
+    # a request that names a version gets it, whatever the split
+    named.clear()
+    await path.call(facts()._replace(version="1"), None, lambda: 5.0, send)
+    assert named == [None] and recorder.seen[-1].version == "1"
+    replicas.splits["m"] = VersionSplit(active="1", target="2", share=0.0)
+    named.clear()
+    for _ in range(200):
+        await path.call(facts(), None, lambda: 5.0, send)
+    assert set(named) == {"1"}  # before any step: never the target

@@ -1,0 +1,1 @@
+"""Version rollouts: a new model version verified, then shifted into traffic in steps."""

@@ -1,0 +1,219 @@
+"""Rollouts of new model versions on a real embedded tritonserver, under continuous load
+(issue 20).
+
+Each model serves version 1 while clients send requests; a version 2 folder appears and a
+rollout starts (by itself for ``good``, through ``POST /models/{name}/rollouts`` for the
+others). A good version 2 is verified, shifted to in steps and promoted with no failed and no
+cold request; a NaN, a 10x slower, a partly failing and a disagreeing version 2 are each
+rolled back before or at their first step, and no client answer beyond that step's share came
+from them (each answer carries the number of the version that computed it). A rollout
+interrupted by a restart of the control plane resumes and finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import pytest_asyncio
+import tritonclient.grpc.aio as grpc_aio
+from tritonclient.grpc import InferInput
+from tritonclient.utils import InferenceServerException
+
+from controlplane.app import ControlPlane
+from controlplane.config import InstanceSettings, Settings, load_settings
+from tests.conftest import ROOT
+from tests.support.versions import add_version
+from tests.support.waiting import until
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
+
+KINDS = ("good", "nan", "slow", "errors", "disagree")
+STEPS = [20.0, 60.0, 100.0]
+
+
+def _settings(tmp: Path) -> Settings:
+    repo = tmp / "repository"
+    if not repo.exists():
+        for kind in KINDS:
+            add_version(repo, kind, "1")
+    models: dict[str, Any] = {k: {"pinned": True, "sample_payloads": True} for k in KINDS}
+    models["disagree"]["rollout"] = {"atol": 0.01}
+    models["good"]["rollout"] = {"auto": True}
+    return load_settings(
+        data_dir=tmp / "state", model_repository=repo, backends_dir=ROOT / "triton_backends",
+        admin={"port": 0}, gateway={"port": 0, "http_port": 0}, scheduler={"enabled": False},
+        triton={"stop_timeout_s": 5, "load_timeout_s": 60, "reconcile_interval_s": 1},
+        instances={"a": InstanceSettings()},
+        traffic={"sample_per_shape": 16, "flush_interval_s": 0.5},
+        rollouts={"auto": False, "steps": STEPS, "dwell_s": 3, "min_requests": 15},
+        models=models)
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("rollouts")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cp(tmp: Path) -> AsyncIterator[ControlPlane]:
+    control = ControlPlane(_settings(tmp))
+    await control.start(wait_pinned=True)
+    yield control
+    await control.stop()
+
+
+class Clients:
+    """Requests with inputs 1..9 in turn; each answer's version and whether it was right."""
+
+    def __init__(self, cp: ControlPlane, model: str, n: int = 2) -> None:
+        self.cp, self.model, self.n = cp, model, n
+        self.answers: list[tuple[float, float | None, str]] = []  # (time, version, outcome)
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def loop(self, seed: int) -> None:
+        async with grpc_aio.InferenceServerClient(self.cp.gateway_url) as client:
+            i = seed
+            while not self.stop.is_set():
+                i += 1
+                x = float(i % 9 + 1)
+                inp = InferInput("INPUT0", [1, 1], "FP32")
+                inp.set_data_from_numpy(np.array([[x]], dtype=np.float32))
+                try:
+                    result = await client.infer(self.model, [inp], client_timeout=30)
+                    y, v = result.as_numpy("OUTPUT0"), result.as_numpy("VERSION")
+                    ok = y is not None and float(y[0][0]) == 2 * x
+                    version = None if v is None else float(v[0][0])
+                    self.answers.append((time.monotonic(), version, "ok" if ok else "wrong"))
+                except InferenceServerException as exc:
+                    self.answers.append((time.monotonic(), None, str(exc.status())))
+                await asyncio.sleep(0.01)
+
+    def start(self) -> Clients:
+        self.tasks = [asyncio.create_task(self.loop(k * 1000)) for k in range(self.n)]
+        return self
+
+    async def finish(self) -> None:
+        self.stop.set()
+        await asyncio.gather(*self.tasks)
+
+    def failed(self) -> list[tuple[float, float | None, str]]:
+        return [a for a in self.answers if a[2] != "ok"]
+
+
+async def _rollouts(cp: ControlPlane, model: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
+        response = await http.get(f"/models/{model}/rollouts")
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()
+        return rows
+
+
+async def _finished(cp: ControlPlane, model: str, within_s: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        rows = await _rollouts(cp, model)
+        if rows and rows[0]["state"] in ("promoted", "rolled_back", "aborted"):
+            return rows[0]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"rollout of {model} not finished: {await _rollouts(cp, model)}")
+
+
+def _cold(cp: ControlPlane, seen: list[Any], model: str) -> int:
+    return sum(1 for o in seen if o.model == model and o.cold)
+
+
+async def test_a_good_version_is_promoted_under_load_with_nothing_failed_or_cold(
+        cp: ControlPlane, tmp: Path) -> None:
+    seen: list[Any] = []
+    assert cp.recorder is not None
+    cp.recorder.on_observation.append(seen.append)
+    clients = Clients(cp, "good").start()
+    await asyncio.sleep(1.5)  # version 1 serves; its payloads are recorded
+    add_version(tmp / "repository", "good", "2")  # noticed by itself (rollouts.auto)
+    row = await _finished(cp, "good")
+    await asyncio.sleep(1.0)
+    await clients.finish()
+    assert row["state"] == "promoted", row
+    assert row["origin"] == "auto" and row["version"] == "2"
+    assert row["verification"]["passed"] and row["verification"]["samples"] > 0
+    assert clients.failed() == [] and _cold(cp, seen, "good") == 0
+    versions = [v for _, v, _ in clients.answers]
+    assert versions[0] == 1.0 and versions[-1] == 2.0
+    # never back to 1 once the last step served 2 alone
+    last_one = max(i for i, v in enumerate(versions) if v == 1.0)
+    assert all(v == 2.0 for v in versions[last_one + 1:])
+    assert cp.versions.active("good") == "2" and cp.versions.target("good") is None
+    status = cp.fleet.status("good")
+    assert status.versions == ("2",)  # version 1 unloaded
+    assert "good" not in cp.fleet.splits
+
+
+@pytest.mark.parametrize("kind", ["nan", "slow", "errors", "disagree"])
+async def test_a_bad_version_is_rolled_back_before_it_serves_beyond_its_first_step(
+        cp: ControlPlane, tmp: Path, kind: str) -> None:
+    clients = Clients(cp, kind).start()
+    await asyncio.sleep(1.5)
+    add_version(tmp / "repository", kind, "2", kind=kind)
+    async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
+        started = await http.post(f"/models/{kind}/rollouts", json={"version": "2"})
+    assert started.status_code == 202, started.text
+    assert started.json()["state"] == "verifying"
+    row = await _finished(cp, kind)
+    await asyncio.sleep(0.5)
+    await clients.finish()
+    assert row["state"] == "rolled_back", row
+    from_v2 = [a for a in clients.answers if a[1] == 2.0]
+    share = len(from_v2) / max(1, len(clients.answers))
+    # caught by the verification (no client saw it) or at the first step, within its share
+    assert row["step"] <= 0, row
+    assert share <= STEPS[0] / 100, (share, row["reason"])
+    failures = clients.failed()
+    if row["step"] < 0:  # caught before any traffic
+        assert from_v2 == [] and failures == [], row["reason"]
+        assert not row["verification"]["passed"]
+    assert cp.versions.active(kind) == "1" and cp.versions.target(kind) is None
+    assert cp.fleet.status(kind).versions == ("1",)
+    expected = {"nan": "NaN", "slow": "latency", "errors": "above 5", "disagree": "atol"}
+    assert expected[kind] in row["reason"], row["reason"]
+
+
+async def test_bad_requests_get_clear_errors(cp: ControlPlane) -> None:
+    async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
+        r = await http.post("/models/nope/rollouts", json={"version": "2"})
+        assert r.status_code == 404
+        r = await http.post("/models/good/rollouts", json={"version": "9"})
+        assert r.status_code == 400 and "no version folder" in r.text
+        r = await http.post("/models/good/rollouts", json={"version": "2"})
+        assert r.status_code == 409 and "active one already" in r.text
+        r = await http.post("/models/good/rollouts", json={"version": "../1"})
+        assert r.status_code == 422
+        r = await http.post("/models/good/rollouts/12345/pause")
+        assert r.status_code == 409
+
+
+async def test_a_rollout_resumes_after_a_restart(cp: ControlPlane, tmp: Path) -> None:
+    add_version(tmp / "repository", "nan", "3")  # a good version 3 of the same model
+    async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
+        started = await http.post("/models/nan/rollouts", json={"version": "3"})
+        assert started.status_code == 202, started.text
+        rid = started.json()["id"]
+    assert await until(lambda: cp.rollouts.running.get("nan") is not None
+                       and cp.rollouts.running["nan"].state == "shifting", 60)
+    await cp.stop()
+    again = ControlPlane(_settings(tmp))
+    await again.start(wait_pinned=True)
+    try:
+        assert again.rollouts.running["nan"].id == rid  # resumed, not started anew
+        row = await _finished(again, "nan")
+        assert row["id"] == rid and row["state"] == "promoted", row
+        assert again.versions.active("nan") == "3"
+    finally:
+        await again.stop()
