@@ -16,6 +16,8 @@ from controlplane.cli_format import (
     drain_lines,
     instances_table,
     plan_lines,
+    rollout_line,
+    rollouts_table,
     scaling_lines,
     status_table,
 )
@@ -202,6 +204,39 @@ def cmd_scaling(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollout_start(args: argparse.Namespace) -> int:
+    view = request(args, "POST", f"/models/{args.model}/rollouts",
+                   json={"version": args.version})
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(rollout_line(view))
+    print(f"  watch it with `warmctl rollout status {view['model']}`")
+    return 0
+
+
+def cmd_rollout_status(args: argparse.Namespace) -> int:
+    rollouts = request(args, "GET", f"/models/{args.model}/rollouts")
+    if args.json:
+        print(json.dumps(rollouts, indent=2))
+    elif not rollouts:
+        print(f"{args.model}: no rollouts yet (start one with `warmctl rollout start "
+              f"{args.model} VERSION`)")
+    else:
+        print("\n".join(rollouts_table(rollouts)))
+    return 0
+
+
+def cmd_rollout_act(args: argparse.Namespace) -> int:
+    view = request(args, "POST",
+                   f"/models/{args.model}/rollouts/{args.id}/{args.rollout_action}")
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        print(rollout_line(view))
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     report = request(args, "POST", f"/instances/{args.instance}/drain",
                       params={"force": "true"} if args.force else None,
@@ -378,6 +413,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="remove even the last instance that serves")
     instance_action("promote", "a standby instance takes traffic now",
                     cmd_instances_promote)
+    rollout = client_command("rollout", "roll a model out to a new version: verified on "
+                             "recorded samples, then shifted into traffic in steps (rolled "
+                             "back at once on a regression)", cmd_rollout_status)
+    rollout.add_argument("--json", action="store_true")
+    rollout_actions = rollout.add_subparsers(dest="rollout_action", metavar="ACTION",
+                                             required=True)
+
+    def rollout_action(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+        p = rollout_actions.add_parser(name, help=help_)
+        p.add_argument("model", help="the model")
+        _client_options(p, defaults=False)
+        # SUPPRESS: `warmctl rollout --json status m` keeps the --json given before the action
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the rollout(s) as JSON")
+        p.set_defaults(func=func)
+        return p
+
+    rollout_action("start", "load VERSION beside the active version, verify it, then shift "
+                   "the traffic to it in steps", cmd_rollout_start).add_argument(
+        "version", help="the version folder to roll out to")
+    rollout_action("status", "the model's rollouts, newest first, with the newest one's "
+                   "verification", cmd_rollout_status)
+    for action, what in (("pause", "hold a rollout at its step"),
+                         ("resume", "go on with a paused rollout"),
+                         ("promote", "shift the rest of the traffic at once (once its "
+                                     "verification passed)"),
+                         ("abort", "every request back to the active version, the new one "
+                                   "unloaded")):
+        rollout_action(action, what, cmd_rollout_act).add_argument(
+            "id", type=int, help="the rollout (its ID in `warmctl rollout status`)")
+
     drain = client_command("drain", "drain a Triton instance: no new requests, its needed "
                            "models loaded elsewhere first, in-flight requests finish, then "
                            "its models are unloaded", cmd_drain)

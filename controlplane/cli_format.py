@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
 
 _SPINNER = "|/-\\"
@@ -188,6 +188,101 @@ def scaling_lines(view: dict[str, Any]) -> list[str]:
                      f"{r['weight']:>6.0%} {r['started_s_ago']:>5.0f}s  {errors:<15} "
                      f"{p50:<17} {state}" + (f": {fit(why, 100)}" if why else ""))
     return lines
+
+
+def _rollout_step(rollout: dict[str, Any]) -> str:
+    """The step reached as ``2/4`` (``step`` is 0-based, -1 before the first), ``0/4`` before
+    the first; without the steps in ``options``, the step alone (``-`` before the first)."""
+    steps = (rollout.get("options") or {}).get("steps") or []
+    step = int(rollout["step"])
+    if steps:
+        return f"{step + 1}/{len(steps)}"
+    return "-" if step < 0 else str(step + 1)
+
+
+def _share(value: float) -> str:
+    """A share of 0..1 as a percentage: ``25%``, ``12.5%``."""
+    pct = value * 100
+    return f"{pct:.0f}%" if abs(pct - round(pct)) < 0.05 else f"{pct:.1f}%"
+
+
+def rollout_line(rollout: dict[str, Any]) -> str:
+    """One rollout (``POST /models/{name}/rollouts`` and its actions) on one line: its model,
+    id, versions, state, step, the new version's share of the traffic, and the reason."""
+    reason = " ".join((rollout.get("reason") or "").split())
+    return (f"{rollout['model']}: rollout {rollout['id']} {rollout['active']}→"
+            f"{rollout['version']} {rollout['state']}, step {_rollout_step(rollout)} "
+            f"({_share(rollout['share'])} of the traffic)"
+            + (f": {fit(reason, 200)}" if reason else ""))
+
+
+#: failed checks shown under the newest rollout's verification
+_FAILURES_SHOWN = 3
+
+
+def rollouts_table(rollouts: list[dict[str, Any]], tz: tzinfo | None = None) -> list[str]:
+    """``warmctl rollout status``: one line per rollout as given (the API's order, newest
+    first), its reason indented under it; under the newest, its verification (passed or
+    failed, samples, the p50 of each version, the first failed checks). Times are shown in
+    ``tz`` (default: the local zone).
+
+    ``rollouts`` is ``GET /models/{name}/rollouts``'s JSON (see ``RolloutView``). Raises
+    KeyError when a key a line needs is missing."""
+    moves = [f"{r['active']}→{r['version']}" for r in rollouts]
+    id_w = max([len("ID"), *(len(str(r["id"])) for r in rollouts)])
+    move_w = min(30, max([len("FROM→TO"), *(len(m) for m in moves)]))
+    state_w = max([len("STATE"), *(len(r["state"]) for r in rollouts)])
+    steps = [_rollout_step(r) for r in rollouts]
+    step_w = max([len("STEP"), *(len(s) for s in steps)])
+    origin_w = max([len("ORIGIN"), *(len(r["origin"]) for r in rollouts)])
+    lines = [f"{'ID':>{id_w}}  {'FROM→TO':<{move_w}}  {'STATE':<{state_w}}  "
+             f"{'STEP':>{step_w}}  {'SHARE':>5}  {'ORIGIN':<{origin_w}}  UPDATED"]
+    indent = " " * (id_w + 2)
+    for n, (r, move, step) in enumerate(zip(rollouts, moves, steps, strict=True)):
+        lines.append(f"{r['id']:>{id_w}}  {fit(move, move_w):<{move_w}}  "
+                     f"{r['state']:<{state_w}}  {step:>{step_w}}  {_share(r['share']):>5}  "
+                     f"{r['origin']:<{origin_w}}  {_local(r['updated_at'], tz)}")
+        if r.get("reason"):
+            lines.append(f"{indent}{fit(r['reason'], 200)}")
+        if n == 0:
+            lines.extend(indent + line for line in _verification_lines(r))
+    return lines
+
+
+def _verification_lines(rollout: dict[str, Any]) -> list[str]:
+    found = rollout.get("verification")
+    if not found:
+        return ["verification: under way" if rollout["state"] == "verifying"
+                else "verification: none"]
+    samples = int(found.get("samples") or 0)
+    lines = [f"verification: {'passed' if found.get('passed') else 'failed'} on "
+             f"{samples} sample{'' if samples == 1 else 's'}, "
+             f"p50 {_ms2(found.get('active_p50_s'))} active vs "
+             f"{_ms2(found.get('target_p50_s'))} target"]
+    failures = list(found.get("failures") or [])
+    lines.extend(f"  {fit(f, 200)}" for f in failures[:_FAILURES_SHOWN])
+    if len(failures) > _FAILURES_SHOWN:
+        lines.append(f"  (and {len(failures) - _FAILURES_SHOWN} more)")
+    return lines
+
+
+def _ms2(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.2f} ms"
+
+
+def _local(at: object, tz: tzinfo | None = None) -> str:
+    """An ISO-8601 time to the second in ``tz`` (default: the local zone); an unzoned one is
+    taken as UTC (the store's). What cannot be read is shown as it came."""
+    try:
+        moment = datetime.fromisoformat(str(at))
+    except ValueError:
+        return str(at)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError):  # out of the local zone's range
+        return str(at)
 
 
 def _when(at: object) -> str:

@@ -117,7 +117,7 @@ def error_codes(method: str, path: str, has_params: bool) -> list[int]:
         codes.add(422)
     if "{" in path:
         codes |= {400, 404}
-    if method == "post":
+    if method in ("post", "delete"):
         codes |= {400, 404, 409, 504}
     if path == "/plan":
         codes.add(409)  # the scheduler is disabled

@@ -250,18 +250,19 @@ class Membership:
                 await drain.drain(self.fleet, name, why)
                 # a stateful model's open sequences are given their time (drain.py)
                 await wait_settled(self.fleet, rt, None, self.fleet.options.drain_timeout_s)
-            rt.move(InstanceState.RETIRED, why)
-            self.fleet.detach(name, why)
-            self._changed()
-            self.fleet.record("retire", "", name, why, "ok")
-            await self.fleet.publish()
-        except ControlPlaneError as exc:
+        except ControlPlaneError as exc:  # it stays, draining: DELETE again, or resume it
             self.fleet.record("retire", "", name, why, f"failed: {exc}")
             log.warning("removing instance %s: %s", name, exc)
-        finally:
             self.leaving.discard(name)
+            return
+        rt.move(InstanceState.RETIRED, why)
+        self.fleet.detach(name, why)
+        self.leaving.discard(name)
+        self._changed()
+        await self._forget(name)  # before the close: a restart meanwhile does not bring it back
+        self.fleet.record("retire", "", name, why, "ok")
+        await self.fleet.publish()
         await rt.close()
-        await self._forget(name)
 
     async def _forget(self, name: InstanceName) -> None:
         self._tasks.pop(name, None)

@@ -50,6 +50,28 @@ SCALING = {"enabled": True, "instances": {"serving": 2, "warming": 1, "standby":
                           "instances": ["auto-1"], "outcome": "started"}]}
 
 
+def _rollout(rollout_id: int = 7, state: str = "verifying", **values: object) -> dict[str, object]:
+    """A RolloutView as the admin API answers one."""
+    return {"id": rollout_id, "model": "resnet", "active": "1", "version": "2", "state": state,
+            "step": -1, "share": 0.0, "reason": "verifying version 2 on recorded samples",
+            "origin": "operator", "options": {"steps": [5, 25, 50, 100], "dwell_s": 60.0},
+            "verification": None, "created_at": "2024-05-01T08:00:00+00:00",
+            "updated_at": "2024-05-01T08:00:00.250000+00:00", **values}
+
+
+ROLLOUTS = [
+    _rollout(7, "shifting", step=1, share=0.25, reason="step 2/4: 25% of the traffic",
+             updated_at="2024-05-01T08:03:10+00:00",
+             verification={"passed": True, "reason": "32 samples", "samples": 32,
+                           "active_p50_s": 0.0041, "target_p50_s": 0.0043, "failures": []}),
+    _rollout(6, "rolled_back", active="1", version="3", origin="auto",
+             reason="verification failed: output 'y' differs",
+             updated_at="2024-04-30T22:15:00+00:00",
+             verification={"passed": False, "reason": "output 'y' differs", "samples": 1,
+                           "active_p50_s": 0.004, "target_p50_s": None,
+                           "failures": ["output 'y' differs"]})]
+
+
 def _error(status: int, message: str) -> tuple[int, bytes]:
     """The admin API's JSON error shape."""
     return status, json.dumps({"error": {"code": "conflict", "message": message}}).encode()
@@ -98,11 +120,41 @@ class _StubAdmin(BaseHTTPRequestHandler):
         self._answer(status, answer)
         return True
 
+    def _rollouts(self, method: str) -> bool:
+        """``/models/{name}/rollouts`` and its actions; False for a path they do not cover."""
+        parts = self.path.split("/")  # "", "models", name, "rollouts", id, action
+        if len(parts) < 4 or parts[1] != "models" or parts[3] != "rollouts":
+            return False
+        size = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(size)) if size else None
+        self.calls.append((method, self.path, body))
+        name = parts[2]
+        status, answer = 200, b""
+        if name == "nope":
+            status, answer = _error(404, "model 'nope' is not in the repository")
+        elif method == "GET":
+            answer = json.dumps([] if name == "fresh" else ROLLOUTS).encode()
+        elif len(parts) == 4:
+            assert isinstance(body, dict)
+            if body["version"] == "9":
+                status, answer = _error(400, "resnet has no version folder '9'")
+            else:
+                status, answer = 202, json.dumps(_rollout(version=body["version"])).encode()
+        elif parts[4] == "7":
+            state = {"pause": "paused", "resume": "shifting", "promote": "shifting",
+                     "abort": "aborted"}[parts[5]]
+            answer = json.dumps(ROLLOUTS[0] | {"state": state, "reason": f"{parts[5]} asked"}
+                                ).encode()
+        else:
+            status, answer = _error(409, f"rollout {parts[4]} of '{name}' is not under way")
+        self._answer(status, answer)
+        return True
+
     def do_DELETE(self) -> None:
         self._fleet("DELETE")
 
     def do_GET(self) -> None:
-        if self._fleet("GET"):
+        if self._fleet("GET") or self._rollouts("GET"):
             return
         if self.path == "/models":
             self._answer(200, json.dumps(MODELS).encode())
@@ -114,7 +166,7 @@ class _StubAdmin(BaseHTTPRequestHandler):
             self._answer(502, b"<html>Bad Gateway</html>", "text/html")
 
     def do_POST(self) -> None:
-        if self._fleet("POST"):
+        if self._fleet("POST") or self._rollouts("POST"):
             return
         if self.path.startswith("/models/fleet/load"):
             self._answer(200, json.dumps(FLEET_MODEL).encode())
@@ -287,3 +339,82 @@ def test_scaling_summary_and_json(admin_url: str, capsys: pytest.CaptureFixture[
     assert "      forecast 9.0 req/s in 60s needs 3 instances" in out.splitlines()
     assert main(["scaling", "--json", "--admin-url", admin_url]) == 0
     assert json.loads(capsys.readouterr().out) == SCALING
+
+
+@pytest.fixture
+def utc_plus_2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The local zone is UTC+2 (a POSIX TZ needs no zone database)."""
+    monkeypatch.setenv("TZ", "XXX-2")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_rollout_start_says_how_to_watch(
+        admin_url: str, calls: list[tuple[str, str, object]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rollout", "start", "resnet", "2", "--admin-url", admin_url]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "resnet: rollout 7 1→2 verifying, step 0/4 (0% of the traffic): verifying version 2 "
+        "on recorded samples",
+        "  watch it with `warmctl rollout status resnet`"]
+    # the global options before the command, --json before the action
+    assert main(["--admin-url", admin_url, "rollout", "--json", "start", "resnet", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == _rollout()
+    assert calls == [("POST", "/models/resnet/rollouts", {"version": "2"})] * 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["start", "resnet", "9"], "warmctl: 400: resnet has no version folder '9'"),
+    (["start", "nope", "2"], "warmctl: 404: model 'nope' is not in the repository"),
+    (["status", "nope"], "warmctl: 404: model 'nope' is not in the repository"),
+    (["pause", "resnet", "6"], "warmctl: 409: rollout 6 of 'resnet' is not under way")])
+def test_rollout_refused_prints_the_api_message(
+        admin_url: str, argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["rollout", *argv, "--admin-url", admin_url])
+    assert exited.value.code == message  # SystemExit with a message: exit status 1
+
+
+def test_rollout_status_table_in_local_time(
+        admin_url: str, utc_plus_2: None, calls: list[tuple[str, str, object]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rollout", "status", "resnet", "--admin-url", admin_url]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "ID  FROM→TO  STATE        STEP  SHARE  ORIGIN    UPDATED",
+        " 7  1→2      shifting      2/4    25%  operator  2024-05-01 10:03:10",
+        "    step 2/4: 25% of the traffic",
+        "    verification: passed on 32 samples, p50 4.10 ms active vs 4.30 ms target",
+        " 6  1→3      rolled_back   0/4     0%  auto      2024-05-01 00:15:00",
+        "    verification failed: output 'y' differs"]
+    assert main(["--admin-url", admin_url, "rollout", "status", "resnet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == ROLLOUTS
+    assert main(["rollout", "status", "fresh", "--admin-url", admin_url]) == 0
+    assert capsys.readouterr().out == (
+        "fresh: no rollouts yet (start one with `warmctl rollout start fresh VERSION`)\n")
+    assert [(m, p) for m, p, _ in calls] == [("GET", "/models/resnet/rollouts")] * 2 + [
+        ("GET", "/models/fresh/rollouts")]
+
+
+@pytest.mark.parametrize("action, state", [
+    ("pause", "paused"), ("resume", "shifting"), ("promote", "shifting"), ("abort", "aborted")])
+def test_rollout_actions(
+        admin_url: str, action: str, state: str, calls: list[tuple[str, str, object]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rollout", action, "resnet", "7", "--admin-url", admin_url]) == 0
+    assert capsys.readouterr().out == (f"resnet: rollout 7 1→2 {state}, step 2/4 (25% of the "
+                                       f"traffic): {action} asked\n")
+    assert main(["--admin-url", admin_url, "rollout", action, "--json", "resnet", "7"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == state
+    assert calls == [("POST", f"/models/resnet/rollouts/7/{action}", None)] * 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["rollout"], ["rollout", "pause", "resnet"], ["rollout", "pause", "resnet", "x"],
+    ["rollout", "start", "resnet"], ["rollout", "rewind", "resnet", "7"]])
+def test_rollout_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--admin-url", "http://127.0.0.1:9"])
+    assert exited.value.code == 2
+    assert "usage: warmctl rollout" in capsys.readouterr().err

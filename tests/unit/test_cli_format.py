@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import time
+from datetime import UTC, timedelta, timezone
 
 import pytest
 
@@ -17,6 +18,8 @@ from controlplane.cli_format import (
     instances_table,
     plan_lines,
     progress,
+    rollout_line,
+    rollouts_table,
     scaling_lines,
     status_table,
 )
@@ -235,3 +238,83 @@ def test_scaling_lines_when_off_and_quiet() -> None:
     assert lines[-2:] == ["", "ramps: none in progress"]
     assert scaling_lines(_scaling())[-3:] == ["decisions: none yet", "",
                                               "ramps: none in progress"]
+
+
+def _rollout(**values: object) -> dict[str, object]:
+    """A RolloutView as ``GET /models/{name}/rollouts`` answers one."""
+    return {"id": 7, "model": "resnet", "active": "1", "version": "2", "state": "shifting",
+            "step": 1, "share": 0.25, "reason": "step 2/4: 25% of the traffic",
+            "origin": "operator", "options": {"steps": [5, 25, 50, 100], "dwell_s": 60.0},
+            "verification": {"passed": True, "reason": "32 samples, p50 4.32 ms vs 4.10 ms",
+                             "samples": 32, "active_p50_s": 0.0041, "target_p50_s": 0.00432,
+                             "failures": []},
+            "created_at": "2024-05-01T08:00:00+00:00",
+            "updated_at": "2024-05-01T08:03:10.5+00:00", **values}
+
+
+def test_rollouts_table_newest_first_with_its_verification() -> None:
+    older = _rollout(id=12, active="10", version="11", state="rolled_back", step=-1,
+                     share=0.0, origin="auto", updated_at="2024-04-30T23:59:59Z",
+                     reason="verification failed: output 'y' differs",
+                     verification={"passed": False, "samples": 3, "failures": ["x"]})
+    assert rollouts_table([_rollout(), older], UTC) == [
+        "ID  FROM→TO  STATE        STEP  SHARE  ORIGIN    UPDATED",
+        " 7  1→2      shifting      2/4    25%  operator  2024-05-01 08:03:10",
+        "    step 2/4: 25% of the traffic",
+        "    verification: passed on 32 samples, p50 4.10 ms active vs 4.32 ms target",
+        # an older rollout's verification is not repeated: its reason says what it found
+        "12  10→11    rolled_back   0/4     0%  auto      2024-04-30 23:59:59",
+        "    verification failed: output 'y' differs"]
+
+
+def test_rollouts_table_times_in_the_zone_given() -> None:
+    lines = rollouts_table([_rollout(updated_at="2024-05-01T23:30:00+00:00")],
+                           timezone(timedelta(hours=2)))
+    assert lines[1].endswith("  2024-05-02 01:30:00")
+    # an unzoned time is the store's UTC; one that is no time at all is shown as it came
+    lines = rollouts_table([_rollout(updated_at="2024-05-01T23:30:00", id=1),
+                            _rollout(updated_at="soon", id=2)], timezone(timedelta(hours=2)))
+    assert lines[1].endswith("operator  2024-05-02 01:30:00")
+    assert lines[4].endswith("operator  soon")
+    assert lines[4].startswith(" 2  1→2")
+
+
+def test_rollouts_table_failed_verification_shows_the_first_failures() -> None:
+    failures = [f"sample {i}: output 'y' differs: max abs diff 0.{i}" for i in range(5)]
+    failed = _rollout(state="rolled_back", step=-1, share=0.0,
+                      reason="verification failed: sample 0: output 'y' differs",
+                      verification={"passed": False, "reason": failures[0], "samples": 1,
+                                    "active_p50_s": 0.0041, "target_p50_s": None,
+                                    "failures": failures})
+    assert rollouts_table([failed], UTC)[2:] == [
+        "    verification failed: sample 0: output 'y' differs",
+        "    verification: failed on 1 sample, p50 4.10 ms active vs - target",
+        "      sample 0: output 'y' differs: max abs diff 0.0",
+        "      sample 1: output 'y' differs: max abs diff 0.1",
+        "      sample 2: output 'y' differs: max abs diff 0.2",
+        "      (and 2 more)"]
+
+
+def test_rollouts_table_without_a_verification_yet() -> None:
+    verifying = _rollout(state="verifying", step=-1, share=0.0, reason="", verification=None)
+    assert rollouts_table([verifying], UTC) == [
+        "ID  FROM→TO  STATE      STEP  SHARE  ORIGIN    UPDATED",
+        " 7  1→2      verifying   0/4     0%  operator  2024-05-01 08:03:10",
+        "    verification: under way"]
+    # promoted at once (loaded nowhere): never verified live
+    promoted = _rollout(state="promoted", step=3, share=1.0, reason="loaded nowhere",
+                        verification=None, options={})
+    assert rollouts_table([promoted], UTC)[1:] == [
+        " 7  1→2      promoted     4   100%  operator  2024-05-01 08:03:10",
+        "    loaded nowhere",
+        "    verification: none"]
+
+
+def test_rollout_line() -> None:
+    assert rollout_line(_rollout()) == ("resnet: rollout 7 1→2 shifting, step 2/4 (25% of the "
+                                        "traffic): step 2/4: 25% of the traffic")
+    assert rollout_line(_rollout(state="verifying", step=-1, share=0.0, reason="",
+                                 options={})) == (
+        "resnet: rollout 7 1→2 verifying, step - (0% of the traffic)")
+    assert rollout_line(_rollout(share=0.125, reason="a\n  b")).endswith(
+        "(12.5% of the traffic): a b")
