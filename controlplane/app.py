@@ -20,7 +20,7 @@ from controlplane.admin.auth import gateway_guard
 from controlplane.compile_cache.cold_start import ColdStarts
 from controlplane.compile_cache.store import CompileCacheStore
 from controlplane.config import Settings
-from controlplane.errors import ConfigError
+from controlplane.errors import ConfigError, TritonUnavailable
 from controlplane.fleet.assembly import FleetParts, spawn_all
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.pinned import warm_pinned
@@ -105,6 +105,7 @@ class ControlPlane:
         self.fleet, self.placer, self.crashes = parts.fleet, parts.placer, parts.crashes
         self.membership, self.ramp = parts.membership, parts.ramp
         self.load_watch, self.autoscaler = parts.load_watch, parts.autoscaler
+        parts.health.version_of = self.versions.active
         #: new versions verified and shifted to in steps
         self.rollouts = Rollouts(self.fleet, self.versions, rollout_store, settings,
                                  verifier=self._verify_version)
@@ -126,7 +127,12 @@ class ControlPlane:
     # -- the first instance, as before there were fleets (admin views, tests, benches) -----
     @property
     def runtime(self) -> InstanceRuntime:
-        return self.fleet.order[0]
+        """The first instance; TritonUnavailable when the fleet has none (all removed)."""
+        order = self.fleet.order
+        if not order:
+            raise TritonUnavailable("no Triton instance in the fleet: "
+                                    "add one (POST /instances)")
+        return order[0]
 
     @property
     def manager(self) -> ModelManager | None:

@@ -390,12 +390,15 @@ class InstanceSettings(Section):
 
     ``embedded``: warmctl starts a tritonserver of its own for it (``[triton]`` gives the
     binary, timeouts and arguments; ports here, 0 = free ones). ``static``: a Triton someone
-    else runs, at ``url`` (compose services, VMs). Budgets default to ``[scheduler]``'s.
+    else runs, at ``url`` (compose services, VMs). ``kubernetes``: a Triton pod found by the
+    Kubernetes provider (``[kubernetes]``), attached to like a static one. Budgets default
+    to ``[scheduler]``'s.
     """
 
-    provider: Literal["embedded", "static"] = "embedded"
-    #: static: gRPC address host:port (required); its Prometheus endpoint (optional); its
-    #: HTTP endpoint for the gateway's HTTP door (default: the gRPC host, port 8000)
+    provider: Literal["embedded", "static", "kubernetes"] = "embedded"
+    #: static, kubernetes: gRPC address host:port (required); its Prometheus endpoint
+    #: (optional); its HTTP endpoint for the gateway's HTTP door (default: the gRPC host,
+    #: port 8000)
     url: str | None = None
     metrics_url: str | None = None
     http_url: str | None = None
@@ -411,12 +414,44 @@ class InstanceSettings(Section):
 
     @model_validator(mode="after")
     def _provider_fields(self) -> InstanceSettings:
-        if self.provider == "static" and not self.url:
-            raise ValueError("a static instance needs url = \"host:port\" (its gRPC address)")
+        if self.provider in ("static", "kubernetes") and not self.url:
+            raise ValueError(f"a {self.provider} instance needs url = \"host:port\" (its "
+                             "gRPC address)")
         if self.provider == "embedded" and (self.url or self.metrics_url or self.http_url):
             raise ValueError("url, metrics_url and http_url are for static instances; an "
                              "embedded one is started by warmctl (set provider = \"static\")")
         return self
+
+
+class KubernetesSettings(Section):
+    """Triton pods found and scaled through the Kubernetes API (``[kubernetes]``,
+    ``fleet/kubernetes.py``).
+
+    Pods in ``namespace`` matching ``label_selector`` that run and are Ready join the fleet
+    as instances named after the pod; ``workload_kind``/``workload_name`` is scaled through
+    its ``scale`` subresource.
+    """
+
+    enabled: bool = False
+    namespace: str = Field(default="default", min_length=1)
+    label_selector: str = Field(default="app=triton", min_length=1)
+    #: Triton's ports in each pod (its container's); metrics 0: not scraped
+    grpc_port: int = Field(default=8001, ge=1, le=65535)
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    metrics_port: int = Field(default=8002, ge=0, le=65535)
+    #: the workload that owns the pods: scaled by the autoscaler
+    workload_kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    workload_name: str = Field(default="triton", min_length=1)
+    #: unset: the in-cluster config (the pod's service account); else this kubeconfig file
+    kubeconfig: Path | None = None
+    #: every API call but a watch answers within this (seconds)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    #: one watch call lasts this long on the server (``timeoutSeconds``), then is renewed
+    #: from the last resourceVersion seen; the client gives it ``request_timeout_s`` more
+    watch_timeout_s: int = Field(default=300, ge=1)
+    #: after a failed list or watch: first wait, doubled per failure in a row, at most max
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
 
 
 class FleetSettings(Section):
@@ -456,9 +491,10 @@ class AutoscalerSettings(Section):
     #: instances kept started and warm outside routing, promoted at once on a spike or a
     #: failure (and replaced once used)
     standby: int = Field(default=0, ge=0)
-    #: how the autoscaler starts an instance: ``embedded`` only for now (a static one is
-    #: someone else's to start)
-    provider: Literal["embedded"] = "embedded"
+    #: how the autoscaler starts an instance: ``embedded`` (a tritonserver of its own) or
+    #: ``kubernetes`` (the workload's scale subresource; the new pod joins through the
+    #: provider's watch). A static one is someone else's to start
+    provider: Literal["embedded", "kubernetes"] = "embedded"
     #: per-instance keys of the instances it adds (budgets, GPUs)
     template: InstanceSettings = Field(default_factory=lambda: InstanceSettings())
     #: decisions every this many seconds
@@ -545,10 +581,12 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     #: the Triton instances (``[instances.<name>]``); none configured: one, named
-    #: ``instance_name``, from ``[triton]`` (embedded, or static when ``triton.url`` is set)
+    #: ``instance_name``, from ``[triton]`` (embedded, or static when ``triton.url`` is set),
+    #: or none when ``[kubernetes]`` is enabled (its pods are the fleet)
     instances: dict[str, InstanceSettings] = Field(default_factory=dict)
     fleet: FleetSettings = Field(default_factory=FleetSettings)
     autoscaler: AutoscalerSettings = Field(default_factory=AutoscalerSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     rollouts: RolloutOptions = Field(default_factory=RolloutOptions)
     log: LogSettings = Field(default_factory=LogSettings)
@@ -597,6 +635,8 @@ class Settings(BaseSettings):
         if self.instances:
             return {name: self.with_defaults(spec)
                     for name, spec in sorted(self.instances.items())}
+        if self.kubernetes.enabled and not t.url:
+            return {}  # the pods the Kubernetes provider finds are the fleet
         if t.url:
             single = InstanceSettings(provider="static", url=t.url, metrics_url=t.metrics_url,
                                       http_url=t.http_url)

@@ -31,6 +31,28 @@ if [[ "${1:-}" == "--dev" ]] && ! { command -v promtool && command -v chromium; 
     fi
 fi
 
+# Tests only: the store's tests and tests/integration/test_postgres_store.py run on a real
+# PostgreSQL as well as SQLite. The tests start a server of their own from these binaries
+# (tests/support/postgres.py), so no cluster is created here and no service started: a
+# createcluster.d snippet tells the package not to create its "main" cluster.
+if [[ "${1:-}" == "--dev" ]] && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    if [[ $(id -u) -eq 0 ]]; then sudo=(); elif command -v sudo >/dev/null; then sudo=(sudo)
+    else sudo=(false); fi
+    if command -v apt-get >/dev/null && "${sudo[@]}" true 2>/dev/null; then
+        echo "install.sh: installing PostgreSQL (Debian's postgresql) for the store's tests"
+        "${sudo[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" |
+            "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/warmctl.conf >/dev/null
+        { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+          "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+              --no-install-recommends postgresql >/dev/null; } ||
+            echo "install.sh: apt-get could not install postgresql" >&2
+    else
+        echo "install.sh: install PostgreSQL (Debian: postgresql) or set" \
+             "WARMCTL_TEST_POSTGRES_URL; its tests are skipped without (and fail under CI=true)" >&2
+    fi
+fi
+
 # AOTInductor packages (built below) and torch.compile on CPU compile C++: a compiler is needed
 # here and wherever Triton serves torch_compile models. Without one the AOTInductor example is
 # skipped (saying so) and its tests fail.

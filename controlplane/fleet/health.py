@@ -58,6 +58,8 @@ class HealthChecker:
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         self.fleet = fleet
+        #: the version a probe names (the model's active one); None: Triton's choice
+        self.version_of: Callable[[ModelName], str | None] = lambda model: None
         self.options = options
         self.clock = clock
         self.schedule = HealthSchedule(options, rng)
@@ -153,7 +155,10 @@ class HealthChecker:
         if isinstance(request, str):
             return None  # the load-time probes may not touch it either
         before = await self._executions(rt, model)
-        result = await send(self._client(rt), model, request, self.options.timeout_s)
+        # the active version: a rollout's target is not the replica's health (it has its
+        # own verification), and Triton would answer an unversioned probe with it
+        result = await send(self._client(rt), model, request, self.options.timeout_s,
+                            self.version_of(model) or "")
         await self._not_traffic(rt, model, before, result)
         if (result.unreachable or result.status == "DEADLINE_EXCEEDED") \
                 and rt.supervisor is not None:

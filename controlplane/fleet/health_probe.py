@@ -90,12 +90,13 @@ def health_request(preparer: WarmupPreparer, spec: ModelSpec) -> HealthRequest |
 
 
 async def send(client: triton_aio.InferenceServerClient, model: str, request: HealthRequest,
-               timeout_s: float) -> ProbeResult:
-    """Send ``request`` once (deadline ``timeout_s`` seconds); never raises for Triton's
-    answer (an error is in the result)."""
+               timeout_s: float, version: str = "") -> ProbeResult:
+    """Send ``request`` once (deadline ``timeout_s`` seconds) to ``version`` ("": Triton's
+    choice); never raises for Triton's answer (an error is in the result)."""
     start = time.perf_counter()
     try:
-        result = await client.infer(model, request.inputs, client_timeout=timeout_s)
+        result = await client.infer(model, request.inputs, model_version=version,
+                                    client_timeout=timeout_s)
     except InferenceServerException as exc:
         status = str(exc.status() or "").removeprefix("StatusCode.") or None
         if status == "DEADLINE_EXCEEDED":

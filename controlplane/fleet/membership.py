@@ -28,7 +28,7 @@ from controlplane.errors import ConfigError, Conflict, ControlPlaneError, Instan
 from controlplane.fleet import drain
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.prewarm import prewarm
-from controlplane.fleet.provider import ConfiguredProvider, Joined
+from controlplane.fleet.provider import KINDS, Joined, Provider
 from controlplane.fleet.removal import wait_settled
 from controlplane.fleet.runtime import InstanceRuntime, Shared
 from controlplane.fleet.states import InstanceState
@@ -50,7 +50,7 @@ class InstanceRecords(Protocol):
 
 
 class Membership:
-    def __init__(self, fleet: Fleet, shared: Shared, providers: Mapping[str, ConfiguredProvider],
+    def __init__(self, fleet: Fleet, shared: Shared, providers: Mapping[str, Provider],
                  records: InstanceRecords | None = None,
                  planned: Callable[[InstanceRuntime, bool], list[ModelName]] = (
                      lambda rt, standby: [])) -> None:
@@ -78,28 +78,36 @@ class Membership:
 
     # -- start-up -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start every configured instance, and those added at run time before a restart.
-        A configured one that cannot start fails the start (TritonStartError); a stored
-        one is logged and left out."""
-        configured = [self.build(name, spec, "settings")
-                      for p in self.providers.values() for name, spec in p.discover().items()]
+        """Start every configured instance, those a discovering provider finds, and those
+        added at run time before a restart. A configured one that cannot start fails the
+        start (TritonStartError); a found or stored one is logged and left out (a found one
+        is offered again by its provider's watch)."""
+        configured: list[InstanceRuntime] = []
+        optional: list[InstanceRuntime] = []
+        for p in self.providers.values():
+            found = await p.discover()
+            for name, spec in found.items():
+                if p.kind in KINDS:
+                    configured.append(self.build(name, spec, "settings"))
+                else:
+                    optional.append(self.build(name, spec, p.kind))
         configured.sort(key=lambda rt: rt.name)
-        stored: list[InstanceRuntime] = []
         if self.records is not None:
-            known = {rt.name for rt in configured}
+            known = {rt.name for rt in [*configured, *optional]}
             for name, (raw, origin) in sorted((await self.records.added()).items()):
                 try:
                     if name not in known:
-                        stored.append(self.build(name, self.spec_of(raw), origin))
+                        optional.append(self.build(name, self.spec_of(raw), origin))
                 except ConfigError as exc:
                     log.error("stored instance %s left out: %s", name, exc)
         await asyncio.gather(*(rt.start() for rt in configured))
-        results = await asyncio.gather(*(rt.start() for rt in stored), return_exceptions=True)
-        started = configured + [rt for rt, r in zip(stored, results, strict=True)
+        results = await asyncio.gather(*(rt.start() for rt in optional),
+                                       return_exceptions=True)
+        started = configured + [rt for rt, r in zip(optional, results, strict=True)
                                 if not isinstance(r, BaseException)]
-        for rt, r in zip(stored, results, strict=True):
+        for rt, r in zip(optional, results, strict=True):
             if isinstance(r, BaseException):
-                log.error("stored instance %s did not start: %s", rt.name, r)
+                log.error("instance %s (%s) did not start: %s", rt.name, rt.origin, r)
         for rt in started:
             for hook in self.on_started:
                 await hook(rt)
@@ -110,7 +118,7 @@ class Membership:
         for provider in self.providers.values():
             self._background.spawn(self._follow(provider))
 
-    async def _follow(self, provider: ConfiguredProvider) -> None:
+    async def _follow(self, provider: Provider) -> None:
         """Joins and leaves a provider sees on its own (a Kubernetes watch)."""
         async for event in provider.watch():
             try:

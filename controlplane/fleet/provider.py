@@ -3,10 +3,10 @@
 A provider turns one ``[instances.<name>]`` entry into a running :class:`TritonInstance`.
 ``embedded`` starts a tritonserver of its own per instance (its own ports, log and backend
 directory, optionally its own GPUs); ``static`` attaches to one someone else runs (compose,
-VMs). A Kubernetes provider fits the same shape: ``discover`` lists a Deployment's pods by label
-as named static instances and ``watch`` yields them as they come and go (ModelMesh finds its
-pods the same way); the fleet's membership (``membership.py``) starts what a provider
-discovers and follows what it watches.
+VMs); ``kubernetes`` (``kubernetes.py``) lists Triton pods by label as named instances,
+attached to as static ones are (:func:`attach`), and ``watch`` yields them as they come and
+go (ModelMesh finds its pods the same way). The fleet's membership (``membership.py``)
+starts what a provider discovers and follows what it watches.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from controlplane.compile_cache.store import CompileCacheStore
-from controlplane.config import InstanceSettings, Settings
+from controlplane.config import InstanceSettings, Settings, TritonSettings
 from controlplane.triton.client import TritonClient
 from controlplane.triton.distribution import TritonDistribution
 from controlplane.triton.instance import TritonInstance
@@ -51,8 +51,9 @@ class Provider(Protocol):
 
     kind: str
 
-    def discover(self) -> dict[InstanceName, InstanceSettings]:
-        """The instances this provider has now, by name (configured ones, or found)."""
+    async def discover(self) -> dict[InstanceName, InstanceSettings]:
+        """The instances this provider has now, by name (configured ones, or found: an API
+        call for a discovering provider; raises TritonUnavailable when it cannot answer)."""
 
     def watch(self) -> AsyncIterator[Joined | Left]:
         """The changes after :meth:`discover`, as they happen; ends when there will be none
@@ -64,6 +65,9 @@ class Provider(Protocol):
     def files(self, name: InstanceName) -> Path:
         """The instance's own folder (log, backend directory)."""
 
+    def is_single(self, name: InstanceName) -> bool:
+        """The one instance configured the old way (pre-fleet file and loop names)."""
+
 
 class ConfiguredProvider:
     """The instances named in the settings, started (embedded) or attached to (static)."""
@@ -74,7 +78,7 @@ class ConfiguredProvider:
         #: one instance configured the old way keeps the old file layout (data_dir/triton.log)
         self.single = not settings.instances
 
-    def discover(self) -> dict[InstanceName, InstanceSettings]:
+    async def discover(self) -> dict[InstanceName, InstanceSettings]:
         return {name: spec for name, spec in self.settings.fleet_instances().items()
                 if spec.provider == self.kind}
 
@@ -95,29 +99,12 @@ class ConfiguredProvider:
         return self.single and name == self.settings.instance_name
 
     async def open(self, name: InstanceName, spec: InstanceSettings) -> TritonInstance:
-        t = self.settings.triton
-        process = None
-        if spec.provider == "static":
-            assert spec.url is not None  # InstanceSettings refuses a static one without
-            url, metrics_url = spec.url, spec.metrics_url
-            http_url = spec.http_url or default_http_url(spec.url)
-        else:
-            process = self._process(name, spec)
-            await process.launch()
-            url, metrics_url, http_url = process.grpc_url, process.metrics_url, process.http_url
-        client = TritonClient(url, call_timeout_s=t.call_timeout_s,
-                              load_timeout_s=t.load_timeout_s,
-                              unload_timeout_s=t.unload_timeout_s)
-        instance = TritonInstance(name, client,
-                                  PluginMetrics(metrics_url) if metrics_url else None, process,
-                                  http_url=http_url)
-        if process is None:
-            try:
-                await instance.wait_live(t.startup_timeout_s)
-            except BaseException:
-                await client.close()
-                raise
-        return instance
+        if spec.provider != "embedded":
+            return await attach(name, spec, self.settings.triton)
+        process = self._process(name, spec)
+        await process.launch()
+        return _instance(name, self.settings.triton, process.grpc_url, process.metrics_url,
+                         process.http_url, process)
 
     def _process(self, name: InstanceName, spec: InstanceSettings) -> TritonProcess:
         s, t = self.settings, self.settings.triton
@@ -137,6 +124,30 @@ class ConfiguredProvider:
             extra_args=t.extra_args, env=env)
 
 
+async def attach(name: InstanceName, spec: InstanceSettings,
+                 triton: TritonSettings) -> TritonInstance:
+    """A Triton someone else runs, at ``spec.url`` (static, a Kubernetes pod), once it
+    answers; raises TritonUnavailable when it does not within ``triton.startup_timeout_s``."""
+    assert spec.url is not None  # InstanceSettings refuses a static/kubernetes one without
+    instance = _instance(name, triton, spec.url, spec.metrics_url,
+                         spec.http_url or default_http_url(spec.url), None)
+    try:
+        await instance.wait_live(triton.startup_timeout_s)
+    except BaseException:
+        await instance.client.close()
+        raise
+    return instance
+
+
+def _instance(name: InstanceName, t: TritonSettings, url: str, metrics_url: str | None,
+              http_url: str, process: TritonProcess | None) -> TritonInstance:
+    client = TritonClient(url, call_timeout_s=t.call_timeout_s,
+                          load_timeout_s=t.load_timeout_s,
+                          unload_timeout_s=t.unload_timeout_s)
+    return TritonInstance(name, client, PluginMetrics(metrics_url) if metrics_url else None,
+                          process, http_url=http_url)
+
+
 def default_http_url(grpc_url: str) -> str:
     """Triton's HTTP endpoint beside its gRPC one: same host, Triton's default port 8000."""
     host = grpc_url.split("://")[-1].rsplit(":", 1)[0]
@@ -147,6 +158,13 @@ def default_http_url(grpc_url: str) -> str:
 KINDS = ("embedded", "static")
 
 
-def providers(settings: Settings) -> dict[str, ConfiguredProvider]:
-    """Every provider, by kind."""
-    return {kind: ConfiguredProvider(settings, kind) for kind in KINDS}
+def providers(settings: Settings) -> dict[str, Provider]:
+    """Every provider, by kind: the configured kinds, and ``kubernetes`` when
+    ``[kubernetes]`` is enabled."""
+    found: dict[str, Provider] = {kind: ConfiguredProvider(settings, kind) for kind in KINDS}
+    if settings.kubernetes.enabled:
+        # imported here: the Kubernetes client is only loaded where it is used
+        from controlplane.fleet.kubernetes import KubernetesProvider
+
+        found["kubernetes"] = KubernetesProvider(settings)
+    return found

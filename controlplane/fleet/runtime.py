@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controlplane.config import InstanceSettings, Settings
-from controlplane.fleet.provider import ConfiguredProvider
+from controlplane.fleet.provider import Provider
 from controlplane.fleet.states import STARTED, InstanceState, check
 from controlplane.lifecycle.backoff import BackoffPolicy
 from controlplane.lifecycle.manager import LoadPreparer, ModelManager
@@ -63,7 +63,7 @@ class Shared:
 class InstanceRuntime:
     name: InstanceName
     spec: InstanceSettings
-    provider: ConfiguredProvider
+    provider: Provider
     shared: Shared
     #: its membership phase (``states.py``); set through :meth:`move` only
     phase: InstanceState = InstanceState.PROVISIONING

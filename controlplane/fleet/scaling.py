@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controlplane.config import Settings
-from controlplane.errors import ControlPlaneError
+from controlplane.errors import ConfigError
 from controlplane.fleet.fleet import Fleet
+from controlplane.fleet.kubernetes import KubernetesProvider
 from controlplane.fleet.load_watch import LoadWatch
 from controlplane.fleet.membership import Membership
 from controlplane.fleet.states import InstanceState
@@ -141,9 +142,9 @@ class LiveAutoscaler:
             elif decision.action == "scale_out":
                 await self._add(decision.count, decision, event)
             elif decision.action == "scale_in":
-                self._retire(decision.count, decision, event)
+                await self._retire(decision.count, decision, event)
             await self._keep_standby(decision.standby_wanted, event)
-        except ControlPlaneError as exc:
+        except Exception as exc:  # ours, or the Kubernetes API's: the decision is kept
             event.outcome = f"failed: {exc}"
             log.warning("autoscaler: %s: %s", decision.action, exc)
         if decision.action != "none" or event.instances:
@@ -165,24 +166,48 @@ class LiveAutoscaler:
         event.instances.extend(done)
         return done
 
+    def _kubernetes(self) -> KubernetesProvider | None:
+        if self.settings.autoscaler.provider != "kubernetes":
+            return None
+        found = self.membership.providers.get("kubernetes")
+        if not isinstance(found, KubernetesProvider):
+            raise ConfigError("[autoscaler] provider = \"kubernetes\" needs [kubernetes] "
+                              "enabled = true")
+        return found
+
     async def _add(self, count: int, decision: ScalingDecision, event: ScalingEvent,
                    standby: bool = False) -> None:
+        k8s = self._kubernetes()
+        if k8s is not None:  # the new pods join through the watch, pre-warmed
+            if count > 0 and not standby:  # a pod joins serving: no standby pods
+                asked = await k8s.scale_to(await k8s.replicas() + count)
+                event.instances.append(f"{self.settings.kubernetes.workload_name}={asked}")
+            return
         for _ in range(max(0, count)):
             name = self._name()
             await self.membership.add(name, self.template, origin="autoscaler",
                                       standby=standby)
             event.instances.append(name)
 
-    def _retire(self, count: int, decision: ScalingDecision, event: ScalingEvent) -> None:
+    async def _retire(self, count: int, decision: ScalingDecision, event: ScalingEvent
+                      ) -> None:
+        k8s = self._kubernetes()
+        origin = "kubernetes" if k8s is not None else "autoscaler"
         mine = sorted((rt for rt in self.fleet.order
-                       if rt.origin == "autoscaler" and rt.state is InstanceState.SERVING
+                       if rt.origin == origin and rt.state is InstanceState.SERVING
                        and rt.name not in self.membership.leaving),
                       key=lambda rt: (rt.outstanding, rt.name))
         for rt in mine[:count]:
+            if k8s is not None:
+                # the ReplicaSet deletes the pod of lowest deletion cost when scaled down;
+                # the pod's preStop outlasts the drain, so it serves until drained
+                await k8s.mark_for_removal(rt.name, -1_000_000)
             self.membership.remove(rt.name, "scaled in: " + "; ".join(decision.reasons)[:200])
             event.instances.append(rt.name)
+        if k8s is not None and mine[:count]:
+            await k8s.scale_to(max(0, await k8s.replicas() - len(mine[:count])))
         if not mine:
-            event.outcome = "nothing to retire: the serving instances are not the autoscaler's"
+            event.outcome = f"nothing to retire: no serving instance is the {origin}'s"
 
     async def _keep_standby(self, wanted: int, event: ScalingEvent) -> None:
         standby = [rt for rt in [*self.fleet.order, *self.membership.joining.values()]

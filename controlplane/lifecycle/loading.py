@@ -122,6 +122,8 @@ class Loads:
                 await self._reject_additions(name, plan, reason, details)
             raise
         await self._reject_additions(name, plan, reason, details)
+        if plan.fallback is not None and plan.fallback == plan.config and plan.files is None:
+            raise failure  # the fallback is what just failed: no second try
         log.warning("load of %s with warmctl's additions failed (%s); loading it %s",
                     name, reason, "plain" if plan.fallback is None else "with its fallback")
         try:

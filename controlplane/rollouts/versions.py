@@ -109,6 +109,10 @@ class VersionPreparer:
         if pinned is None:
             return plan
         versions, active = pinned
+        if versions == [self.versions.newest_on_disk(spec.name)]:
+            # what plain Triton serves anyway: no override of ours (a load that fails is
+            # then not tried twice, and a model without other additions loads plain)
+            return plan
         config = pinned_config(plan.config or dict(spec.config), versions)
         return replace(plan, config=config,
                        fallback=pinned_config(dict(spec.config), [active]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -17,6 +17,12 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+#: A 64-bit integer on every dialect: memory sizes, int64 tensor values and lifetime counters
+#: pass 2**31. SQLite's INTEGER is 64-bit already and stays INTEGER (its schema is what it
+#: was); PostgreSQL's INTEGER is 32-bit, so it gets BIGINT.
+BigInt = Integer().with_variant(BigInteger(), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -1,6 +1,7 @@
-"""Engine, sessions, migrations, and the two ways the running control plane reaches SQLite:
-bounded calls (:meth:`Database.call`: answered within a time limit, or StoreUnavailable) and
-queued writes (:attr:`Database.writes`, see ``writebehind.py``)."""
+"""Engine, sessions, migrations, and the two ways the running control plane reaches the store
+(SQLite, or PostgreSQL through psycopg 3): bounded calls (:meth:`Database.call`: answered
+within a time limit, or StoreUnavailable) and queued writes (:attr:`Database.writes`, see
+``writebehind.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +32,17 @@ T = TypeVar("T")
 #: with both CPUs busy); past 2 s the disk is stalled or the pool is stuck behind it, and an
 #: admin answer or a load's preparation goes on without the store rather than hang with it.
 CALL_TIMEOUT_S = 2.0
+
+#: PostgreSQL: the longest a connection attempt may take. A server that does not answer a
+#: connect in 5 s is down or unreachable; the write-behind retries, a bounded call has
+#: given up long before.
+PG_CONNECT_TIMEOUT_S = 5
+#: PostgreSQL: the longest any statement may run on the server (``statement_timeout``),
+#: and the longest a sent request may go unacknowledged on the socket (``tcp_user_timeout``,
+#: a server gone without a word). Well past a bounded call's 2 s and the health's 3 s
+#: ``stall_after_s``, so those answer first; but bounded, so a thread stuck on a lock or on a
+#: dead server is freed and the write-behind can retry, instead of holding its only writer.
+PG_STATEMENT_TIMEOUT_S = 30
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -60,8 +72,37 @@ def _replace_read_only(context: ExceptionContext) -> None:
 def alembic_config(url: str) -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", url)
+    # ConfigParser interpolates "%": a URL-encoded password ("p%40ss") must come through
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """``create_engine``'s keywords for the URL's dialect."""
+    if make_url(url).get_backend_name() != "postgresql":
+        return {}
+    statement_ms = PG_STATEMENT_TIMEOUT_S * 1000
+    return {
+        # a connection the server closed (restart, failover, idle timeout) is found at
+        # checkout and replaced, instead of failing the write that drew it
+        "pool_pre_ping": True,
+        # the reader threads, the writer, the probe, APScheduler: room for all at once
+        "pool_size": 8,
+        "max_overflow": 8,
+        # a checkout waits this long for a free connection, then fails (never forever)
+        "pool_timeout": PG_CONNECT_TIMEOUT_S,
+        "connect_args": {
+            "connect_timeout": PG_CONNECT_TIMEOUT_S,
+            # a lock wait is part of the statement: statement_timeout bounds it too; a
+            # transaction left open by a thread that died is closed by the server
+            "options": f"-c statement_timeout={statement_ms}"
+                       f" -c idle_in_transaction_session_timeout={statement_ms * 2}",
+            "tcp_user_timeout": statement_ms,
+            "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "application_name": "warmctl",
+        },
+    }
 
 
 class Database:
@@ -73,17 +114,19 @@ class Database:
         self.call_timeout_s = call_timeout_s
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url)
+        self.engine: Engine = create_engine(url, **engine_options(url))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "handle_error", _replace_read_only)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Our own threads: database work must not queue behind whatever else the process
         # runs in asyncio's default executor (a saturated default pool once stalled a load).
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sqlite")
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store")
         # Queued writes run one at a time on a thread of their own: a write stuck on a stalled
-        # disk holds that thread only, and SQLite takes one writer at a time anyway.
-        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-write")
+        # disk holds that thread only, and SQLite takes one writer at a time anyway (on
+        # PostgreSQL one writer keeps the queue's order: the order of submission is the
+        # order of writing).
+        self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
         self.writes = WriteBehind(self._write, max_queued=max_queued_writes, settle_s=settle_s)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

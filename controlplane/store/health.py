@@ -19,9 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy.dialects.sqlite import insert
-
 from controlplane.store.database import Database
+from controlplane.store.dialect import upsert
 from controlplane.store.models import StoreProbe
 from controlplane.store.writebehind import describe
 
@@ -59,10 +58,9 @@ class StoreHealth:
         self.last_latency_s: float | None = None
 
     def _probe(self) -> None:
-        stmt = insert(StoreProbe).values(id=1, at=time.time())
         with self.db.session() as session:
-            session.execute(stmt.on_conflict_do_update(index_elements=["id"],
-                                                       set_={"at": stmt.excluded.at}))
+            upsert(session, StoreProbe, {"id": 1, "at": time.time()}, key=["id"],
+                   update=lambda new: {"at": new.at})
 
     async def probe_once(self) -> None:
         """Start a probe unless one is still running (a stalled disk holds it), and wait

@@ -14,11 +14,11 @@ import json
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.sqlite import insert
 
 from controlplane.errors import InvalidArgument, StoreUnavailable
 from controlplane.store.base import utcnow
 from controlplane.store.database import Database
+from controlplane.store.dialect import upsert
 from controlplane.store.models import FleetInstanceRecord
 
 #: who may add an instance at run time
@@ -78,12 +78,10 @@ class InstanceStore:
             return {name: (dict(spec), origin) for name, spec, origin in rows}
 
     def _put(self, name: str, spec: dict[str, Any], origin: str) -> None:
-        stmt = insert(FleetInstanceRecord).values(name=name, spec=spec, origin=origin,
-                                                  created_at=utcnow())
         with self.db.session() as session:
-            session.execute(stmt.on_conflict_do_update(
-                index_elements=["name"],
-                set_={"spec": stmt.excluded.spec, "origin": stmt.excluded.origin}))
+            upsert(session, FleetInstanceRecord,
+                   {"name": name, "spec": spec, "origin": origin, "created_at": utcnow()},
+                   key=["name"], update=lambda new: {"spec": new.spec, "origin": new.origin})
 
     def _delete(self, name: str) -> None:
         with self.db.session() as session:

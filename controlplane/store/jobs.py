@@ -8,9 +8,9 @@ APScheduler makes on the event loop ever waits on, or fails with, the disk.
 from __future__ import annotations
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.sqlite import insert
 
 from controlplane.store.database import Database
+from controlplane.store.dialect import upsert
 from controlplane.store.models import SchedulerJob
 
 
@@ -25,13 +25,11 @@ class JobRows:
                 select(SchedulerJob.id, SchedulerJob.job_state))]
 
     def save(self, job_id: str, next_run_time: float | None, state: bytes) -> None:
-        stmt = insert(SchedulerJob).values(id=job_id, next_run_time=next_run_time,
-                                           job_state=state)
         with self.db.session() as session:
-            session.execute(stmt.on_conflict_do_update(
-                index_elements=["id"],
-                set_={"next_run_time": stmt.excluded.next_run_time,
-                      "job_state": stmt.excluded.job_state}))
+            upsert(session, SchedulerJob,
+                   {"id": job_id, "next_run_time": next_run_time, "job_state": state},
+                   key=["id"], update=lambda new: {"next_run_time": new.next_run_time,
+                                                   "job_state": new.job_state})
 
     def delete(self, job_id: str) -> None:
         with self.db.session() as session:

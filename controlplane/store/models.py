@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from controlplane.store.base import Base
+from controlplane.store.base import Base, BigInt
 
 
 class ModelRecord(Base):
@@ -37,7 +37,7 @@ class ModelRecord(Base):
     state_since: Mapped[datetime]
     pinned: Mapped[bool] = mapped_column(default=False)
     #: resident memory measured by the plugin at the last successful load
-    memory_bytes: Mapped[int | None]
+    memory_bytes: Mapped[int | None] = mapped_column(BigInt)
     #: load-to-ready seconds of the last successful load
     load_s: Mapped[float | None]
 
@@ -65,7 +65,7 @@ class LoadEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
     #: the Triton repository call alone (the rest is our own preparation and checks)
     triton_s: Mapped[float | None]
-    memory_bytes: Mapped[int | None]
+    memory_bytes: Mapped[int | None] = mapped_column(BigInt)
     #: the plugin's load-time breakdown and other per-load figures
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     #: the warm-up config applied (warmup_configs.version), NULL for none
@@ -134,7 +134,7 @@ class ShapeStat(Base):
     inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     #: the first dim when every input shares it, else NULL
     batch_size: Mapped[int | None]
-    count: Mapped[int]
+    count: Mapped[int] = mapped_column(BigInt)
     first_seen: Mapped[float]
     last_seen: Mapped[float]
 
@@ -149,11 +149,11 @@ class ValueRange(Base):
     model: Mapped[str] = mapped_column(String(255), primary_key=True)
     input: Mapped[str] = mapped_column(String(255), primary_key=True)
     #: smallest value seen
-    lo: Mapped[int]
+    lo: Mapped[int] = mapped_column(BigInt)
     #: largest value seen (inclusive)
-    hi: Mapped[int]
+    hi: Mapped[int] = mapped_column(BigInt)
     #: requests the range was read from
-    witnesses: Mapped[int]
+    witnesses: Mapped[int] = mapped_column(BigInt)
     updated_at: Mapped[float]
 
 
@@ -240,7 +240,7 @@ class BatchStat(Base):
 
     model: Mapped[str] = mapped_column(String(255), primary_key=True)
     batch_size: Mapped[int] = mapped_column(primary_key=True)
-    executions: Mapped[int]
+    executions: Mapped[int] = mapped_column(BigInt)
     updated_at: Mapped[float]
 
 

@@ -1,4 +1,5 @@
-"""SQLite side of traffic: batched writes with roll-ups, retention, and the reads on top."""
+"""The store side of traffic (SQLite or PostgreSQL): batched writes with roll-ups, retention,
+and the reads on top."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from controlplane.store.database import Database
+from controlplane.store.dialect import greatest, insert_tuples, least, upsert
 from controlplane.store.models import (
     PayloadSample,
     RequestRecord,
@@ -73,50 +74,39 @@ class TrafficStore:
         with self.db.session() as session:
             # The driver's executemany on tuples: the ORM's bulk insert costs several times
             # more per row, on a thread that shares the GIL with the gateway.
-            session.connection().exec_driver_sql(_INSERT_REQUEST, rows)
-            usage_stmt = sqlite_insert(UsageMinute)
-            ex = usage_stmt.excluded
-            session.execute(
-                usage_stmt.on_conflict_do_update(
-                    index_elements=["model", "minute"],
-                    set_={
-                        "requests": UsageMinute.requests + ex.requests,
-                        "errors": UsageMinute.errors + ex.errors,
-                        "cold_starts": UsageMinute.cold_starts + ex.cold_starts,
-                        "latency_sum_ms": UsageMinute.latency_sum_ms + ex.latency_sum_ms,
-                        "latency_max_ms": func.max(UsageMinute.latency_max_ms,
-                                                   ex.latency_max_ms),
-                    }),
-                [{"model": m, "minute": minute, "requests": u[0], "errors": u[1],
-                  "cold_starts": u[2], "latency_sum_ms": u[3], "latency_max_ms": u[4]}
-                 for (m, minute), u in usage.items()])
+            insert_tuples(session, RequestRecord, _REQUEST_COLUMNS, rows)
+            upsert(session, UsageMinute,
+                   [{"model": m, "minute": minute, "requests": u[0], "errors": u[1],
+                     "cold_starts": u[2], "latency_sum_ms": u[3], "latency_max_ms": u[4]}
+                    for (m, minute), u in usage.items()],
+                   key=["model", "minute"],
+                   update=lambda new: {
+                       "requests": UsageMinute.requests + new.requests,
+                       "errors": UsageMinute.errors + new.errors,
+                       "cold_starts": UsageMinute.cold_starts + new.cold_starts,
+                       "latency_sum_ms": UsageMinute.latency_sum_ms + new.latency_sum_ms,
+                       "latency_max_ms": greatest(UsageMinute.latency_max_ms,
+                                                  new.latency_max_ms),
+                   })
             if shapes:
-                shape_stmt = sqlite_insert(ShapeStat)
-                ex = shape_stmt.excluded
-                session.execute(
-                    shape_stmt.on_conflict_do_update(
-                        index_elements=["model", "signature"],
-                        set_={
-                            "count": ShapeStat.count + ex.count,
-                            "first_seen": func.min(ShapeStat.first_seen, ex.first_seen),
-                            "last_seen": func.max(ShapeStat.last_seen, ex.last_seen),
-                        }),
-                    list(shapes.values()))
+                upsert(session, ShapeStat, list(shapes.values()), key=["model", "signature"],
+                       update=lambda new: {
+                           "count": ShapeStat.count + new.count,
+                           "first_seen": least(ShapeStat.first_seen, new.first_seen),
+                           "last_seen": greatest(ShapeStat.last_seen, new.last_seen),
+                       })
             if samples:
                 session.execute(insert(PayloadSample), samples)
             if ranges := observed_ranges(observations):
                 now = max(o.arrived_at for o in observations)
-                range_stmt = sqlite_insert(ValueRange)
-                ex = range_stmt.excluded
-                session.execute(
-                    range_stmt.on_conflict_do_update(
-                        index_elements=["model", "input"],
-                        set_={"lo": func.min(ValueRange.lo, ex.lo),
-                              "hi": func.max(ValueRange.hi, ex.hi),
-                              "witnesses": ValueRange.witnesses + ex.witnesses,
-                              "updated_at": ex.updated_at}),
-                    [{"model": m, "input": i, "lo": lo, "hi": hi, "witnesses": n,
-                      "updated_at": now} for (m, i), (lo, hi, n) in ranges.items()])
+                upsert(session, ValueRange,
+                       [{"model": m, "input": i, "lo": lo, "hi": hi, "witnesses": n,
+                         "updated_at": now} for (m, i), (lo, hi, n) in ranges.items()],
+                       key=["model", "input"],
+                       update=lambda new: {"lo": least(ValueRange.lo, new.lo),
+                                           "hi": greatest(ValueRange.hi, new.hi),
+                                           "witnesses": ValueRange.witnesses + new.witnesses,
+                                           "updated_at": new.updated_at})
 
     def prune(self, now: float, retention: Retention) -> dict[str, int]:
         """Delete what is older than its retention; returns rows removed per table."""
@@ -203,8 +193,6 @@ class TrafficStore:
 
 _REQUEST_COLUMNS = ("model", "version", "instance", "signature", "arrived_at", "latency_ms",
                     "outcome", "cold", "wait_ms")
-_INSERT_REQUEST = (f"INSERT INTO {RequestRecord.__tablename__} ({', '.join(_REQUEST_COLUMNS)}) "
-                   f"VALUES ({', '.join('?' for _ in _REQUEST_COLUMNS)})")
 
 
 def _sample_row(o: Observation, signature: str) -> dict[str, Any]:

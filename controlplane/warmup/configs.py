@@ -16,12 +16,12 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 
 from controlplane.errors import ControlPlaneError, ErrorCode
 from controlplane.store.base import utcnow
 from controlplane.store.database import Database
+from controlplane.store.dialect import greatest, upsert
 from controlplane.store.models import BatchStat, WarmupConfig, WarmupFile, WarmupProof
 from controlplane.store.writebehind import Outcome
 from controlplane.triton.repository import json_to_pbtxt
@@ -228,10 +228,8 @@ class WarmupStore:
                 for b, n in deltas.items() if n > 0]
         if not rows:
             return
-        stmt = sqlite_insert(BatchStat)
         with self.db.session() as session:
-            session.execute(stmt.on_conflict_do_update(
-                index_elements=["model", "batch_size"],
-                set_={"executions": BatchStat.executions + stmt.excluded.executions,
-                      "updated_at": func.max(BatchStat.updated_at, stmt.excluded.updated_at)}),
-                rows)
+            upsert(session, BatchStat, rows, key=["model", "batch_size"],
+                   update=lambda new: {"executions": BatchStat.executions + new.executions,
+                                       "updated_at": greatest(BatchStat.updated_at,
+                                                              new.updated_at)})

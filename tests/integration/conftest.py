@@ -20,13 +20,32 @@ from controlplane.triton.instance import TritonInstance
 from controlplane.triton.metrics import PluginMetrics
 from controlplane.triton.process import TritonProcess
 from controlplane.triton.repository import ModelRepository
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_dialect
+from tests.support.postgres import PostgresServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _postgres_for_every_control_plane(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``WARMCTL_TEST_DB=postgresql``: settings a test builds itself (``load_settings``,
+    module-scoped control planes, ``warmctl`` subprocesses) take ``WARMCTL_DATABASE_URL``, a
+    PostgreSQL database of this module's own; ``make_settings`` gives each test one of its
+    own instead (an explicit ``database_url`` wins over the environment)."""
+    if default_dialect() != "postgresql":
+        yield
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    template: str = request.getfixturevalue("postgres_template")
+    name = server.new_name("module")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WARMCTL_DATABASE_URL", server.create_database(name, template=template))
+        yield
+    server.drop_database(name)
 
 
 @pytest.fixture
@@ -66,8 +85,12 @@ async def client(triton: TritonProcess) -> AsyncIterator[TritonClient]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, repo: Path) -> Any:
+def make_settings(request: pytest.FixtureRequest, tmp_path: Path, repo: Path) -> Any:
     def make(**overrides: Any) -> Settings:
+        if default_dialect() == "postgresql" and "database_url" not in overrides:
+            # WARMCTL_TEST_DB=postgresql: the store on the test PostgreSQL, one database per
+            # test (every control plane of the test shares it, as they share data_dir)
+            overrides["database_url"] = request.getfixturevalue("postgres_url")
         triton = {"stop_timeout_s": 5, "load_timeout_s": 60, **overrides.pop("triton", {})}
         # the HTTP door on a free port too, unless the test says otherwise
         gateway = {"http_port": 0, **overrides.pop("gateway", {})}

@@ -90,8 +90,10 @@ class Load:
         return [o for o in self.outcomes if o[1] != "ok"]
 
     def waited(self) -> list[Observation]:
-        """Requests that found their model not ready (they waited for a load)."""
-        return [o for o in self.observed if o.cold]
+        """Requests that found their model not ready and were served after waiting for a
+        load (a request refused at once, while no replica could take it, waited for none:
+        the recorder marks it cold too, and the failures are counted apart)."""
+        return [o for o in self.observed if o.cold and o.outcome == "OK"]
 
 
 def _states(cp: ControlPlane) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from controlplane.config import InstanceSettings, load_settings
 from controlplane.fleet.fleet import Fleet
+from controlplane.fleet.kubernetes import KubernetesProvider
 from controlplane.fleet.load_watch import LoadWatch
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.fleet.scaling import LiveAutoscaler
@@ -30,6 +31,7 @@ class FakeMembership:
         self.leaving: set[str] = set()
         self.warm_up_s: deque[float] = deque([4.0, 6.0, 5.0])
         self.calls: list[tuple[str, str, bool]] = []
+        self.providers: dict[str, object] = {}
 
     async def add(self, name: str, spec: InstanceSettings, *, origin: str,
                   standby: bool = False) -> InstanceRuntime:
@@ -132,7 +134,7 @@ async def test_scale_in_retires_only_its_own_idle_instances(
     decision = await scaler.step()
     assert [c for c in membership.calls if c[0] == "remove"] == [("remove", "c", False)]
     if decision.action == "scale_in":
-        assert "not the autoscaler's" in scaler.events[-1].outcome
+        assert "no serving instance is the autoscaler's" in scaler.events[-1].outcome
 
 
 async def test_the_forecast_is_read_over_the_lead(tmp_path: Path, database: Database) -> None:
@@ -153,3 +155,48 @@ async def test_the_forecast_is_read_over_the_lead(tmp_path: Path, database: Data
     hot = next(m for m in snap.models if m.model == "hot")
     assert hot.forecast_rate_per_s == 0.5 and hot.forecast_ahead_per_s == 5.0
     assert snap.serving == 1 and snap.warming == 0
+
+
+async def test_on_kubernetes_it_scales_the_workload_and_marks_the_pod_it_drains(
+        tmp_path: Path, database: Database) -> None:
+    """Against the fake Kubernetes API server (``tests/support/fake_kubernetes.py``: no API
+    server runs on these machines, so it is faked at its REST protocol)."""
+    from tests.support.fake_kubernetes import FakeKubernetes
+
+    fake = FakeKubernetes(namespace="serving")
+    await fake.start()
+    fleet = await make_fleet(tmp_path, database, ("pod-a", "pod-b"))
+    for rt in fleet.order:
+        rt.origin = "kubernetes"
+    fake.add_pod("pod-a", "10.0.0.1", ready=True)
+    fake.add_pod("pod-b", "10.0.0.2", ready=True)
+    now = [10_000.0]
+    scaler, membership, load = _make(fleet, tmp_path, now, provider="kubernetes",
+                                     scale_in_cooldown_s=0)
+    settings = load_settings(data_dir=tmp_path / "k", kubernetes={
+        "enabled": True, "namespace": "serving",
+        "kubeconfig": fake.kubeconfig(tmp_path / "kubeconfig"), "request_timeout_s": 2})
+    k8s = KubernetesProvider(settings)
+    membership.providers = {"kubernetes": k8s}
+    scaler.settings = scaler.settings.model_copy(update={"kubernetes": settings.kubernetes})
+    try:
+        await k8s.discover()  # the provider learns the pods' names
+        fake.scales[("deployments", "triton")] = 2
+        _burst(load, "hot", now[0], per_s=7, seconds=10)  # 4 replicas wanted
+        decision = await scaler.step()
+        assert decision.action == "scale_out" and decision.count == 2
+        assert fake.scales[("deployments", "triton")] == 4
+        assert membership.calls == []  # the pods join through the watch
+        assert scaler.events[-1].instances == ["triton=4"]
+        # the burst is over: one instance retired, drained first, its pod marked
+        fake.scales[("deployments", "triton")] = 2
+        now[0] += 100
+        decision = await scaler.step()
+        assert decision.action == "scale_in", decision.reasons
+        (drained,) = [c[1] for c in membership.calls if c[0] == "remove"]
+        annotations = fake.pods[drained]["metadata"].get("annotations", {})
+        assert annotations == {"controller.kubernetes.io/pod-deletion-cost": "-1000000"}
+        assert fake.scales[("deployments", "triton")] == 1
+    finally:
+        await k8s.close()
+        await fake.stop()

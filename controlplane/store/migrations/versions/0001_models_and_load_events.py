@@ -12,6 +12,10 @@ from alembic import op
 
 import controlplane.store.base
 
+#: 64-bit on PostgreSQL (its INTEGER is 32-bit: memory sizes pass 2**31); SQLite's INTEGER is
+#: 64-bit already and stays what it was
+_BIGINT = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -28,7 +32,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("state_since", controlplane.store.base.UTCDateTime(), nullable=False),
         sa.Column("pinned", sa.Boolean(), nullable=False),
-        sa.Column("memory_bytes", sa.Integer(), nullable=True),
+        sa.Column("memory_bytes", _BIGINT, nullable=True),
         sa.Column("load_s", sa.Double(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_models")),
         sa.UniqueConstraint("instance", "name", name=op.f("uq_models_instance_name")),
@@ -45,7 +49,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(length=16), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("triton_s", sa.Double(), nullable=True),
-        sa.Column("memory_bytes", sa.Integer(), nullable=True),
+        sa.Column("memory_bytes", _BIGINT, nullable=True),
         sa.Column("details", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["model_id"], ["models.id"],

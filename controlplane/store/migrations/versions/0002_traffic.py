@@ -10,6 +10,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+#: 64-bit on PostgreSQL (its INTEGER is 32-bit: a lifetime count passes 2**31); SQLite's
+#: INTEGER is 64-bit already and stays what it was
+_BIGINT = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -51,7 +55,7 @@ def upgrade() -> None:
         sa.Column("signature", sa.Text(), nullable=False),
         sa.Column("inputs", sa.JSON(), nullable=False),
         sa.Column("batch_size", sa.Integer(), nullable=True),
-        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("count", _BIGINT, nullable=False),
         sa.Column("first_seen", sa.Double(), nullable=False),
         sa.Column("last_seen", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("model", "signature", name=op.f("pk_shape_stats")),

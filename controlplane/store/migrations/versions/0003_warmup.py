@@ -14,6 +14,10 @@ from alembic import op
 
 import controlplane.store.base
 
+#: 64-bit on PostgreSQL (its INTEGER is 32-bit: a lifetime count passes 2**31); SQLite's
+#: INTEGER is 64-bit already and stays what it was
+_BIGINT = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -34,7 +38,7 @@ def upgrade() -> None:
         "batch_stats",
         sa.Column("model", sa.String(length=255), nullable=False),
         sa.Column("batch_size", sa.Integer(), nullable=False),
-        sa.Column("executions", sa.Integer(), nullable=False),
+        sa.Column("executions", _BIGINT, nullable=False),
         sa.Column("updated_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("model", "batch_size", name=op.f("pk_batch_stats")),
     )
