@@ -16,7 +16,7 @@ _RENORMALISE_AT = 60.0  # half-lives; 2**60 keeps the products far from float ov
 class DecayedBins:
     """A fixed number of weights that halve every ``half_life_s`` seconds."""
 
-    __slots__ = ("_half_life", "_t_ref", "_w")
+    __slots__ = ("_half_life", "_nonzero", "_t_ref", "_w")
 
     def __init__(self, n: int, half_life_s: float) -> None:
         if half_life_s <= 0:
@@ -24,6 +24,8 @@ class DecayedBins:
         self._w = [0.0] * n
         self._half_life = half_life_s
         self._t_ref: float | None = None
+        #: Indices of the non-zero weights, cached for sums over sparse bins (None: stale).
+        self._nonzero: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self._w)
@@ -36,16 +38,35 @@ class DecayedBins:
             scale = 2.0 ** -x
             self._w = [v * scale for v in self._w]
             self._t_ref = t
+            self._nonzero = None
             return 1.0
         return float(2.0**x)
 
     def add(self, index: int, t: float, amount: float = 1.0) -> None:
         gain = self._gain(t)  # first: it may replace the list while renormalising
-        self._w[index] += amount * gain
+        w = self._w
+        old = w[index]
+        w[index] = new = old + amount * gain
+        if (old == 0.0) != (new == 0.0):
+            self._nonzero = None
 
     def scale(self, factor: float) -> None:
         """Multiply every weight by ``factor`` (old evidence set aside at a change point)."""
         self._w = [v * factor for v in self._w]
+        self._nonzero = None
+
+    def nonzero(self) -> list[int]:
+        """Indices of the non-zero weights, ascending (cached until one becomes or stops being
+        zero). Sums over them equal sums over every weight: zeros add nothing."""
+        found = self._nonzero
+        if found is None:
+            found = self._nonzero = [i for i, v in enumerate(self._w) if v]
+        return found
+
+    def raw(self) -> list[float]:
+        """The stored weights, in the units of the reference time (times :meth:`scale_at`
+        gives the weights as of a read). Read-only."""
+        return self._w
 
     def scale_at(self, now: float) -> float:
         """Factor that turns stored numbers into weights as of ``now``."""

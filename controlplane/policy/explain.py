@@ -37,8 +37,7 @@ def describe(profile: ModelProfile, forecast: ModelForecast, state: Residency,
              now: float, gbs_per_cold_start: float) -> ModelDecision:
     """One model's decision and why (``now`` in policy seconds; the price in GB*s per cold
     start, the policy's knob)."""
-    per_day = forecast.requests_per_day(now)
-    lazy = forecast.cold_starts_per_day_if_lazy(now)
+    per_day, lazy = forecast.daily(now)
     warm = profile.memory_gb * 24.0
     resident = state is not Residency.COLD
     kind: DecisionKind

@@ -183,9 +183,16 @@ class ModelForecast:
 
     def cold_starts_per_day_if_lazy(self, now: float, keepalive_s: float = 600.0) -> float:
         """Cold starts a day if loaded on demand and dropped after ``keepalive_s`` idle."""
+        return self.daily(now, keepalive_s)[1]
+
+    def daily(self, now: float, keepalive_s: float = 600.0) -> tuple[float, float]:
+        """:meth:`requests_per_day` and :meth:`cold_starts_per_day_if_lazy` together (one
+        rate read for both)."""
         per_day = self.requests_per_day(now)
+        if per_day == 0.0:
+            return 0.0, 0.0  # whatever the rest reads: min(0, 0 * finite >= 0)
         cold = per_day * self.idle_survival(keepalive_s, now) * (1.0 + self.follow_on(now))
-        return min(per_day, cold)
+        return per_day, min(per_day, cold)
 
     def hazard_now(self, now: float) -> float:
         """Requests per second expected right now, given the silence since the last one."""

@@ -174,14 +174,19 @@ class IdleTimes:
 
     def survival(self, idle_s: float, now: float) -> float:
         """Observed fraction of idle times longer than ``idle_s`` (1.0 without data)."""
-        weights = self._bins.values(now)
-        total = math.fsum(weights)
+        # As over every weight (``self._bins.values(now)``), over the non-zero ones only: the
+        # same products and exactly rounded sums, so the same result.
+        scale = self._bins.scale_at(now)
+        stored = self._bins.raw()
+        nonzero = self._bins.nonzero()
+        total = math.fsum([stored[i] * scale for i in nonzero])
         if total <= 0:
             return 1.0
         k = idle_bin(idle_s)
         lo, hi = IDLE_EDGES[k], _bin_hi(k)
-        inside = weights[k] * ((hi - idle_s) / (hi - lo) if math.isfinite(hi) else 1.0)
-        return min(1.0, (inside + math.fsum(weights[k + 1:])) / total)
+        inside = stored[k] * scale * ((hi - idle_s) / (hi - lo) if math.isfinite(hi) else 1.0)
+        longer = math.fsum([stored[i] * scale for i in nonzero if i > k])
+        return min(1.0, (inside + longer) / total)
 
     def base_hazard(self, now: float) -> npt.NDArray[np.float64]:
         """The smoothed idle-time hazard per closed bin, recomputed only when it can have

@@ -37,6 +37,10 @@ RESTORE_S = 900.0
 class Windows(Protocol):
     """What the keeper reads from the planner's per-model state."""
 
+    @property
+    def windowed(self) -> Set[str]:
+        """The models with windows now: the others have no current window at any time."""
+
     def current(self, name: str, now: float) -> Window | None:
         """The window holding ``name`` at ``now`` (None: not worth holding now)."""
 
@@ -139,7 +143,14 @@ class BudgetKeeper:
             return
         fixed = 0.0
         candidates = []
+        windowed = self._windows.windowed
+        residency = view.residency
         for name, profile in view.models.items():
+            if name not in windowed and not profile.pinned:
+                # No window: only a load in progress holds memory the others cannot have.
+                if residency.get(name, Residency.COLD) is Residency.LOADING:
+                    fixed += profile.memory_mb
+                continue
             state = view.state(name)
             window = self._windows.current(name, now)
             if profile.pinned or (window is None and state is Residency.LOADING):
@@ -159,11 +170,16 @@ class BudgetKeeper:
         now = view.now
         unloads: list[Action] = []
         wanted: list[tuple[float, str, Window | None]] = []
+        windowed = self._windows.windowed
+        residency = view.residency
         for name in {**touched, **dict.fromkeys(self.displaced)}:
             profile = view.models.get(name)
             if profile is None:
                 continue
-            state = view.state(name)
+            state = residency.get(name, Residency.COLD)
+            if (state is Residency.COLD and name not in windowed and not profile.pinned
+                    and name not in self.displaced):
+                continue  # cold, no window, not coming back: nothing to do
             if profile.pinned:
                 if state is Residency.COLD:
                     wanted.append((math.inf, name, None))

@@ -74,6 +74,13 @@ class _ModelState:
     current: Window | None = None
     current_from: float = math.inf
     current_until: float = -math.inf
+    #: What the last look depended on besides the time, when that is all (see _unchanged):
+    #: (profile, residency, requests observed, budget binding); None: look again in full.
+    seen: tuple[ModelProfile, Residency, int, bool] | None = None
+    #: When the last look said to look next (before the floor of ``now + 1 ms``).
+    look: float = -math.inf
+    #: The earliest end among ``windows`` (they all end after the last look).
+    windows_end: float = math.inf
 
 
 class ForecastPlanner:
@@ -98,6 +105,11 @@ class ForecastPlanner:
         self._packing = self._keeper.packing
         self._next_pack = -math.inf
         self._pack_due = True
+        #: Models with windows, as a set: the budget's packing skips the others quickly.
+        self.windowed: set[str] = set()
+        #: Skip looks that cannot change anything (_unchanged); False: the plain path, which
+        #: gives the same plans (tests/unit/policy/test_planning_scale.py compares them).
+        self.shortcuts = True
 
     # -- Policy protocol -------------------------------------------------------------------
 
@@ -166,31 +178,47 @@ class ForecastPlanner:
         """Per model: expected demand, what laziness would cost, what the plan does and why
         (:mod:`controlplane.policy.explain`)."""
         now = view.now
-        standing: dict[str, tuple[Window | None, float | None, bool]] = {}
+        # Models without windows have no current one: only those with windows are looked at.
+        states, windowed, packing = self._states, self.windowed, self._packing
+        displaced, residency = self._keeper.displaced, view.residency
+        standing: dict[str, tuple[Window, float, bool]] = {}
         cheapest: float | None = None
+        binding = packing.binding
         for name in view.models:
-            st = self._state(name)
+            st = states.get(name)
+            if st is None:
+                st = self._state(name)
+            if self.shortcuts and name not in windowed:
+                continue
             current = self._current(st, now)
             if current is None:
-                standing[name] = (None, None, False)
                 continue
-            resident = view.state(name) is not Residency.COLD
-            left_out = self._packing.excludes(name, current.density,
-                                              resident or name in self._keeper.displaced)
-            value = self._packing.effective(name, current.density)
+            resident = residency.get(name, Residency.COLD) is not Residency.COLD
+            left_out = packing.excludes(name, current.density, resident or name in displaced)
+            value = packing.effective(name, current.density)
             standing[name] = (current, value, left_out)
-            if resident and not left_out and self._packing.binding:
+            if resident and not left_out and binding:
                 cheapest = value if cheapest is None else min(cheapest, value)
         out = []
+        gbs = self.gbs_per_cold_start
+        no_window = Standing(None, cheapest, False, False)
         for name, profile in view.models.items():
-            st = self._state(name)
-            window, worth, excluded = standing[name]
-            upcoming = min((w for w in st.windows if w.load_at > now),
-                           key=lambda w: w.load_at, default=None)
-            out.append(describe(profile, st.forecast, view.state(name), window, upcoming,
-                                Standing(worth, cheapest, excluded,
-                                         name in self._keeper.displaced),
-                                now, self.gbs_per_cold_start))
+            st = states[name]
+            state = residency.get(name, Residency.COLD)
+            found = standing.get(name)
+            windows = st.windows
+            upcoming = min((w for w in windows if w.load_at > now),
+                           key=_load_at, default=None) if windows else None
+            if found is None:
+                position = no_window if name not in displaced else Standing(
+                    None, cheapest, False, True)
+                out.append(describe(profile, st.forecast, state, None, upcoming, position,
+                                    now, gbs))
+                continue
+            window, worth, excluded = found
+            out.append(describe(profile, st.forecast, state, window, upcoming,
+                                Standing(worth, cheapest, excluded, name in displaced),
+                                now, gbs))
         return out
 
     # -- what the budget keeper reads (keeper.Windows) --------------------------------------
@@ -251,8 +279,11 @@ class ForecastPlanner:
         now = view.now
         st = self._state(name)
         fc = st.forecast
-        fc.follow_window_s = profile.load_s
         state = view.state(name)
+        binding = self._packing.binding
+        if self.shortcuts and _unchanged(st, profile, state, fc.count, binding, now):
+            return
+        fc.follow_window_s = profile.load_s
         resident = state is not Residency.COLD
         last = fc.last_t
         periodic = periodic_window(profile, fc, now, self.gbs_per_cold_start, resident=resident)
@@ -277,7 +308,11 @@ class ForecastPlanner:
             st.windows = [w for w in combine(profile, fc, st.hazard, periodic,
                                              self.gbs_per_cold_start) if w.end > now]
         st.current_until = -math.inf  # windows changed: recompute the current one on demand
-        next_look = _next_look(st.windows, now, every_change=self._packing.binding)
+        if st.windows:
+            self.windowed.add(name)
+        else:
+            self.windowed.discard(name)
+        next_look = _next_look(st.windows, now, every_change=binding)
         if last is not None:
             next_look = min(next_look, st.computed_at
                             + (_RECOMPUTE_ACTIVE_S if resident or st.windows
@@ -285,6 +320,16 @@ class ForecastPlanner:
         if state is Residency.LOADING:
             ready = max(st.load_started, last if last is not None else -math.inf) + profile.load_s
             next_look = min(next_look, max(ready, now) + 1e-3)
+        # Without a schedule (periodic windows move with the time of the look) and outside a
+        # load, the next look gives the same windows and timer until something it reads
+        # changes, a window ends, or the timer is due.
+        if (periodic is None and fc.periodicity() is None and last is not None
+                and state is not Residency.LOADING):
+            st.seen = (profile, state, fc.count, binding)
+            st.look = next_look
+            st.windows_end = min((w.end for w in st.windows), default=math.inf)
+        else:
+            st.seen = None
         self._set_timer(name, st, max(next_look, now + 1e-3))
 
     def _unseen_window(self, profile: ModelProfile, st: _ModelState,
@@ -305,6 +350,29 @@ class ForecastPlanner:
         held = end - now
         return [Window(now, now, end, rate * held, gb * held, "unseen",
                        f"not requested yet; about {rate * 3600:.2f} requests/hour assumed")]
+
+def _load_at(window: Window) -> float:
+    return window.load_at
+
+
+def _unchanged(st: _ModelState, profile: ModelProfile, state: Residency, count: int,
+               binding: bool, now: float) -> bool:
+    """Whether a look at ``now`` would leave the model's windows and timer as they are.
+
+    It would when everything it reads but the time is as at the last look (the profile, the
+    residency, the forecast -- it changes only with a request --, whether the budget binds),
+    the model has no schedule (periodic windows are placed from the time of the look), no
+    window has ended since, and its next look is not due: the windows are then recomputed
+    from the same hazard, rebased on the same request, filtered to the same list, and the
+    next look (the first change of held or not, or of any window boundary when the budget
+    binds) is the same, as no boundary was crossed in between."""
+    seen = st.seen
+    if seen is None or st.look <= now + 1e-3 or st.timer != st.look or st.windows_end <= now:
+        return False
+    old_profile, old_state, old_count, old_binding = seen
+    return (old_state is state and old_count == count and old_binding == binding
+            and (old_profile is profile or old_profile == profile))
+
 
 def _next_look(windows: list[Window], now: float, *, every_change: bool) -> float:
     """When the model needs a look after ``now``: when it goes from held to not held or back;

@@ -97,29 +97,39 @@ def plan_replicas(demands: Sequence[ReplicaDemand], instances: Sequence[Instance
     it is resident (or loading) on now. Raises ValueError on duplicate names or bad numbers."""
     _validate(demands, instances, options)
     accepting = [i for i in instances if i.accepting]
-    order = sorted(demands, key=lambda d: (not d.pinned, -d.rate_per_s, d.model))
-    targets = {d.model: _target(d, len(instances), options) for d in order}
+    order = sorted(demands, key=_placement_order)
+    n_instances = len(instances)
+    # Not wanted: no replica (the common case among thousands of models, so it is quick).
+    targets = {d.model: _target(d, n_instances, options) if d.wanted else 0 for d in order}
     budget = {i.name: i.budget_mb for i in accepting}
     rank = {i.name: k for k, i in enumerate(instances)}
     used = dict.fromkeys(budget, 0.0)
     # Where each model is now (accepting instances only); the first ``target`` of them are
     # reserved until its turn, so new replicas avoid displacing them.
-    sticky = {d.model: sorted((name for name in set(current.get(d.model, ())) if name in budget),
-                              key=rank.__getitem__) for d in order}
+    sticky: dict[str, list[str]] = {}
+    for d in order:
+        where = current.get(d.model)
+        if where:
+            sticky[d.model] = sorted((name for name in set(where) if name in budget),
+                                     key=rank.__getitem__)
     reserved = dict.fromkeys(budget, 0.0)
     for d in order:
-        for name in sticky[d.model][:targets[d.model]]:
+        for name in sticky.get(d.model, ())[:targets[d.model]]:
             reserved[name] += d.memory_mb
 
     replicas: dict[str, tuple[Replica, ...]] = {}
     unplaced: dict[str, str] = {}
     for d in order:
         target = targets[d.model]
-        for name in sticky[d.model][:target]:
+        if target == 0:
+            replicas[d.model] = ()
+            continue
+        kept = sticky.get(d.model, [])
+        for name in kept[:target]:
             reserved[name] -= d.memory_mb
         reason = _reason(d, target, options)
         placed: list[Replica] = []
-        for name in sticky[d.model]:
+        for name in kept:
             if len(placed) < target and used[name] + d.memory_mb <= budget[name] + _EPS_MB:
                 used[name] += d.memory_mb
                 placed.append(Replica(name, f"{reason}; kept"))
@@ -142,6 +152,11 @@ def plan_replicas(demands: Sequence[ReplicaDemand], instances: Sequence[Instance
             unplaced[d.model] = _short_reason(d, target, placed, accepting, budget, used)
     return ReplicaPlan(MappingProxyType(replicas), MappingProxyType(unplaced),
                        MappingProxyType(targets))
+
+
+def _placement_order(d: ReplicaDemand) -> tuple[bool, float, str]:
+    """Pinned first, then by forecast rate descending, ties by name."""
+    return (not d.pinned, -d.rate_per_s, d.model)
 
 
 def _validate(demands: Sequence[ReplicaDemand], instances: Sequence[InstanceCapacity],
