@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 
 from controlplane.admin.auth import gateway_guard
+from controlplane.cluster.role import ClusterRole, store_scope
 from controlplane.compile_cache.cold_start import ColdStarts
 from controlplane.compile_cache.store import CompileCacheStore
 from controlplane.config import Settings
@@ -98,7 +99,9 @@ class ControlPlane:
         load_preparer = VersionPreparer(load_preparer, self.versions)
         shared = Shared(settings=settings, database=self.database, repository=self.repository,
                         warmups=self.warmups, loops=self.loops, preparer=load_preparer,
-                        warmup=self.preparer, wire=self._wire)
+                        warmup=self.preparer, wire=self._wire,
+                        scope=store_scope(settings.cluster.replica)
+                        if settings.cluster.enabled else "")
         #: the fleet, its membership and everything that keeps it (``fleet/assembly.py``)
         self.parts = parts = FleetParts(settings, shared, self.repository,
                                         InstanceStore(self.database))
@@ -106,6 +109,9 @@ class ControlPlane:
         self.membership, self.ramp = parts.membership, parts.ramp
         self.load_watch, self.autoscaler = parts.load_watch, parts.autoscaler
         parts.health.version_of = self.versions.active
+        #: one replica of several (``[cluster]``): who leads, what a follower does instead
+        self.cluster: ClusterRole | None = ClusterRole(self) if settings.cluster.enabled \
+            else None
         #: new versions verified and shifted to in steps
         self.rollouts = Rollouts(self.fleet, self.versions, rollout_store, settings,
                                  verifier=self._verify_version)
@@ -150,12 +156,19 @@ class ControlPlane:
     def probe(self) -> WarmupProbe | None:
         return self.runtime.probe
 
+    def _leader_only(self, step: Callable[[], Awaitable[object]]
+                     ) -> Callable[[], Awaitable[object]]:
+        """A loop's pass, skipped on a follower replica."""
+        return step if self.cluster is None else self.cluster.leader_only(step)
+
     def _wire(self, rt: InstanceRuntime) -> None:
         """Every hook between the parts, for one instance's lifecycle (before it starts)."""
         manager = rt.manager
         assert manager is not None and rt.batch_stats is not None
         manager.before_unload.append(rt.batch_stats.collect)
         self.parts.wire(rt)
+        if self.cluster is not None:
+            self.cluster.wire(rt)
         if self.preparer is not None:
             # Triton refused a load carrying our warm-up: never apply that version again
             manager.additions_rejected.append(self.preparer.rejected)
@@ -184,11 +197,12 @@ class ControlPlane:
             # instances start together (each embedded tritonserver takes seconds), each on
             # its own exit stack; closed last, after everything that uses them
             await self.parts.start(stack)
-            await self.rollouts.start()
+            if self.cluster is None:  # a replica's leader resumes them (``cluster/role.py``)
+                await self.rollouts.start()
             stack.push_async_callback(self.rollouts.close)
             self._tasks.append(asyncio.create_task(self.loops.every(
                 "rollouts", min(DETECT_S, s.triton.reconcile_interval_s),
-                self.rollouts.detect),
+                self._leader_only(self.rollouts.detect)),
                 name="rollouts"))
             self.readiness.manager = self.readiness.supervisor = self.fleet
             if self.preparer is not None:
@@ -225,12 +239,16 @@ class ControlPlane:
                     guard=gateway_guard(s),
                 )
                 await self._start_front_doors()
-            if s.scheduler.enabled:
+            if s.scheduler.enabled and self.cluster is None:
                 await self._start_scheduler()
             await self._start_admin()
+            if self.cluster is not None:  # the leader starts the scheduler and pinned loads
+                await self.cluster.start()
         except BaseException:
             await self.stop()
             raise
+        if self.cluster is not None:
+            return
         warm = asyncio.create_task(self._warm_pinned(), name="warm-pinned")
         self._tasks.append(warm)
         if wait_pinned:
@@ -413,6 +431,8 @@ class ControlPlane:
         requests; everything recorded is flushed; then each instance unwinds its exit stack.
         """
         grace = self.settings.gateway.grace_s
+        if self.cluster is not None:  # the lease first: another replica leads at once
+            await _bounded("the leadership", self.cluster.close(), 10)
         for rt in self.fleet.order:
             if rt.supervisor is not None:
                 await _bounded(f"the supervisor of {rt.name}", rt.supervisor.close(), 15)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import socket
 from contextvars import ContextVar
 from pathlib import Path
 from types import UnionType
@@ -151,6 +152,21 @@ class RolloutOptions(Section):
                 or value != sorted(value):
             raise ValueError("steps are ascending percentages in (0, 100], ending at 100")
         return value
+
+
+class ClusterSettings(Section):
+    """Several control-plane replicas on one store (``[cluster]``): one leader (a lease in
+    the store) decides; the others serve their gateway and the read API."""
+
+    enabled: bool = False
+    #: this replica's name (unique among the replicas); default: host name and process id
+    replica: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+                         min_length=1, max_length=128)
+    #: how long a lease lasts without renewal: a dead leader is replaced within this
+    lease_s: float = Field(default=10.0, ge=1, le=300)
+    #: this replica's admin API as the others reach it (writes sent to a follower name it);
+    #: default: ``http://<admin.host>:<admin port>``
+    advertise_url: str | None = None
 
 
 class ModelSettings(Section):
@@ -589,6 +605,7 @@ class Settings(BaseSettings):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     rollouts: RolloutOptions = Field(default_factory=RolloutOptions)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @field_validator("instances")
@@ -600,6 +617,16 @@ class Settings(BaseSettings):
             raise ValueError(f"instance names must match {_INSTANCE_NAME.pattern}: "
                              + ", ".join(repr(n[:80]) for n in bad))
         return value
+
+    @model_validator(mode="after")
+    def _cluster_drives_shared_tritons(self) -> Settings:
+        # replicas share the Tritons: one a replica started itself is no one else's
+        if self.cluster.enabled and any(
+                spec.provider == "embedded" for spec in self.fleet_instances().values()):
+            raise ValueError("cluster.enabled: every replica drives the same Tritons, so "
+                             "instances must be static or kubernetes (set [instances.<name>] "
+                             "provider = \"static\" with url, or [kubernetes])")
+        return self
 
     @model_validator(mode="after")
     def _model_rollouts(self) -> Settings:

@@ -83,6 +83,8 @@ async def healthz(cp: ControlPlaneDep) -> JSONResponse:
     status = liveness(states, bool(failing), bool(dead), store["state"] == "ok")
     detail = {"triton": cp.supervisor.snapshot(), "instances": instance_details(cp),
               "loops": loops, "failing_loops": failing, "dead_loops": dead, "store": store}
+    if cp.cluster is not None:  # which replica this is, and which one leads
+        detail["cluster"] = cp.cluster.leadership.view()
     if cp.workers is not None:
         # a worker being replaced: the others keep the ports, so degraded, not unhealthy
         detail["gateway_workers"] = workers = cp.workers.status()

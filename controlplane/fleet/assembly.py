@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from controlplane.config import Settings
@@ -132,13 +132,22 @@ class FleetParts:
         """The fleet's own loops: ramps, replicas after the measured load, the autoscaler,
         health checks."""
         found = [self.ramp.run(RAMP_TICK_S, self.fleet.publish),
-                 loops.every("replicas-follow-load", FOLLOW_LOAD_S, self.placer.follow_load)]
+                 loops.every("replicas-follow-load", FOLLOW_LOAD_S,
+                             self._leading(self.placer.follow_load))]
         a = self.settings.autoscaler
         if a.enabled:
-            found.append(loops.every("autoscaler", a.interval_s, self.autoscaler.step))
+            found.append(loops.every("autoscaler", a.interval_s,
+                                     self._leading(self.autoscaler.step)))
         if self.settings.health.enabled:
             found.append(loops.every("health", self.health.tick_s, self.health.step))
         return found
+
+    def _leading(self, step: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+        """A pass that only the leading replica makes (every pass when not replicated)."""
+        async def guarded() -> None:
+            if self.fleet.leads():
+                await step()
+        return guarded
 
     def _planned(self, rt: InstanceRuntime, standby: bool) -> list[ModelName]:
         """What a joining instance loads before it serves (``prewarm.py``)."""

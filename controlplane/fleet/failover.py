@@ -42,7 +42,8 @@ class Failover:
         # Triton's sequences and shared-memory registrations went with it
         self.fleet.sequences.forget(self.rt.name)
         self.fleet.shared_memory.forget(self.rt.name)
-        if not self.fleet.options.failover or len(self.fleet.order) < 2:
+        if not self.fleet.options.failover or len(self.fleet.order) < 2 \
+                or not self.fleet.leads():  # a follower: the leader fails over, once
             return
         assert self.rt.manager is not None
         lost = set(self.rt.manager.recovery.wanted)

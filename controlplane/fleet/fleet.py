@@ -47,6 +47,8 @@ RESIDENT = frozenset({ModelState.READY, ModelState.WARMING, ModelState.LOADING,
 #: loads the fleet starts for replicas it adds: the scheduler's room-making is not asked
 #: (the model is resident already); the instance's own budget is kept by ``placement.py``
 REPLICA_TRIGGER = "replica"
+#: how often a follower re-reads Triton's index while the leader loads for it (s)
+FOLLOW_POLL_S = 0.2
 #: the same for the models a joining instance loads before it serves (``prewarm.py``)
 PREWARM_TRIGGER = "prewarm"
 
@@ -110,6 +112,13 @@ class Fleet:
         #: awaited after a replica stops taking requests (leaving, draining): returns once
         #: the gateway's worker processes route by a table without it (a no-op without them)
         self.publish: Callable[[], Awaitable[object]] = _published
+        #: whether this control-plane replica decides loads and unloads (always, unless it
+        #: is a follower of a replicated control plane: ``cluster/``)
+        self.leads: Callable[[], bool] = lambda: True
+        #: a follower's way to have a model loaded: ask the leader (raises as ``load``)
+        self.forward_load: Callable[[ModelName], Awaitable[object]] | None = None
+        #: why this replica does not decide (who does, and where)
+        self.not_leader: Callable[[], str] = lambda: "this replica follows"
         #: model -> its traffic between the active and the target version while a rollout
         #: shifts it (``rollouts/``); requests that name a version get that one
         self.splits: dict[ModelName, VersionSplit] = {}
@@ -272,6 +281,8 @@ class Fleet:
         replica there (see ``ModelManager.keep``). Errors as :meth:`ModelManager.load`, plus
         ModelNotFound for an unknown instance and TritonUnavailable when no instance can
         take it."""
+        if not self.leads():
+            return await self._follow_load(model, trigger, exclude)
         if trigger in OPERATOR_TRIGGERS:  # the operator's word ends every instance's hold
             for _, m in self.managers():
                 if m.held(model) or m.status(model).quarantined:
@@ -298,6 +309,8 @@ class Fleet:
         """Unload ``model`` from ``instance``, or (None) from every instance; the first
         error is raised after every replica was tried. An automatic unload leaves the
         replicas the operator keeps."""
+        if not self.leads():
+            raise TritonUnavailable(self.not_leader())
         if instance is not None:
             rt = self.runtime(instance)
             assert rt.manager is not None
@@ -316,6 +329,8 @@ class Fleet:
     async def reload(self, model: ModelName, *, trigger: str = "api") -> ModelStatus:
         """Reload every ready replica (each keeps serving meanwhile); a model ready nowhere
         is loaded on one instance."""
+        if not self.leads():
+            raise TritonUnavailable(self.not_leader())
         ready = [m for _, m in self.managers() if m.state(model) is ModelState.READY]
         if not ready:
             return await self.load(model, trigger=trigger)
@@ -324,6 +339,23 @@ class Fleet:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        return self.status(model)
+
+    async def _follow_load(self, model: ModelName, trigger: str,
+                           exclude: Collection[InstanceName]) -> ModelStatus:
+        """A follower replica's load: a request's lazy load is asked of the leader, then
+        waited for here (each manager re-reads its Triton's index); anything else is the
+        leader's to do (TritonUnavailable naming it)."""
+        self.status(model)  # an unknown name is NOT_FOUND before anything else
+        if trigger != "gateway" or self.forward_load is None:
+            raise TritonUnavailable(self.not_leader())
+        await self.forward_load(model)
+        while not self.ready_now(model, exclude):
+            for _, m in self.managers():
+                await m.reconcile()
+            if self.ready_now(model, exclude):
+                break
+            await asyncio.sleep(FOLLOW_POLL_S)
         return self.status(model)
 
     async def _send(self, instance: InstanceName, method: str, request: bytes) -> bytes:

@@ -247,6 +247,8 @@ class HealthChecker:
             rt.unhealthy.pop(model, None)  # unloaded meanwhile: nothing left to route to
             return None
         key = (rt.name, model)
+        if not self.fleet.leads():  # a follower replica: the leader reloads; probe again
+            return await self._probe(rt, model)
         if state is ModelState.READY:
             if self._epoch.get(key) == rt.epoch:
                 # the replica plan's trigger: nothing to make room for, it was resident

@@ -57,6 +57,9 @@ class Shared:
     warmup: WarmupPreparer | None
     #: called with each runtime once its manager exists, before it starts: the hook wiring
     wire: Callable[[InstanceRuntime], None] = lambda runtime: None
+    #: after each instance's name in its lifecycle store key ("" but for a replica of a
+    #: replicated control plane: ``cluster/role.py``)
+    scope: str = ""
 
 
 @dataclass(eq=False)
@@ -101,6 +104,12 @@ class InstanceRuntime:
         only instance (``reconcile``, as before there were fleets)."""
         return (self.shared.loops if self.provider.is_single(self.name)
                 else self.shared.loops.scoped(self.name))
+
+    @property
+    def store_key(self) -> str:
+        """Its lifecycle records' key: its name, and in a replicated control plane this
+        replica's scope after it (each replica keeps its own view)."""
+        return self.name + self.shared.scope
 
     @property
     def state(self) -> InstanceState:
@@ -186,7 +195,7 @@ class InstanceRuntime:
                        for name, m in s.models.items() if m.disabled}}
         self.manager = manager = ModelManager(
             instance=instance, repository=shared.repository,
-            store=LifecycleStore(shared.database, self.name),
+            store=LifecycleStore(shared.database, self.store_key),
             pinned=[m for m in s.pinned_models() if m in shared.repository],
             preparer=shared.preparer, probe=self.probe,
             backoff=BackoffPolicy(initial_s=s.lifecycle.retry_initial_s,

@@ -157,6 +157,8 @@ class Recovery:
     async def restore(self, order: list[ModelName], *, trigger: str) -> dict[ModelName, str]:
         r = self.state
         results: dict[ModelName, str] = {}
+        if not self.m.automatic():  # a follower replica: the leader restores, once
+            return {name: "left to the leader" for name in dict.fromkeys(order)}
         for name in dict.fromkeys(order):
             r.retrying.pop(name, None)  # kept only if it fails again for a reason not its own
             model = self.m._models.get(name)

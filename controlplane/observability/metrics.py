@@ -50,7 +50,8 @@ class Metrics:
         self.cp = cp
         self.traffic = TrafficCounts()
         #: per instance, in the fleet's order
-        self.events = {rt.name: LoadEventFeed(cp.database, rt.name) for rt in cp.fleet.order}
+        self.events = {rt.name: LoadEventFeed(cp.database, rt.store_key)
+                       for rt in cp.fleet.order}
         self.tritons = {rt.name: TritonWatch(rt.supervisor) for rt in cp.fleet.order}
         self.actions: dict[tuple[str, str], int] = {}
         self._last_action: object | None = None
@@ -79,7 +80,7 @@ class Metrics:
             rt.supervisor.listeners.append(watch)
         feed = self.events.get(rt.name)
         if feed is None:
-            feed = self.events[rt.name] = LoadEventFeed(self.cp.database, rt.name)
+            feed = self.events[rt.name] = LoadEventFeed(self.cp.database, rt.store_key)
         feed.start()
 
     def detached(self, rt: InstanceRuntime) -> None:

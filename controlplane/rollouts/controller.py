@@ -311,4 +311,8 @@ class Rollouts:
         await self.store.save(row)
 
     async def close(self) -> None:
+        """Stop every rollout where it is (stored: resumed by the next start, here or on
+        the replica that leads next)."""
         await self._background.close()
+        self.running.clear()
+        self._asked.clear()

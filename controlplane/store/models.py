@@ -319,3 +319,17 @@ class RolloutRecord(Base):
     verification: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class LeaseRecord(Base):
+    """A lease several control-plane replicas compete for (``leadership.py``): who holds it,
+    where that replica's admin API is, until when, and how many times it changed hands."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str] = mapped_column(String(255))
+    #: bumped each time another replica takes the lease (a fencing token)
+    epoch: Mapped[int]
+    expires_at: Mapped[datetime]

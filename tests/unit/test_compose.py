@@ -125,7 +125,7 @@ def test_controlplane_command_env_ports_and_health(
     assert path is not None and int(path.group(1)) == settings.admin.port
     # no control plane: the routes are all the app needs for its OpenAPI document
     bare = SimpleNamespace(settings=settings.model_copy(update={
-        "admin": settings.admin.model_copy(update={"metrics": False})}))
+        "admin": settings.admin.model_copy(update={"metrics": False})}), cluster=None)
     paths = create_admin_app(bare).openapi()["paths"]  # type: ignore[arg-type]
     assert path.group(2) in paths
 
