@@ -368,7 +368,18 @@ async def main() -> None:
                         help="a failure sent this soon after the kill may still be in flight")
     parser.add_argument("--replica-rate", type=float, default=1000.0,
                         help="fleet.replica_rate_per_s (high: forecasts add no replicas)")
+    parser.add_argument("--leader-kill", action="store_true",
+                        help="instead: two control-plane replicas on PostgreSQL, the leader "
+                             "SIGKILLed (bench/failover_leader.py)")
+    parser.add_argument("--lease-s", type=float, default=3.0, help="with --leader-kill")
     args = parser.parse_args()
+    if args.leader_kill:
+        from bench.failover_leader import run as leader_kill
+
+        report = await asyncio.to_thread(leader_kill, args.lease_s)
+        print(json.dumps({"bench": "failover-leader", "machine": machine(), **report},
+                         indent=2))
+        return
     if args.clients < 1 or args.rate <= 0:
         parser.error("--clients and --rate must be positive")
     with tempfile.TemporaryDirectory() as tmp:

@@ -217,6 +217,7 @@ def run_size(n_models: int, seed: int = 21) -> dict[str, Any]:
     now = split
     for _ in range(WARMUP_PASSES):
         planning_pass(policy, fleet, now)
+    gc.freeze()  # as the live scheduler does after its replay (scheduler/driver.py)
     times: list[float] = []
     collecting: list[float] = []
     full_scan: list[float] = []
@@ -239,6 +240,7 @@ def run_size(n_models: int, seed: int = 21) -> dict[str, Any]:
         if scan:
             full_scan.append(elapsed)
     gc_clock.close()
+    gc.unfreeze()  # the next size starts from a collector that scans everything again
     gc.collect()
     tracked = len(gc.get_objects()) - before_tracked
     memory = policy_bytes(models, history, instances)

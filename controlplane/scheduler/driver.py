@@ -8,6 +8,7 @@ thread: planning never runs on, or blocks, the event loop the gateway serves fro
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -131,6 +132,10 @@ class LiveScheduler:
         since = self.clock() - self.options.replay_h * 3600
         arrivals = await self.traffic.db.run(self.traffic.arrivals, since)
         await self._call(self._observe_all, [(t, m) for m, t in arrivals])
+        # the replayed per-model state lives as long as the process: out of the cyclic
+        # collector's scans (a full collection over 10k models' state took ~200 ms of a
+        # planning pass; bench/planning.py)
+        gc.freeze()
         self.manager.before_load.append(self.make_room)
         log.info("scheduler: policy %s, %d arrivals replayed, budget %s MB",
                  self.options.policy, len(arrivals), self.options.memory_budget_mb or "unlimited")
