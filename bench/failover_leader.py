@@ -8,11 +8,7 @@ server, or ``WARMCTL_TEST_POSTGRES_URL``)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,43 +21,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from controlplane.triton.distribution import TritonDistribution
-from controlplane.triton.process import TritonProcess, free_port
+from controlplane.triton.process import TritonProcess
 from tests.support import postgres as pg
+from tests.support.replicas import Replica
 from tests.support.repository import add_identity
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Replica:
-    def __init__(self, tmp: Path, name: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.admin = f"http://127.0.0.1:{free_port()}"
-        self.gateway = f"127.0.0.1:{free_port()}"
-        env = {**env, "WARMCTL_DATA_DIR": str(tmp / name),
-               "WARMCTL_ADMIN__PORT": self.admin.rsplit(":", 1)[1],
-               "WARMCTL_GATEWAY__PORT": self.gateway.rsplit(":", 1)[1],
-               "WARMCTL_GATEWAY__HTTP_PORT": str(free_port()),
-               "WARMCTL_CLUSTER__REPLICA": name}
-        self.log = (tmp / f"{name}.log").open("wb")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "warmctl"), "serve"], env=env, cwd=tmp,
-            stdout=self.log, stderr=subprocess.STDOUT)
-
-    def cluster(self) -> dict[str, Any]:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            found: dict[str, Any] = httpx.get(f"{self.admin}/healthz",
-                                              timeout=2).json()["detail"]["cluster"]
-            return found
-        return {}
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
 
 
 def _until(check: Any, timeout_s: float) -> bool:
@@ -98,11 +63,11 @@ def run(lease_s: float = 3.0, before_s: float = 3.0, after_s: float = 5.0) -> di
                "WARMCTL_CLUSTER__LEASE_S": str(lease_s),
                "WARMCTL_MODELS": '{"hot": {"pinned": true}}'}
         env.pop("WARMCTL_CONFIG_FILE", None)
-        leader = _Replica(tmp, "r1", env)
-        follower: _Replica | None = None
+        leader = Replica(tmp, "r1", env)
+        follower: Replica | None = None
         try:
             assert _until(lambda: leader.cluster().get("leader") is True, 90), "no leader"
-            follower = _Replica(tmp, "r2", env)
+            follower = Replica(tmp, "r2", env)
             survivor = follower
             assert _until(lambda: survivor.cluster().get("leader_replica") == "r1", 90)
             outcomes: dict[str, list[tuple[float, str]]] = {"r1": [], "r2": []}
@@ -110,7 +75,7 @@ def run(lease_s: float = 3.0, before_s: float = 3.0, after_s: float = 5.0) -> di
             x = grpcclient.InferInput("INPUT0", [1, 1], "FP32")
             x.set_data_from_numpy(np.array([[1.0]], dtype=np.float32))
 
-            def loop(replica: _Replica) -> None:
+            def loop(replica: Replica) -> None:
                 c = grpcclient.InferenceServerClient(replica.gateway)
                 while not stop.is_set():
                     try:
@@ -127,7 +92,7 @@ def run(lease_s: float = 3.0, before_s: float = 3.0, after_s: float = 5.0) -> di
                 t.start()
             time.sleep(before_s)
             killed = time.monotonic()
-            os.kill(leader.process.pid, signal.SIGKILL)
+            leader.kill()
             led = _until(lambda: survivor.cluster().get("leader") is True, lease_s * 5)
             new_leader_s = time.monotonic() - killed
             time.sleep(after_s)

@@ -11,11 +11,7 @@ the lease, requests through its gateway keep succeeding, and no model was ever l
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,64 +24,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from controlplane.triton.process import TritonProcess, free_port
+from controlplane.triton.process import TritonProcess
 from tests.integration.conftest import start_triton
+from tests.support.replicas import Replica
 from tests.support.repository import add_identity
 
 pytestmark = pytest.mark.timeout(240)
 
 LEASE_S = 3.0
-
-
-class Replica:
-    """``warmctl serve`` as one replica, its log kept."""
-
-    def __init__(self, tmp: Path, name: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.admin_port, self.grpc_port = free_port(), free_port()
-        self.admin = f"http://127.0.0.1:{self.admin_port}"
-        self.gateway = f"127.0.0.1:{self.grpc_port}"
-        env = {**env, "WARMCTL_DATA_DIR": str(tmp / name),
-               "WARMCTL_ADMIN__PORT": str(self.admin_port),
-               "WARMCTL_GATEWAY__PORT": str(self.grpc_port),
-               "WARMCTL_GATEWAY__HTTP_PORT": str(free_port()),
-               "WARMCTL_CLUSTER__REPLICA": name}
-        self.log_path = tmp / f"{name}.log"
-        self.log = self.log_path.open("wb")
-        warmctl = Path(sys.executable).parent / "warmctl"
-        self.process = subprocess.Popen([str(warmctl), "serve"], env=env, cwd=tmp,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-
-    def health(self) -> dict[str, Any] | None:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            body: dict[str, Any] = httpx.get(f"{self.admin}/healthz", timeout=2).json()
-            return body
-        return None
-
-    def cluster(self) -> dict[str, Any]:
-        health = self.health()
-        found: dict[str, Any] = {} if health is None else health["detail"].get("cluster", {})
-        return found
-
-    def ready(self, model: str) -> bool:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            r = httpx.get(f"{self.admin}/models/{model}", timeout=2)
-            return r.status_code == 200 and r.json()["state"] == "ready"
-        return False
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(10)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.log.close()
 
 
 def _wait(check: Any, timeout_s: float) -> bool:
