@@ -40,6 +40,8 @@ from controlplane.types import ModelName
 FOLLOW_LOAD_S = 5.0
 #: how often ramps advance (s)
 RAMP_TICK_S = 1.0
+#: loads whose replica takes its full share at once: start-up's pinned loads
+NO_RAMP = frozenset({"startup"})
 
 
 class FleetParts:
@@ -97,10 +99,13 @@ class FleetParts:
         self.health.wire(rt)
 
         async def ramp_up(model: ModelName, load_s: float, details: dict[str, Any]) -> None:
-            # a replica loaded beside others (placer, failover, a restore) ramps up; on a
-            # joining instance the ramp starts when it serves (``membership.on_serving``)
-            if rt.routable:
-                self.ramp.begin(rt.name, model, "replica loaded")
+            # a new replica beside others (placer, failover, a request's load, a restore
+            # after a Triton restart) ramps up; not a reload (a rollout's: the replica
+            # served already), nor the start-up's pinned loads (no traffic to protect yet);
+            # on a joining instance the ramp starts when it serves (``membership.on_serving``)
+            trigger = details.get("trigger")
+            if rt.routable and trigger is not None and trigger not in NO_RAMP:
+                self.ramp.begin(rt.name, model, f"replica loaded ({trigger})")
         manager.after_load.append(ramp_up)
 
     async def start(self, stack: contextlib.AsyncExitStack) -> None:

@@ -314,7 +314,9 @@ class ModelManager:
                 if isinstance(exc, ControlPlaneError):
                     raise ModelLoadFailed(model.name, reason) from exc
                 raise
-            await self._loaded(model, event_id, time.monotonic() - t0, up, None, details)
+            # the after-load hooks tell a new replica (a load) from a reload
+            await self._loaded(model, event_id, time.monotonic() - t0, up, None,
+                               {**details, "trigger": trigger})
 
     async def reload(self, name: ModelName, *, trigger: str = "api") -> ModelStatus:
         """Load ``name`` again (a new warm-up config, say) while the loaded one serves.

@@ -54,8 +54,10 @@ async def test_a_hot_model_gets_replicas_and_traffic_reaches_both(
     add_identity(repo, "hot")
     add_identity(repo, "rare")
     cp = await start_cp(instances=_instances("a", "b"),
-                        # one request a second already needs a second replica
-                        fleet={"replica_rate_per_s": 1e-4},
+                        # one request a second already needs a second replica; no
+                        # ramp: the new replica takes its equal share at once
+                        # (test_autoscaler.py shows the ramp)
+                        fleet={"replica_rate_per_s": 1e-4, "ramp_s": 0},
                         scheduler={"interval_s": 3600},  # ticks only when the test says
                         traffic={"flush_interval_s": 0.1})
     assert cp.gateway_url is not None and cp.scheduler is not None and cp.recorder is not None
