@@ -138,8 +138,11 @@ class Membership:
         try:
             spec = InstanceSettings.model_validate(dict(raw))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'instance'}: {e['msg']}"
-                                 for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'instance'}: "
+                + ("unknown key" if e["type"] == "extra_forbidden"
+                   else str(e["msg"]).removeprefix("Value error, "))
+                for e in exc.errors())
             raise ConfigError(f"invalid instance: {problems}") from None
         return self.shared.settings.with_defaults(spec)
 

@@ -22,7 +22,7 @@ def describe(fleet: Fleet, joining: Iterable[InstanceRuntime] = ()) -> list[dict
         down = sup.down_reason() if sup is not None else None
         views.append({
             "name": rt.name, "provider": rt.spec.provider, "origin": rt.origin,
-            "url": rt.instance.grpc_url if rt.instance else None,
+            "url": rt.instance.grpc_url if rt.instance else rt.spec.url,
             "state": rt.state.value,
             "state_reason": down or rt.phase_reason,
             "state_for_s": round(now - rt.phase_since, 1),

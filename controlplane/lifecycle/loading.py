@@ -121,7 +121,11 @@ class Loads:
                 reason = f"Triton became unavailable during a load with our additions: {exc}"
                 await self._reject_additions(name, plan, reason, details)
             raise
-        await self._reject_additions(name, plan, reason, details)
+        if plan.fallback is None:
+            await self._reject_additions(name, plan, reason, details)
+        else:  # a version pin's load (a rollout's target): the version failed, not the
+            # warm-up (which stays applicable); the fallback serves the active version
+            details["target_refused"] = reason
         if plan.fallback is not None and plan.fallback == plan.config and plan.files is None:
             raise failure  # the fallback is what just failed: no second try
         log.warning("load of %s with warmctl's additions failed (%s); loading it %s",
@@ -131,7 +135,7 @@ class Loads:
         except ModelLoadFailed as plain:
             raise ModelLoadFailed(name, f"{self.reason(name, plain)} (also with warmctl's "
                                         f"additions: {reason})") from failure
-        details["loaded_plain"] = True
+        details["loaded_plain" if plan.fallback is None else "loaded_fallback"] = True
 
     async def _reject_additions(self, name: ModelName, plan: LoadPlan, reason: str,
                                 details: dict[str, Any]) -> None:

@@ -77,6 +77,9 @@ class Rollouts:
         self.running: dict[ModelName, RolloutRow] = {}
         #: (model, version) rolled back or aborted: a new folder is not retried by itself
         self.tried: set[tuple[ModelName, str]] = set()
+        #: model -> the highest version there was when the operator chose one (a rollback
+        #: to an older version): auto-detection rolls out only folders above it
+        self.chosen: dict[ModelName, int] = {}
         #: operator's requests to a running rollout: pause, resume, promote, abort
         self._asked: dict[int, str] = {}
         self._background = Background()
@@ -84,8 +87,12 @@ class Rollouts:
     async def start(self) -> None:
         """Read the version records; resume every rollout a restart interrupted."""
         await self.versions.start()
-        self.tried = {(r.model, r.version) for r in await self.store.listed(limit=10_000)
+        rows = await self.store.listed(limit=10_000)
+        self.tried = {(r.model, r.version) for r in rows
                       if r.state in (RolloutState.ROLLED_BACK, RolloutState.ABORTED)}
+        for r in rows:  # newest first: an operator's choice between versions stands
+            if r.origin == "operator" and r.state == RolloutState.PROMOTED:
+                self.chosen.setdefault(r.model, max(int(r.active), int(r.version)))
         for row in await self.store.unfinished():
             if row.model in self.running or row.model not in self.fleet.repository:
                 continue
@@ -104,7 +111,8 @@ class Rollouts:
             if model in self.running or not self.settings.rollout_options(model).auto:
                 continue
             newest = self.versions.newest_on_disk(model)
-            if newest is None or int(newest) <= int(active) or (model, newest) in self.tried:
+            if newest is None or int(newest) <= int(active) or (model, newest) in self.tried \
+                    or int(newest) <= self.chosen.get(model, -1):
                 continue
             try:
                 await self.begin(model, newest, origin="auto")
@@ -137,6 +145,8 @@ class Rollouts:
         options = self.settings.rollout_options(model)
         row = await self.store.create(model, active, version, origin, options.model_dump(),
                                       f"started by {origin}: {active} -> {version}")
+        if origin == "operator":  # the operator chose among the folders there are now
+            self.chosen[model] = max(int(v) for v in on_disk)
         self.running[model] = row
         self._background.spawn(self._run(row, resumed=False))
         return row
@@ -188,7 +198,7 @@ class Rollouts:
         await self.fleet.publish()
         await self.versions.set(model, row.active, row.version)
         try:
-            await self.fleet.reload(model, trigger="rollout")
+            await self._reload(model)
         except ControlPlaneError as exc:
             await self._roll_back(row, f"version {row.version} did not load: {exc}")
             return False
@@ -265,7 +275,7 @@ class Rollouts:
         await asyncio.sleep(SETTLE_S)  # requests already sent to the active version finish
         await self.versions.set(model, row.version, None)
         try:
-            await self.fleet.reload(model, trigger="rollout")
+            await self._reload(model)
         except ControlPlaneError as exc:  # the target serves; the old version may linger
             log.warning("promoting %s to %s: %s", model, row.version, exc)
         self.fleet.splits.pop(model, None)
@@ -285,7 +295,7 @@ class Rollouts:
         await self.fleet.publish()
         try:
             await self.versions.set(model, row.active, None)
-            await self.fleet.reload(model, trigger="rollout")
+            await self._reload(model)
         except ControlPlaneError as exc:
             log.warning("rolling back %s: %s", model, exc)
         if not any(row.version in m.status(model).versions for _, m in self.fleet.managers()):
@@ -295,6 +305,15 @@ class Rollouts:
         self.tried.add((model, row.version))
         self.fleet.record("rollout", model, "", f"{row.active} -> {row.version}: {why}"[:300],
                           to.value)
+
+    async def _reload(self, model: ModelName) -> None:
+        """Every ready replica loaded again with the versions recorded now (no file
+        overrides: ``ModelVersions.reloading``)."""
+        self.versions.reloading.add(model)
+        try:
+            await self.fleet.reload(model, trigger="rollout")
+        finally:
+            self.versions.reloading.discard(model)
 
     async def _split(self, row: RolloutRow, share: float, why: str,
                      state: RolloutState = RolloutState.SHIFTING) -> None:

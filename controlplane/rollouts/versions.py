@@ -42,6 +42,10 @@ class ModelVersions:
         self.repository = repository
         #: model -> (active, target)
         self.records: dict[ModelName, tuple[str, str | None]] = {}
+        #: models a rollout is reloading now: their loads carry no file overrides (a load
+        #: with files is a new model directory to Triton, which then re-creates the serving
+        #: version's instances as well -- under traffic that crashed the Python backend)
+        self.reloading: set[ModelName] = set()
 
     async def start(self) -> None:
         """Read the records (a restart keeps serving the versions it served)."""
@@ -106,6 +110,8 @@ class VersionPreparer:
         except Exception as exc:  # a store that cannot answer: load as the rest planned
             log.warning("versions of %s not pinned: %s", spec.name, exc)
             return plan
+        if spec.name in self.versions.reloading:
+            plan = without_files(plan)
         if pinned is None:
             return plan
         versions, active = pinned
@@ -117,3 +123,18 @@ class VersionPreparer:
         return replace(plan, config=config,
                        fallback=pinned_config(dict(spec.config), [active]),
                        details={**(plan.details or {}), "versions_pinned": versions})
+
+
+def without_files(plan: LoadPlan) -> LoadPlan:
+    """``plan`` with no file overrides: the warm-up samples that read a data file left out
+    (the others stay in the config)."""
+    if plan.files is None:
+        return plan
+    config = plan.config
+    if config is not None and "model_warmup" in config:
+        kept = [w for w in config["model_warmup"]
+                if not any("input_data_file" in i for i in w.get("inputs", {}).values())]
+        config = {**config, "model_warmup": kept}
+    return replace(plan, config=config, files=None,
+                   details={**(plan.details or {}), "warmup_files": "left out: a rollout's "
+                            "reload keeps the serving version's instances"})
