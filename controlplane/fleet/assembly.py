@@ -25,7 +25,7 @@ from controlplane.fleet.load_watch import LoadWatch
 from controlplane.fleet.membership import InstanceRecords, Membership
 from controlplane.fleet.placement import ReplicaPlacer
 from controlplane.fleet.prewarm import standby_models
-from controlplane.fleet.provider import providers
+from controlplane.fleet.providers import providers
 from controlplane.fleet.ramp import Ramp
 from controlplane.fleet.removal import remove_replica
 from controlplane.fleet.runtime import InstanceRuntime, Shared

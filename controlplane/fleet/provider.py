@@ -156,15 +156,3 @@ def default_http_url(grpc_url: str) -> str:
 
 #: the kinds of instance warmctl can open, by ``provider`` key
 KINDS = ("embedded", "static")
-
-
-def providers(settings: Settings) -> dict[str, Provider]:
-    """Every provider, by kind: the configured kinds, and ``kubernetes`` when
-    ``[kubernetes]`` is enabled."""
-    found: dict[str, Provider] = {kind: ConfiguredProvider(settings, kind) for kind in KINDS}
-    if settings.kubernetes.enabled:
-        # imported here: the Kubernetes client is only loaded where it is used
-        from controlplane.fleet.kubernetes import KubernetesProvider
-
-        found["kubernetes"] = KubernetesProvider(settings)
-    return found

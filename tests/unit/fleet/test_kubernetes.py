@@ -20,7 +20,8 @@ from controlplane.config import KubernetesSettings, Settings, load_settings
 from controlplane.errors import InstanceNotFound, TritonUnavailable
 from controlplane.fleet.kubernetes import DELETION_COST, KubernetesProvider
 from controlplane.fleet.kubernetes_pods import instance_name, pod_settings, rbac_rules
-from controlplane.fleet.provider import Joined, Left, providers
+from controlplane.fleet.provider import Joined, Left
+from controlplane.fleet.providers import providers
 from tests.support.fake_kubernetes import FakeKubernetes
 
 pytestmark = pytest.mark.timeout(60)
