@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 
 import uvicorn
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
@@ -156,11 +156,6 @@ class ControlPlane:
     def probe(self) -> WarmupProbe | None:
         return self.runtime.probe
 
-    def _leader_only(self, step: Callable[[], Awaitable[object]]
-                     ) -> Callable[[], Awaitable[object]]:
-        """A loop's pass, skipped on a follower replica."""
-        return step if self.cluster is None else self.cluster.leader_only(step)
-
     def _wire(self, rt: InstanceRuntime) -> None:
         """Every hook between the parts, for one instance's lifecycle (before it starts)."""
         manager = rt.manager
@@ -202,7 +197,7 @@ class ControlPlane:
             stack.push_async_callback(self.rollouts.close)
             self._tasks.append(asyncio.create_task(self.loops.every(
                 "rollouts", min(DETECT_S, s.triton.reconcile_interval_s),
-                self._leader_only(self.rollouts.detect)),
+                self.parts.leading(self.rollouts.detect)),
                 name="rollouts"))
             self.readiness.manager = self.readiness.supervisor = self.fleet
             if self.preparer is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from controlplane.cluster.follower import Follower
@@ -61,14 +60,6 @@ class ClusterRole:
         """A manager restores only while this replica leads."""
         assert rt.manager is not None
         rt.manager.automatic = self.cp.fleet.leads
-
-    def leader_only(self, step: Callable[[], Awaitable[object]]
-                    ) -> Callable[[], Awaitable[None]]:
-        """``step`` run only while this replica leads (a loop's pass)."""
-        async def guarded() -> None:
-            if self.leadership.is_leader:
-                await step()
-        return guarded
 
     async def start(self) -> None:
         """After the admin API listens (its address is what followers send writes to): take

@@ -138,16 +138,16 @@ class FleetParts:
         health checks."""
         found = [self.ramp.run(RAMP_TICK_S, self.fleet.publish),
                  loops.every("replicas-follow-load", FOLLOW_LOAD_S,
-                             self._leading(self.placer.follow_load))]
+                             self.leading(self.placer.follow_load))]
         a = self.settings.autoscaler
         if a.enabled:
             found.append(loops.every("autoscaler", a.interval_s,
-                                     self._leading(self.autoscaler.step)))
+                                     self.leading(self.autoscaler.step)))
         if self.settings.health.enabled:
             found.append(loops.every("health", self.health.tick_s, self.health.step))
         return found
 
-    def _leading(self, step: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    def leading(self, step: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
         """A pass that only the leading replica makes (every pass when not replicated)."""
         async def guarded() -> None:
             if self.fleet.leads():
