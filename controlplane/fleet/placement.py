@@ -75,6 +75,9 @@ class ReplicaPlacer:
                 continue
             resident = fleet.state(d.model) in RESIDENT
             wanted = d.decision in WANTED or (resident and d.decision not in REFUSED)
+            if not wanted and not resident:
+                # No replica to place or trim: left out of the plan (most of 10,000 models)
+                continue
             spec = fleet.repository.spec(d.model)
             found.append(ReplicaDemand(
                 model=d.model, memory_mb=fleet.memory_mb(d.model),

@@ -16,7 +16,7 @@ _RENORMALISE_AT = 60.0  # half-lives; 2**60 keeps the products far from float ov
 class DecayedBins:
     """A fixed number of weights that halve every ``half_life_s`` seconds."""
 
-    __slots__ = ("_half_life", "_nonzero", "_t_ref", "_w")
+    __slots__ = ("_half_life", "_nonzero", "_t_ref", "_w", "version")
 
     def __init__(self, n: int, half_life_s: float) -> None:
         if half_life_s <= 0:
@@ -26,6 +26,9 @@ class DecayedBins:
         self._t_ref: float | None = None
         #: Indices of the non-zero weights, cached for sums over sparse bins (None: stale).
         self._nonzero: list[int] | None = None
+        #: Changes with every change of the stored weights (an addition, a scaling, a
+        #: renormalisation): what is computed from them alone can be kept until it moves.
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self._w)
@@ -39,6 +42,7 @@ class DecayedBins:
             self._w = [v * scale for v in self._w]
             self._t_ref = t
             self._nonzero = None
+            self.version += 1
             return 1.0
         return float(2.0**x)
 
@@ -47,6 +51,7 @@ class DecayedBins:
         w = self._w
         old = w[index]
         w[index] = new = old + amount * gain
+        self.version += 1
         if (old == 0.0) != (new == 0.0):
             self._nonzero = None
 
@@ -54,6 +59,7 @@ class DecayedBins:
         """Multiply every weight by ``factor`` (old evidence set aside at a change point)."""
         self._w = [v * factor for v in self._w]
         self._nonzero = None
+        self.version += 1
 
     def nonzero(self) -> list[int]:
         """Indices of the non-zero weights, ascending (cached until one becomes or stops being

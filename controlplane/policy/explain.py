@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controlplane.policy.forecast import ModelForecast
 from controlplane.policy.types import DecisionKind, ModelDecision, ModelProfile, Residency
 from controlplane.policy.windows import Window
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Standing:
     """Where one model stands in the competition for the budget at one moment."""
 
@@ -32,12 +31,13 @@ class Standing:
     displaced: bool
 
 
-def describe(profile: ModelProfile, forecast: ModelForecast, state: Residency,
-             current: Window | None, upcoming: Window | None, standing: Standing,
-             now: float, gbs_per_cold_start: float) -> ModelDecision:
+def describe(profile: ModelProfile, figures: tuple[float, float], seen: bool,
+             state: Residency, current: Window | None, upcoming: Window | None,
+             standing: Standing, now: float, gbs_per_cold_start: float) -> ModelDecision:
     """One model's decision and why (``now`` in policy seconds; the price in GB*s per cold
-    start, the policy's knob)."""
-    per_day, lazy = forecast.daily(now)
+    start, the policy's knob). ``figures``: its requests a day and cold starts a day if
+    loaded on demand (:meth:`ModelForecast.daily`); ``seen``: it has been requested."""
+    per_day, lazy = figures
     warm = profile.memory_gb * 24.0
     resident = state is not Residency.COLD
     kind: DecisionKind
@@ -67,7 +67,7 @@ def describe(profile: ModelProfile, forecast: ModelForecast, state: Residency,
         kind, preload_at, why = "preload", upcoming.load_at, upcoming.why
     else:
         kind = "lazy"
-        why = ("no requests seen yet" if forecast.last_t is None else
+        why = ("no requests seen yet" if not seen else
                f"~{lazy:.1f} cold starts/day cost less than {warm:.1f} GB*h/day of residency")
     return ModelDecision(profile.name, per_day, lazy, warm, kind, preload_at, why)
 

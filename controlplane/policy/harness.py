@@ -101,7 +101,9 @@ class Harness:
         result = []
         for d in decisions:
             if d.decision == "preload" and d.model not in self.demanded:
-                d = replace(d, decision="lazy", preload_at=None, why=NEVER_REQUESTED)
+                # built, not replace()d: thousands of these in a pass at 10,000 models
+                d = ModelDecision(d.model, d.requests_per_day, d.cold_starts_per_day_if_lazy,
+                                  d.warm_cost_gbh_per_day, "lazy", None, NEVER_REQUESTED)
             blocked = self.blocked(d.model)
             if blocked is not None and d.decision in ("pinned", "keep", "preload", "lazy"):
                 d = replace(d, decision=blocked[0], preload_at=None, why=blocked[1])

@@ -16,6 +16,7 @@ carry enough news to move it (:meth:`IdleTimes.news`).
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,11 +95,16 @@ class IdleTimes:
         #: Change points found so far.
         self.changes = 0
         self._test = ChangeTest()
-        self._recent: list[tuple[int, float]] = []
+        # A ring of the last idle times' bins and end times, stored flat: as a list of
+        # (bin, time) tuples it was a fifth of an active model's memory.
+        self._recent_bins: array[int] = array("h")
+        self._recent_t: array[float] = array("d")
         #: Cumulative news in the idle times (see :meth:`news`): how much they have moved the
         #: hazard, summed; the hazard and the planner's windows are redone when it has grown.
         self.evidence = 0.0
         self._hazard_cache: _HazardCache | None = None
+        #: (the weights' version, idle_s, survival) of the last :meth:`survival` read.
+        self._survival: tuple[int, float, float] | None = None
 
     def stored_numbers(self) -> int:
         cached = self._hazard_cache
@@ -112,10 +118,12 @@ class IdleTimes:
         # Tested against what was learned before it (the hazard cache: what the planner saw).
         run = 0 if self._hazard_cache is None else self._test.update(self.shorter_share(idle_s))
         self._bins.add(k, t)
-        if len(self._recent) < RECENT_IDLE_TIMES:
-            self._recent.append((k, t))
+        if len(self._recent_t) < RECENT_IDLE_TIMES:
+            self._recent_bins.append(k)
+            self._recent_t.append(t)
         else:
-            self._recent[self.count % RECENT_IDLE_TIMES] = (k, t)
+            self._recent_bins[self.count % RECENT_IDLE_TIMES] = k
+            self._recent_t[self.count % RECENT_IDLE_TIMES] = t
         self.count += 1
         if run:
             self._set_aside_old(run, t)
@@ -123,8 +131,9 @@ class IdleTimes:
     def _set_aside_old(self, run: int, now: float) -> None:
         """A change point: the last ``run`` idle times are the new regime; what came before
         keeps the weight of :data:`OLD_REGIME_WEIGHT` idle times."""
-        n = min(run, len(self._recent))
-        newest = [self._recent[(self.count - 1 - i) % RECENT_IDLE_TIMES] for i in range(n)]
+        n = min(run, len(self._recent_t))
+        at = [(self.count - 1 - i) % RECENT_IDLE_TIMES for i in range(n)]
+        newest = [(self._recent_bins[i], self._recent_t[i]) for i in at]
         for k, t in newest:
             self._bins.add(k, t, -1.0)
         old = self._bins.total(now)
@@ -174,19 +183,27 @@ class IdleTimes:
 
     def survival(self, idle_s: float, now: float) -> float:
         """Observed fraction of idle times longer than ``idle_s`` (1.0 without data)."""
-        # As over every weight (``self._bins.values(now)``), over the non-zero ones only: the
-        # same products and exactly rounded sums, so the same result.
-        scale = self._bins.scale_at(now)
-        stored = self._bins.raw()
-        nonzero = self._bins.nonzero()
-        total = math.fsum([stored[i] * scale for i in nonzero])
+        # Decay scales every weight alike, so the fraction is the same at any read time: it is
+        # computed from the stored weights and kept until they change (the explanation reads
+        # it for every model in every pass). Sums over the non-zero weights only: the same
+        # exactly rounded sums as over every weight.
+        bins = self._bins
+        cached = self._survival
+        if cached is not None and cached[0] == bins.version and cached[1] == idle_s:
+            return cached[2]
+        stored = bins.raw()
+        nonzero = bins.nonzero()
+        total = math.fsum([stored[i] for i in nonzero])
         if total <= 0:
-            return 1.0
-        k = idle_bin(idle_s)
-        lo, hi = IDLE_EDGES[k], _bin_hi(k)
-        inside = stored[k] * scale * ((hi - idle_s) / (hi - lo) if math.isfinite(hi) else 1.0)
-        longer = math.fsum([stored[i] * scale for i in nonzero if i > k])
-        return min(1.0, (inside + longer) / total)
+            found = 1.0
+        else:
+            k = idle_bin(idle_s)
+            lo, hi = IDLE_EDGES[k], _bin_hi(k)
+            inside = stored[k] * ((hi - idle_s) / (hi - lo) if math.isfinite(hi) else 1.0)
+            longer = math.fsum([stored[i] for i in nonzero if i > k])
+            found = min(1.0, (inside + longer) / total)
+        self._survival = (bins.version, idle_s, found)
+        return found
 
     def base_hazard(self, now: float) -> npt.NDArray[np.float64]:
         """The smoothed idle-time hazard per closed bin, recomputed only when it can have
@@ -213,7 +230,7 @@ class IdleTimes:
         at_least = weights.sum() - np.concatenate(([0.0], np.cumsum(weights)[:-1]))
         cumulative = np.concatenate(([0.0], np.cumsum(hazard * _WIDTHS)))
         cached = _HazardCache(self.evidence, now, hazard, np.maximum(at_least, 0.0),
-                              hazard.tolist(), cumulative.tolist())
+                              array("d", hazard.tolist()), array("d", cumulative.tolist()))
         self._hazard_cache = cached
         return cached
 
@@ -228,9 +245,11 @@ class _HazardCache:
     hazard: npt.NDArray[np.float64]
     #: Idle times (prior included) at least each bin's lower edge.
     at_least: npt.NDArray[np.float64]
-    hazard_list: list[float]
+    #: ``hazard`` again, for reads of one element (an array's are cheaper than numpy's; the
+    #: doubles stored flat: a list of floats took four times the memory, most of a model's).
+    hazard_list: array[float]
     #: Integral of the hazard from 0 to each bin's lower edge.
-    cumulative: list[float]
+    cumulative: array[float]
 
 
 #: The hazard is recomputed once new idle times have moved it by about this share (summed

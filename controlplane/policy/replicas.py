@@ -48,7 +48,7 @@ class InstanceCapacity:
     accepting: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaDemand:
     model: str
     memory_mb: float
@@ -61,7 +61,7 @@ class ReplicaDemand:
     max_replicas: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Replica:
     instance: str
     #: Human text, e.g. "hot: 12 req/s forecast, 3 replicas at 5 req/s each; kept".

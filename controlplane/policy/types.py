@@ -38,7 +38,7 @@ class Residency(StrEnum):
 ActionKind = Literal["load", "unload"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     kind: ActionKind
     model: str
@@ -124,7 +124,7 @@ DecisionKind = Literal["pinned", "keep", "preload", "unload", "lazy", "disabled"
                        "failed"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelDecision:
     """One model's line in a policy explanation (the admin API shows these)."""
 

@@ -42,7 +42,7 @@ def load_margin_s(profile: ModelProfile) -> float:
     return 1.0 + 0.1 * profile.load_s
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """Hold the model from ``load_at`` (start loading) until ``end``."""
 

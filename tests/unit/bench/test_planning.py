@@ -37,6 +37,7 @@ from controlplane.policy.replicas import (
     _validate,
     plan_replicas,
 )
+from controlplane.policy.types import Residency
 
 
 def _run(shortcuts: bool, n_models: int, seed: int) -> list[tuple[Any, ...]]:
@@ -69,7 +70,7 @@ def test_the_shortcuts_give_the_plans_of_the_plain_path(seed: int) -> None:
     assert any(step[1] for step in fast)  # the passes did load and unload models
 
 
-def test_survival_over_nonzero_bins_is_the_sum_over_every_bin() -> None:
+def test_survival_is_the_decayed_fraction_at_any_time_and_kept_until_the_bins_change() -> None:
     rng = random.Random(5)
     for _ in range(50):
         idle = IdleTimes(86400.0)
@@ -78,13 +79,22 @@ def test_survival_over_nonzero_bins_is_the_sum_over_every_bin() -> None:
             gap = rng.choice([0.2, 3.0, 40.0, 700.0, 9000.0]) * rng.uniform(0.5, 2.0)
             t += gap
             idle.add(gap, t)
+            probe = rng.choice([0.01, 1.0, 600.0, 1e5, 1e7])
+            # read after every addition: a kept value must not outlive a change of the bins
+            assert idle.survival(probe, t) == _plain_survival(idle._bins, probe, t, scaled=False)
         now = t + rng.uniform(0, 2e5)
         for probe in (0.01, 1.0, 600.0, 1e5, 1e7):
-            assert idle.survival(probe, now) == _plain_survival(idle._bins, probe, now)
+            found = idle.survival(probe, now)
+            # over every stored weight, exactly; and the fraction of the decayed weights at
+            # ``now`` (decay scales all alike) up to rounding
+            assert found == _plain_survival(idle._bins, probe, now, scaled=False)
+            assert math.isclose(found, _plain_survival(idle._bins, probe, now, scaled=True),
+                                rel_tol=1e-12, abs_tol=1e-15)
+            assert idle.survival(probe, now + 5e5) == found
 
 
-def _plain_survival(bins: DecayedBins, idle_s: float, now: float) -> float:
-    weights = bins.values(now)
+def _plain_survival(bins: DecayedBins, idle_s: float, now: float, *, scaled: bool) -> float:
+    weights = bins.values(now) if scaled else list(bins.raw())
     total = math.fsum(weights)
     if total <= 0:
         return 1.0
@@ -177,7 +187,12 @@ def test_a_small_pass_and_the_targets() -> None:
     policy, fleet = build(models, trace, instances_for(models, 5))
     assert isinstance(policy, ForecastPlanner) and isinstance(fleet, Fleet)
     actions, decisions, plan = planning_pass(policy, fleet, trace[-1][0] + 1.0)
-    assert len(decisions) == 200 and set(plan.replicas) == set(models)
+    assert len(decisions) == 200
+    # the plan holds the models with replicas to place or trim: wanted or resident
+    wanted = {d.model for d in decisions if d.decision in ("pinned", "keep")}
+    resident = {m for m, s in fleet.residency.items() if s is not Residency.COLD}
+    assert set(plan.replicas) == wanted | resident and resident
+    assert all(plan.replicas[m] for m in wanted)
     assert all(fleet.residency.get(a.model) is not None for a in actions if a.kind == "load")
     growth = memory_growth(n_models=20, light=5, heavy=200)
     assert growth["heavy_bytes_per_model"] < 1.5 * growth["light_bytes_per_model"]

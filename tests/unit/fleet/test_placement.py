@@ -68,3 +68,19 @@ async def test_a_full_instance_evicts_its_replicated_idle_models_first(
     assert _ready_on(fleet, "warm") == ["b"] and _ready_on(fleet, "rare") == ["a"]
     assert _ready_on(fleet, "hot") == ["a"]
     assert fleet.used_mb(a) == 200
+
+
+async def test_the_plan_leaves_out_models_with_no_replica_to_place_or_trim(
+        tmp_path: Path, database: Database) -> None:
+    """A cold model the policy does not want has nothing to place or trim: it is not in the
+    plan (at 10,000 models, most of them; bench/planning.py), a resident one still is."""
+    fleet = await make_fleet(tmp_path, database, ("a", "b"))
+    placer = ReplicaPlacer(fleet, FleetSettings(replica_rate_per_s=1.0))
+    await fleet.load("hot", trigger="gateway")
+    demands = placer.demands([_decision("hot", 0.0, "unload"), _decision("rare", 0.0, "lazy"),
+                              _decision("warm", 86400.0, "keep")])
+    assert [(d.model, d.wanted) for d in demands] == [("hot", False), ("warm", True)]
+    plan = await placer.apply([_decision("hot", 0.0, "unload"), _decision("rare", 0.0, "lazy")])
+    await _settle(placer)
+    assert "rare" not in plan.replicas and plan.target("rare") == 0
+    assert plan.target("hot") == 0 and "hot" in plan.replicas

@@ -233,3 +233,64 @@ def test_a_late_fire_is_waited_for_while_it_is_worth_the_memory() -> None:
     # (twice the jitter bound).
     assert ends[30.0] < ends[300.0] <= ends[1e6]
     assert ends[1e6] == pytest.approx(2.0 * found.jitter_s)
+
+
+def test_the_scan_of_every_model_is_spread_over_the_passes() -> None:
+    """Each pass looks at a share of the models (the time since the last pass over the scan
+    period), in turn: every model within the period, none twice, no pass at all of them but
+    the first."""
+    models = {f"m{i:03d}": ModelProfile(f"m{i:03d}", 100.0, 1.0) for i in range(95)}
+    planner = ForecastPlanner(models)
+    looked: list[list[str]] = []
+    original = planner._refresh
+
+    def refresh(name: str, view: ClusterView) -> None:
+        looked[-1].append(name)
+        original(name, view)
+
+    planner._refresh = refresh  # type: ignore[method-assign]
+    for k in range(61):
+        looked.append([])
+        planner.plan(ClusterView(10.0 * k, 1e9, models, {}))
+    assert sorted(looked[0]) == sorted(models)  # the first pass knows nothing yet: all
+    per_pass = [len(names) for names in looked[1:]]
+    assert max(per_pass) == 4 and min(per_pass) >= 3  # ceil(95 * 10 / 300)
+    first_period = [n for names in looked[1:31] for n in names]
+    assert set(first_period) == set(models)  # every model within 300 s ...
+    assert len(first_period) - len(set(first_period)) <= 30  # ... the turn wraps once at most
+    # each model is looked at again within the period: never more than 300 s apart
+    last: dict[str, float] = dict.fromkeys(models, 0.0)
+    for k, names in enumerate(looked[1:], start=1):
+        for n in names:
+            assert 10.0 * k - last[n] <= 300.0
+            last[n] = 10.0 * k
+
+
+def test_explained_figures_are_at_most_a_minute_old_and_fresh_after_a_request() -> None:
+    models = {"a": ModelProfile("a", 500.0, 2.0), "b": ModelProfile("b", 500.0, 2.0)}
+    planner = ForecastPlanner(models)
+    for t in poisson_times(1 / 600, 0.0, 86400.0, seed=4):
+        planner.observe("a", t)
+    planner.observe("b", 100.0)
+    start = 90_000.0
+    for now in (start + 7.5 * k for k in range(40)):
+        view = ClusterView(now, 1e9, models, {})
+        planner.plan(view)
+        for d in planner.explain(view):
+            fc = planner._states[d.model].forecast
+            ages = [h / 2 for h in range(120) if fc.daily(now - h / 2)
+                    == (d.requests_per_day, d.cold_starts_per_day_if_lazy)]
+            assert ages, (d.model, now)  # as of a time within the last minute
+    fc = planner._states["a"].forecast
+    view = ClusterView(start + 299.0, 1e9, models, {})
+    planner.plan(view)
+    before = next(d for d in planner.explain(view) if d.model == "a")
+    planner.observe("a", start + 300.0)
+    view = ClusterView(start + 300.0, 1e9, models, {})
+    planner.plan(view)
+    a = next(d for d in planner.explain(view) if d.model == "a")
+    # read again at once (as of its time in the period, which the request counts in)
+    assert a.requests_per_day > before.requests_per_day
+    assert any(fc.daily(start + 300.0 - h / 2) == (a.requests_per_day,
+                                                   a.cold_starts_per_day_if_lazy)
+               for h in range(120))
