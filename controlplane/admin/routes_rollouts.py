@@ -74,6 +74,8 @@ async def act(name: str, rollout_id: int,
               cp: ControlPlaneDep) -> RolloutView:
     """pause (hold the step), resume, promote (shift the rest at once; not before the
     verification passed) or abort (every request back to the active version, the new one
-    unloaded). Applied within a second; 409 when the rollout is not under way."""
-    row = cp.rollouts.ask(name, rollout_id, action)
+    unloaded). Answered once the rollout has taken the action (within a second for a pause
+    or resume; a promotion or an abort after its reload, up to 15 s: then the state it is
+    still moving from); 409 when the rollout is not under way."""
+    row = await cp.rollouts.act(name, rollout_id, action)
     return RolloutView.of(row)

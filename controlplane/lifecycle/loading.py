@@ -193,14 +193,32 @@ def probes_all_failed(details: Mapping[str, Any]) -> str | None:
     return f"{which} failed: {first}"
 
 
+#: How a ready model's reason says the version a rollout pinned was refused (the fallback, the
+#: active version, serves): followed by Triton's reason (:func:`refused_target` reads it).
+TARGET_REFUSED = "the target version was refused, the active version serves: "
+
+
+def refused_target(reason: str | None) -> str | None:
+    """Triton's reason for refusing a rollout's target, from a ready model's reason; None
+    when the last load did not refuse one."""
+    if reason is None or TARGET_REFUSED not in reason:
+        return None
+    return reason.split(TARGET_REFUSED, 1)[1]
+
+
 def ready_reason(reason: str | None, details: Mapping[str, Any]) -> str | None:
     """The reason a model that just loaded is ready with. Probes never fail a load (what
     plain Triton serves, warmctl serves), so a load whose every probe failed is ready, and
-    its reason says so: ``ready, but all N warm-up probes failed: …``."""
+    its reason says so: ``ready, but all N warm-up probes failed: …``. A load whose pinned
+    target version Triton refused says that last (:data:`TARGET_REFUSED`)."""
     warning = probes_all_failed(details)
-    if warning is None:
-        return reason
-    return f"ready, but {warning}" if reason is None else f"{reason}; ready, but {warning}"
+    if warning is not None:
+        reason = f"ready, but {warning}" if reason is None else f"{reason}; ready, but {warning}"
+    refused = details.get("target_refused")
+    if refused:
+        said = f"{TARGET_REFUSED}{refused}"
+        reason = said if reason is None else f"{reason}; {said}"
+    return reason
 
 
 def failure_reason(exc: BaseException, timeout_s: float) -> str:

@@ -103,11 +103,11 @@ class ModelManager:
         #: awaited with (model, plan, Triton's reason) when a load carrying our additions to
         #: the config (warm-up, placement) failed; the manager then loads the model plain
         self.additions_rejected: list[Callable[[ModelName, LoadPlan, str], Awaitable[object]]] = []
-        #: awaited with (model, load-to-ready seconds, the load event's details) after every
-        #: successful load or reload (e.g. to keep cold starts per compile-cache state)
         #: whether this manager may load by itself (restores): False on a follower
         #: replica of a replicated control plane, whose leader does it (``cluster/``)
         self.automatic: Callable[[], bool] = lambda: True
+        #: awaited with (model, load-to-ready seconds, the load event's details) after every
+        #: successful load or reload (e.g. to keep cold starts per compile-cache state)
         self.after_load: list[Callable[[ModelName, float, dict[str, Any]], Awaitable[object]]] = []
 
     # -- reading ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ and its next load (with its probes) serves it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from controlplane.config import Settings
 from controlplane.errors import Conflict, ControlPlaneError, InvalidArgument, ModelNotFound
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.runtime import InstanceRuntime
+from controlplane.lifecycle.loading import refused_target
 from controlplane.lifecycle.states import ModelState
 from controlplane.rollouts.states import ACTIVE_STATES, RolloutState, check
 from controlplane.rollouts.verify import Verdict, VerifyOptions
@@ -52,6 +54,9 @@ TICK_S = 1.0
 DETECT_S = 5.0
 #: after the last step, how long requests already naming the active version get to finish
 SETTLE_S = 1.0
+#: how long an operator's action waits for the rollout to take it before answering, seconds
+#: (a pause or resume within a tick; a promotion or an abort after its reload, mostly)
+ACT_WAIT_S = 15.0
 
 
 
@@ -81,7 +86,8 @@ class Rollouts:
         #: to an older version): auto-detection rolls out only folders above it
         self.chosen: dict[ModelName, int] = {}
         #: operator's requests to a running rollout: pause, resume, promote, abort
-        self._asked: dict[int, str] = {}
+        #: an operator's action per rollout id, and what its answer waits for: taken
+        self._asked: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._background = Background()
 
     async def start(self) -> None:
@@ -164,8 +170,27 @@ class Rollouts:
         if what == "promote" and row.state == RolloutState.VERIFYING:
             raise Conflict(f"rollout {rollout_id} is still verifying: it cannot be promoted "
                            "before its verification passes")
-        self._asked[row.id] = what
+        earlier = self._asked.get(row.id)
+        if earlier is not None:
+            _answer(earlier[1])  # replaced by this one before it was taken
+        self._asked[row.id] = (what, asyncio.get_running_loop().create_future())
         return row
+
+    async def act(self, model: ModelName, rollout_id: int, what: str,
+                  wait_s: float = ACT_WAIT_S) -> RolloutRow:
+        """:meth:`ask`, then wait (up to ``wait_s`` seconds) until the rollout has taken the
+        action: paused, resumed, promoted or rolled back. The row is the rollout as it is
+        then, so an answer shows the action's effect (or, after ``wait_s``, the state it is
+        still moving from: a promotion or an abort reloads the model)."""
+        row = self.ask(model, rollout_id, what)
+        taken = self._asked[row.id][1]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(taken), wait_s)
+        return row
+
+    def _take(self, row: RolloutRow) -> tuple[str | None, asyncio.Future[None] | None]:
+        asked = self._asked.pop(row.id, None)
+        return (None, None) if asked is None else asked
 
     # -- the state machine ------------------------------------------------------------------
     async def _run(self, row: RolloutRow, *, resumed: bool) -> None:
@@ -179,7 +204,7 @@ class Rollouts:
             log.exception("rollout %d of %s failed", row.id, row.model)
             await self._roll_back(row, f"the rollout failed: {exc}")
         finally:
-            self._asked.pop(row.id, None)
+            _answer(self._take(row)[1])
             if row.state not in ACTIVE_STATES:
                 self.running.pop(row.model, None)
                 self.watch.forget(row.model)
@@ -205,8 +230,11 @@ class Rollouts:
         both = [rt for rt in ready if rt.manager is not None
                 and {row.active, row.version} <= set(rt.manager.status(model).versions)]
         if not both:
+            said = next((found for rt in ready if rt.manager is not None and (
+                found := refused_target(rt.manager.status(model).reason)) is not None),
+                "Triton did not load it; see the model's load events")
             await self._roll_back(row, f"version {row.version} did not load beside "
-                                       f"{row.active} (Triton refused it; see its load events)")
+                                       f"{row.active}: {said}")
             return False
         opts = self.settings.rollout_options(model)
         verdict = await self.verifier(both[0], model, row.active, row.version, VerifyOptions(
@@ -245,17 +273,21 @@ class Rollouts:
         held = 0.0
         self.watch.follow(row.model)
         while held < dwell_s or row.state == RolloutState.PAUSED:
-            asked = self._asked.pop(row.id, None)
-            if asked == "abort":
-                await self._roll_back(row, "aborted by the operator", RolloutState.ABORTED)
-                return False
-            if asked == "promote":
-                await self._promote(row, early=not last)
-                return False
-            if asked == "pause":
-                await self._move(row, RolloutState.PAUSED, row.share, "paused by the operator")
-            elif asked == "resume":
-                await self._move(row, RolloutState.SHIFTING, row.share, "resumed")
+            asked, taken = self._take(row)
+            try:
+                if asked == "abort":
+                    await self._roll_back(row, "aborted by the operator", RolloutState.ABORTED)
+                    return False
+                if asked == "promote":
+                    await self._promote(row, early=not last)
+                    return False
+                if asked == "pause":
+                    await self._move(row, RolloutState.PAUSED, row.share,
+                                     "paused by the operator")
+                elif asked == "resume":
+                    await self._move(row, RolloutState.SHIFTING, row.share, "resumed")
+            finally:
+                _answer(taken)
             why = regression(self.watch.of(row.model, row.active),
                              self.watch.of(row.model, row.version),
                              max_error_rate=opts.max_error_rate,
@@ -334,4 +366,12 @@ class Rollouts:
         the replica that leads next)."""
         await self._background.close()
         self.running.clear()
+        for _, taken in self._asked.values():
+            _answer(taken)
         self._asked.clear()
+
+
+def _answer(taken: asyncio.Future[None] | None) -> None:
+    """Let an operator's answer go (the action was taken, replaced, or the rollout ended)."""
+    if taken is not None and not taken.done():
+        taken.set_result(None)

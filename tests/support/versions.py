@@ -3,7 +3,8 @@
 Every version answers ``OUTPUT0`` = 2 x ``INPUT0`` and ``VERSION`` = its own number, after
 ``base_ms``; a version's ``kind`` file changes that: ``nan`` (a NaN in the output), ``slow``
 (10x ``base_ms``), ``errors`` (fails requests whose input is above 5, one error object per
-response: a shared one crashes Triton 2.51), ``disagree`` (outputs off by 0.5). Each version
+response: a shared one crashes Triton 2.51), ``disagree`` (outputs off by 0.5), ``refused``
+(fails to initialize: Triton refuses the version's load). Each version
 folder holds its own bytecode-compiled model, so that a reload that keeps a version does not
 find it changed (the stub writes ``__pycache__`` into the folder on first import otherwise).
 """
@@ -25,6 +26,8 @@ _MODEL = textwrap.dedent('''
             kind_file = os.path.join(here, "kind")
             self.kind = open(kind_file).read().strip() if os.path.exists(kind_file) else "good"
             self.version = float(args["model_version"])
+            if self.kind == "refused":
+                raise RuntimeError(f"version {args['model_version']} refuses to load")
             self.sleep_s = float(open(os.path.join(here, "base_ms")).read()) / 1e3
             if self.kind == "slow":
                 self.sleep_s *= 10
