@@ -23,15 +23,13 @@ from typing import Any
 
 import httpx
 import pytest
-import tritonclient.grpc.aio as grpc_aio
-from tritonclient.utils import InferenceServerException
 
 from controlplane.app import ControlPlane
 from controlplane.config import InstanceSettings, Settings, load_settings
 from controlplane.fleet.states import InstanceState
 from controlplane.traffic.observation import Observation
 from tests.conftest import ROOT
-from tests.support.gateway import identity_input
+from tests.support.load import ClientLoops
 from tests.support.repository import add_identity
 from tests.support.waiting import until
 
@@ -51,43 +49,15 @@ def _settings(tmp: Path, **overrides: Any) -> Settings:
     return load_settings(**{**base, **overrides})
 
 
-class Load:
-    """Client loops through the gateway; every outcome and every observation kept."""
+class Load(ClientLoops):
+    """Client loops through ``cp``'s gateway, and every observation its recorder makes."""
 
     def __init__(self, cp: ControlPlane, model: str, clients: int = 3,
                  pause_s: float = 0.005) -> None:
-        self.cp, self.model, self.clients, self.pause_s = cp, model, clients, pause_s
-        self.outcomes: list[tuple[float, str]] = []
+        super().__init__(cp, model, n=clients, pause_s=pause_s)
         self.observed: list[Observation] = []
-        self.stop = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
         assert cp.recorder is not None
         cp.recorder.on_observation.append(self.observed.append)
-
-    async def loop(self, seed: int) -> None:
-        async with grpc_aio.InferenceServerClient(
-                self.cp.gateway_url, channel_args=[("grpc.use_local_subchannel_pool", 1)]) as c:
-            i = 0
-            while not self.stop.is_set():
-                i += 1
-                value = float(seed * 100_000 + i)
-                try:
-                    out = (await c.infer(self.model, identity_input([[value]]),
-                                         client_timeout=30)).as_numpy("OUTPUT0")
-                    ok = out is not None and float(out[0][0]) == value
-                    self.outcomes.append((time.monotonic(), "ok" if ok else "wrong"))
-                except InferenceServerException as exc:
-                    self.outcomes.append((time.monotonic(), f"{exc.status()}"))
-                await asyncio.sleep(self.pause_s)
-
-    def start(self) -> Load:
-        self.tasks = [asyncio.create_task(self.loop(n)) for n in range(self.clients)]
-        return self
-
-    async def finish(self) -> list[tuple[float, str]]:
-        self.stop.set()
-        await asyncio.gather(*self.tasks)
-        return [o for o in self.outcomes if o[1] != "ok"]
 
     def waited(self) -> list[Observation]:
         """Requests that found their model not ready and were served after waiting for a

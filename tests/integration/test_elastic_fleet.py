@@ -18,15 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import tritonclient.grpc.aio as grpc_aio
-from tritonclient.utils import InferenceServerException
 
 from controlplane.app import ControlPlane
 from controlplane.cli import main
 from controlplane.config import InstanceSettings, Settings, load_settings
 from controlplane.lifecycle.states import ModelState
 from tests.conftest import ROOT
-from tests.support.gateway import identity_input
+from tests.support.load import ClientLoops
 from tests.support.repository import add_identity
 from tests.support.waiting import until
 
@@ -65,45 +63,9 @@ async def _call(cp: ControlPlane, method: str, path: str, **kw: Any) -> httpx.Re
         return await http.request(method, path, **kw)
 
 
-class Clients:
-    """Client loops through the gateway, every outcome kept."""
-
-    def __init__(self, cp: ControlPlane, model: str, n: int = 3) -> None:
-        self.cp, self.model, self.n = cp, model, n
-        self.outcomes: list[str] = []
-        self.stop = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def loop(self, seed: int) -> None:
-        async with grpc_aio.InferenceServerClient(
-                self.cp.gateway_url, channel_args=[("grpc.use_local_subchannel_pool", 1)]) as c:
-            i = 0
-            while not self.stop.is_set():
-                i += 1
-                value = float(seed * 100_000 + i)
-                try:
-                    result = await c.infer(self.model, identity_input([[value]]),
-                                           client_timeout=30)
-                    out = result.as_numpy("OUTPUT0")
-                    ok = out is not None and float(out[0][0]) == value
-                    self.outcomes.append("ok" if ok else "wrong")
-                except InferenceServerException as exc:
-                    self.outcomes.append(f"{exc.status()}: {exc.message()}")
-                await asyncio.sleep(0.005)
-
-    def start(self) -> None:
-        self.tasks = [asyncio.create_task(self.loop(n)) for n in range(self.n)]
-
-    async def finish(self) -> list[str]:
-        self.stop.set()
-        await asyncio.gather(*self.tasks)
-        return [o for o in self.outcomes if o != "ok"]
-
-
 async def test_a_joining_instance_gets_no_request_before_its_models_are_warm(
         cp: ControlPlane) -> None:
-    clients = Clients(cp, "hot")
-    clients.start()
+    clients = ClientLoops(cp, "hot").start()
     try:
         await asyncio.sleep(0.5)
         response = await _call(cp, "POST", "/instances", json={"name": "b"})
@@ -158,8 +120,7 @@ async def test_an_added_instance_is_stored(cp: ControlPlane) -> None:
 
 
 async def test_removal_under_load_fails_no_request(cp: ControlPlane) -> None:
-    clients = Clients(cp, "hot")
-    clients.start()
+    clients = ClientLoops(cp, "hot").start()
     try:
         await asyncio.sleep(0.5)
         b = cp.fleet.runtimes["b"]

@@ -19,22 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import pytest_asyncio
-import tritonclient.grpc.aio as grpc_aio
-from tritonclient.grpc import InferInput
-from tritonclient.utils import InferenceServerException
 
 from controlplane.app import ControlPlane
 from controlplane.config import InstanceSettings, Settings, load_settings
 from tests.conftest import ROOT
+from tests.support.load import VERSIONED, ClientLoops
 from tests.support.versions import add_version
 from tests.support.waiting import until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 
-KINDS = ("good", "nan", "slow", "errors", "disagree")
+KINDS = ("good", "nan", "slow", "errors", "disagree", "refused")
 STEPS = [20.0, 60.0, 100.0]
 
 
@@ -69,43 +66,11 @@ async def cp(tmp: Path) -> AsyncIterator[ControlPlane]:
     await control.stop()
 
 
-class Clients:
-    """Requests with inputs 1..9 in turn; each answer's version and whether it was right."""
-
-    def __init__(self, cp: ControlPlane, model: str, n: int = 2) -> None:
-        self.cp, self.model, self.n = cp, model, n
-        self.answers: list[tuple[float, float | None, str]] = []  # (time, version, outcome)
-        self.stop = asyncio.Event()
-        self.tasks: list[asyncio.Task[None]] = []
-
-    async def loop(self, seed: int) -> None:
-        async with grpc_aio.InferenceServerClient(self.cp.gateway_url) as client:
-            i = seed
-            while not self.stop.is_set():
-                i += 1
-                x = float(i % 9 + 1)
-                inp = InferInput("INPUT0", [1, 1], "FP32")
-                inp.set_data_from_numpy(np.array([[x]], dtype=np.float32))
-                try:
-                    result = await client.infer(self.model, [inp], client_timeout=30)
-                    y, v = result.as_numpy("OUTPUT0"), result.as_numpy("VERSION")
-                    ok = y is not None and float(y[0][0]) == 2 * x
-                    version = None if v is None else float(v[0][0])
-                    self.answers.append((time.monotonic(), version, "ok" if ok else "wrong"))
-                except InferenceServerException as exc:
-                    self.answers.append((time.monotonic(), None, str(exc.status())))
-                await asyncio.sleep(0.01)
-
-    def start(self) -> Clients:
-        self.tasks = [asyncio.create_task(self.loop(k * 1000)) for k in range(self.n)]
-        return self
-
-    async def finish(self) -> None:
-        self.stop.set()
-        await asyncio.gather(*self.tasks)
-
-    def failed(self) -> list[tuple[float, float | None, str]]:
-        return [a for a in self.answers if a[2] != "ok"]
+def _clients(cp: ControlPlane, model: str) -> ClientLoops:
+    """Two loops with inputs 1..9 in turn; each answer's version and whether it was right."""
+    # tritonclient's default channel (one shared connection): one instance serves both
+    # versions, and the split between them is per request, not per connection
+    return ClientLoops(cp, model, n=2, pause_s=0.01, request=VERSIONED, channel_args=None)
 
 
 async def _rollouts(cp: ControlPlane, model: str) -> list[dict[str, Any]]:
@@ -135,7 +100,7 @@ async def test_a_good_version_is_promoted_under_load_with_nothing_failed_or_cold
     seen: list[Any] = []
     assert cp.recorder is not None
     cp.recorder.on_observation.append(seen.append)
-    clients = Clients(cp, "good").start()
+    clients = _clients(cp, "good").start()
     await asyncio.sleep(1.5)  # version 1 serves; its payloads are recorded
     add_version(tmp / "repository", "good", "2")  # noticed by itself (rollouts.auto)
     row = await _finished(cp, "good")
@@ -145,7 +110,7 @@ async def test_a_good_version_is_promoted_under_load_with_nothing_failed_or_cold
     assert row["origin"] == "auto" and row["version"] == "2"
     assert row["verification"]["passed"] and row["verification"]["samples"] > 0
     assert clients.failed() == [] and _cold(cp, seen, "good") == 0
-    versions = [v for _, v, _ in clients.answers]
+    versions = [a.version for a in clients.answers]
     assert versions[0] == 1.0 and versions[-1] == 2.0
     # never back to 1 once the last step served 2 alone
     last_one = max(i for i, v in enumerate(versions) if v == 1.0)
@@ -156,10 +121,10 @@ async def test_a_good_version_is_promoted_under_load_with_nothing_failed_or_cold
     assert "good" not in cp.fleet.splits
 
 
-@pytest.mark.parametrize("kind", ["nan", "slow", "errors", "disagree"])
+@pytest.mark.parametrize("kind", ["nan", "slow", "errors", "disagree", "refused"])
 async def test_a_bad_version_is_rolled_back_before_it_serves_beyond_its_first_step(
         cp: ControlPlane, tmp: Path, kind: str) -> None:
-    clients = Clients(cp, kind).start()
+    clients = _clients(cp, kind).start()
     await asyncio.sleep(1.5)
     add_version(tmp / "repository", kind, "2", kind=kind)
     async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
@@ -170,7 +135,7 @@ async def test_a_bad_version_is_rolled_back_before_it_serves_beyond_its_first_st
     await asyncio.sleep(0.5)
     await clients.finish()
     assert row["state"] == "rolled_back", row
-    from_v2 = [a for a in clients.answers if a[1] == 2.0]
+    from_v2 = [a for a in clients.answers if a.version == 2.0]
     share = len(from_v2) / max(1, len(clients.answers))
     # caught by the verification (no client saw it) or at the first step, within its share
     assert row["step"] <= 0, row
@@ -178,10 +143,13 @@ async def test_a_bad_version_is_rolled_back_before_it_serves_beyond_its_first_st
     failures = clients.failed()
     if row["step"] < 0:  # caught before any traffic
         assert from_v2 == [] and failures == [], row["reason"]
-        assert not row["verification"]["passed"]
+        # refused: never loaded, so nothing to verify; otherwise the verification caught it
+        assert (row["verification"] is None if kind == "refused"
+                else not row["verification"]["passed"])
     assert cp.versions.active(kind) == "1" and cp.versions.target(kind) is None
     assert cp.fleet.status(kind).versions == ("1",)
-    expected = {"nan": "NaN", "slow": "latency", "errors": "above 5", "disagree": "atol"}
+    expected = {"nan": "NaN", "slow": "latency", "errors": "above 5", "disagree": "atol",
+                "refused": "version 2 refuses to load"}  # Triton's own reason, quoted
     assert expected[kind] in row["reason"], row["reason"]
 
 
@@ -197,6 +165,38 @@ async def test_bad_requests_get_clear_errors(cp: ControlPlane) -> None:
         assert r.status_code == 422
         r = await http.post("/models/good/rollouts/12345/pause")
         assert r.status_code == 409
+
+
+async def test_an_operators_action_is_answered_with_its_effect(cp: ControlPlane,
+                                                               tmp: Path) -> None:
+    add_version(tmp / "repository", "errors", "3")  # a good version 3
+
+    async def shifting() -> int:
+        async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
+            started = await http.post("/models/errors/rollouts", json={"version": "3"})
+        assert started.status_code == 202, started.text
+        assert await until(lambda: cp.rollouts.running.get("errors") is not None
+                           and cp.rollouts.running["errors"].state == "shifting", 60)
+        rid: int = started.json()["id"]
+        return rid
+
+    async def act(rid: int, action: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=cp.admin_url, timeout=60) as http:
+            r = await http.post(f"/models/errors/rollouts/{rid}/{action}")
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    rid = await shifting()
+    paused = await act(rid, "pause")
+    assert paused["state"] == "paused" and paused["reason"] == "paused by the operator"
+    assert (await act(rid, "resume"))["state"] == "shifting"
+    aborted = await act(rid, "abort")
+    assert aborted["state"] == "aborted" and cp.versions.active("errors") == "1"
+    assert "errors" not in cp.fleet.splits  # every request back on version 1 when answered
+    rid = await shifting()
+    promoted = await act(rid, "promote")
+    assert promoted["state"] == "promoted" and cp.versions.active("errors") == "3"
 
 
 async def test_a_rollout_resumes_after_a_restart(cp: ControlPlane, tmp: Path) -> None:
