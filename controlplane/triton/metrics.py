@@ -1,5 +1,6 @@
 """Reads what our plugin reports on Triton's Prometheus endpoint (``warmctl_*`` families,
-labelled ``model``, ``version`` and ``model_instance``: the model instance of the
+labelled ``model``, ``version``, ``model_instance`` and ``load_id`` (one load of the
+instance: a reload creates the new one beside the old): the model instance of the
 instance_group, as Triton names it; never ``instance``, which Prometheus sets to the scrape
 target when it scrapes Triton itself)."""
 
@@ -59,7 +60,9 @@ def footprints(samples: list[Sample]) -> dict[ModelName, ModelFootprint]:
         if model is None:
             continue
         fp = result.setdefault(model, ModelFootprint(model))
-        instances[model].add(s.labels.get("model_instance", ""))
+        # an instance is one load of it: a reload beside the old one has the same name
+        instances[model].add(s.labels.get("model_instance", "") + "/"
+                             + s.labels.get("load_id", ""))
         if s.name == "warmctl_resident_bytes":
             kind = s.labels.get("kind")
             if kind == "rss":

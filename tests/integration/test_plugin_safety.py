@@ -11,11 +11,15 @@ at load.
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -24,6 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from controlplane.app import ControlPlane
 from controlplane.lifecycle.states import ModelState
+from controlplane.triton.process import TritonProcess
 from tests.integration.conftest import StartControlPlane
 from tests.support import plugin_models as pm
 from tests.support.gateway import gateway_client, identity_input
@@ -244,3 +249,57 @@ async def test_output_forms_errors_and_mismatches(
         assert cp.manager.state(model) is ModelState.FAILED
         assert "does not fit its config" in (cp.manager.status(model).reason or "")
     assert triton_snapshot(cp)["outages_total"] == 0
+
+
+def test_reloads_that_create_an_instance_beside_the_old_leave_triton_alive(
+    repo: Path, triton: TritonProcess,
+) -> None:
+    """A reload with a changed config (every rollout's: a version pin) makes Triton create
+    the new instance beside the old one, with the same model, version and instance name.
+    The plugin's metric series were keyed by those alone, so both instances shared one, the
+    old one's finalize freed it, and the new one's next write under traffic corrupted
+    Triton's heap (SIGABRT "unaligned tcache chunk" seconds after a rollout step). Plain
+    tritonserver, traffic throughout, six such reloads: Triton lives, no request fails."""
+    pm.add_model(repo, "ids_ts", pm.IdRanker(), pm.config("ids_ts", pm.IDS_IN, pm.SCORE_OUT))
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    client.load_model("ids_ts")
+    pid = triton.pid
+    stop = threading.Event()
+    outcomes: list[str] = []
+
+    def traffic() -> None:
+        c = grpcclient.InferenceServerClient(triton.grpc_url)
+        ids = np.array([[1, 2, 3, 4]], np.int64)
+        while not stop.is_set():
+            try:
+                c.infer("ids_ts", [_input("ids", ids)], client_timeout=10)
+                outcomes.append("ok")
+            except InferenceServerException as exc:
+                outcomes.append(exc.message() or "failed")
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=traffic, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        config: dict[str, Any] = client.get_model_config("ids_ts", as_json=True)["config"]
+        for reload in range(6):
+            config["parameters"] = {**config.get("parameters", {}),
+                                    "reload": {"string_value": str(reload)}}
+            client.load_model("ids_ts", config=json.dumps(config))
+            time.sleep(2.5)  # the old instance finalizes; the new one writes its metrics
+            assert triton.returncode is None, triton.log_tail()
+            assert "Signal (" not in triton.log_tail(200), triton.log_tail()
+            # two loads of one instance name: one series each while both live
+            loads = {line.split('load_id="')[1].split('"')[0]
+                     for line in httpx.get(triton.metrics_url, timeout=10)
+                     .text.splitlines()
+                     if line.startswith("warmctl_resident_bytes") and "ids_ts" in line}
+            assert loads, "the plugin reports its memory per load"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=15)
+    assert triton.pid == pid and triton.returncode is None
+    assert client.is_server_live(client_timeout=5)
+    assert outcomes.count("ok") > 100 and [o for o in outcomes if o != "ok"] == []

@@ -45,6 +45,7 @@ import json
 import os
 import sys
 import time
+import uuid
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -118,6 +119,12 @@ class TritonPythonModel:
             "version": args["model_version"],
             # not "instance": Prometheus sets that to the scrape target of Triton's /metrics
             "model_instance": args["model_instance_name"],
+            # A load of its own: a reload with a changed config (every version pin's) makes
+            # Triton create the new instance beside the old one, with the same model, version
+            # and instance name. With equal labels both got the one Prometheus series, which
+            # the old instance's finalize freed under the new one: its next write corrupted
+            # Triton's heap (SIGABRT "unaligned tcache chunk", 3 crashes in 11 rollouts).
+            "load_id": uuid.uuid4().hex[:12],
         })
         self.metrics.phase("import", t_import)
         try:
