@@ -1,8 +1,8 @@
 """The KServe-v2 HTTP/REST front door, beside gRPC, on ``gateway.http_port`` (8000).
 
 ``POST /v2/models/<m>[/versions/<v>]/infer`` goes through the same serving core as gRPC
-(``serving/path.py``): the same lazy load within the request's deadline (its own
-``parameters.timeout`` in microseconds, else ``gateway.default_deadline_s``), routing, retry,
+(``serving/path.py``): the same lazy load, waited for within the request's own
+``parameters.timeout`` (microseconds) or else ``gateway.default_deadline_s``, routing, retry,
 recording and bounds (the request's ``Content-Length`` is checked before its body is read).
 The body is forwarded as it came -- JSON tensors or Triton's binary tensor extension, gzip or
 deflate -- to the replica's Triton HTTP port, and its answer comes back as it is (errors made
@@ -132,7 +132,15 @@ class RestGateway:
             version = request.match_info["version"].removeprefix("/versions/")
             parsed = parse_infer(body, request.headers, model, version)
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + (parsed.timeout_s or gateway.default_deadline_s)
+            # The request's own timeout (Triton's schedule-policy extension, forwarded in the
+            # body) bounds only the wait for a cold model's load, which is ours. Triton
+            # applies it to the request itself only where the model's queue policy allows
+            # (``allow_timeout_override``), so a ready model is given the gateway's deadline,
+            # as plain Triton would have served it (a 30 us "timeout" sent by mistake was
+            # answered 504 here before).
+            started = loop.time()
+            wait_until = started + (parsed.timeout_s or gateway.default_deadline_s)
+            deadline = started + max(gateway.default_deadline_s, parsed.timeout_s or 0.0)
             headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
             target = request.rel_url.path
 
@@ -143,7 +151,7 @@ class RestGateway:
 
             try:
                 status, out_headers, answer = await gateway.path.call(
-                    parsed.facts, body, lambda: deadline - loop.time(), send)
+                    parsed.facts, body, lambda: wait_until - loop.time(), send)
             except UpstreamError as exc:
                 return self._upstream_error(exc)
             response = web.Response(status=status, headers=out_headers, body=answer)

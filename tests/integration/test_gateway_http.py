@@ -17,6 +17,7 @@ from controlplane.app import ControlPlane
 from tests.integration.conftest import StartControlPlane
 from tests.support.kinds import add_model
 from tests.support.repository import add_identity
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -134,10 +135,18 @@ async def test_bounds_deadlines_and_errors_on_http(start_cp: StartControlPlane,
             "malformed JSON in the inference request")
         assert (await http.post("/v2/models/ident/infer", json={"x": 1})).json() == {
             "error": "the inference request has no 'inputs' list"}
-        # the request's own timeout (microseconds): a 3 s load does not fit in 0.3 s
+        # the request's own timeout (microseconds) bounds the wait for a load: a 3 s load
+        # does not fit in 0.3 s ...
         late = await http.post("/v2/models/slow/infer",
                                json={**big, "parameters": {"timeout": 300_000}})
         assert late.status_code == 504 and "deadline" in late.json()["error"]
+        # ... but not a ready model's answer: plain Triton applies it only where the model's
+        # queue policy allows, so a 30 us timeout (seconds meant, microseconds sent) is served
+        assert await until(lambda: cp.fleet.ready_now("slow"), 30)
+        ready = await http.post("/v2/models/slow/infer",
+                                json={**big, "inputs": [{**big["inputs"][0], "data": [2.0]}],
+                                      "parameters": {"timeout": 30}})
+        assert ready.status_code == 200, ready.text
         # a model's runtime error: its type and message, no frames, no server path
         big["inputs"][0]["data"] = [1.0]  # type: ignore[index]
         boom = await http.post("/v2/models/boom/infer", json=big)
