@@ -30,3 +30,13 @@ def test_footprint_sums_instances_and_takes_slowest_phase() -> None:
     assert fp.cuda_allocated_bytes == 7
     assert fp.load_phases == {"import": 2.5}
     assert fp.shapes == {"x:1x4": 5}
+
+
+def test_a_reload_beside_the_old_instance_is_another_instance_while_both_live() -> None:
+    """Triton creates the new instance of a reload beside the old one, under the same name:
+    each load reports its own series (``load_id``), both counted until the old one goes."""
+    text = "\n".join(
+        f'warmctl_resident_bytes{{model="r",version="1",model_instance="r_0",'
+        f'load_id="{load}",kind="rss"}} {rss}' for load, rss in (("a1", 100), ("b2", 120)))
+    fp = footprints(parse_prometheus(text, prefix="warmctl_"))["r"]
+    assert fp.instances == 2 and fp.rss_bytes == 220
