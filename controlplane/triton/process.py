@@ -21,7 +21,7 @@ import httpx
 from controlplane.errors import TritonStartError
 from controlplane.triton.distribution import TritonDistribution
 from controlplane.triton.leftovers import reap_shm, reap_stubs, wait_gone
-from controlplane.triton.server_log import error_lines, log_tail, open_server_log
+from controlplane.triton.server_log import error_lines, fatal_signal, log_tail, open_server_log
 from controlplane.triton.watchdog import start_watchdog, stop_watchdog
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,8 @@ class TritonProcess:
     #: where the running server logs: ``log_path``, or a temporary file when the data
     #: directory takes no writes (a Triton restart must not depend on the data disk)
     _log_now: Path | None = field(default=None, init=False, repr=False)
+    #: where in that log the next read for a fatal signal starts (``fatal_signal``)
+    _signal_scan: int = field(default=0, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -225,6 +227,7 @@ class TritonProcess:
                 setattr(self, attr, free_port(self.host))
         self._end_watchdog()
         self._log_now, log_file = open_server_log(self.log_path)
+        self._signal_scan = 0  # a new log: read for fatal signals from its start
         with log_file:
             self._popen = subprocess.Popen(
                 self.command(),
@@ -296,6 +299,15 @@ class TritonProcess:
     def error_lines(self, needle: str, *, max_bytes: int = 256 * 1024) -> list[str]:
         """Error-level log messages that mention ``needle``, oldest first (from the log's end)."""
         return error_lines(self._log_now or self.log_path, needle, max_bytes=max_bytes)
+
+    def fatal_signal(self) -> str | None:
+        """The line Triton's fatal-signal handler wrote since the last call ("Signal (6)
+        received."), while the process still runs (an exit is its exit watcher's to see);
+        None otherwise. Reads only what the log gained since the last call."""
+        if self._popen is None or self._popen.poll() is not None or self._log_now is None:
+            return None
+        found, self._signal_scan = fatal_signal(self._log_now, self._signal_scan)
+        return found
 
     def log_tail(self, lines: int = 30) -> str:
         return log_tail(self._log_now or self.log_path, lines)

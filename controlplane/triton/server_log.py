@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -47,6 +48,32 @@ def error_lines(path: Path, needle: str, *, max_bytes: int = 256 * 1024) -> list
             _, _, message = line.partition("] ")
             messages.append(message.strip().strip('"'))
     return messages
+
+
+#: What Triton's fatal-signal handler writes first ("Signal (6) received."), before a stack
+#: trace. After heap corruption the handler can deadlock in malloc: the process then neither
+#: exits nor stops answering its liveness endpoint, and only its log says it is gone.
+FATAL_SIGNAL = re.compile(rb"^Signal \((\d+)\) received\.", re.MULTILINE)
+
+
+def fatal_signal(path: Path, start: int, *, max_bytes: int = 256 * 1024) -> tuple[str | None,
+                                                                                   int]:
+    """(the first fatal-signal line written at or after byte ``start`` of the log, or None;
+    where the next read starts: after the last whole line read). Reads at most the last
+    ``max_bytes``."""
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, 2)
+            if size <= start:
+                return None, start
+            at = fh.seek(max(start, size - max_bytes))
+            text = fh.read(size - at)
+    except OSError:
+        return None, start
+    found = FATAL_SIGNAL.search(text)
+    if found is not None:
+        return found.group(0).decode(), size
+    return None, at + text.rfind(b"\n") + 1  # a line being written is read whole next time
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

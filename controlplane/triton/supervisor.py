@@ -2,7 +2,9 @@
 
 The embedded server's exit is seen at once (a thread waits on it, see
 ``TritonProcess.exit_future``); a server that hangs (SIGSTOP, a deadlock) is seen by a liveness
-probe with a short timeout. Either makes it not serving: listeners (the model manager) mark
+probe with a short timeout, and one whose log shows Triton's fatal-signal handler ran is a
+crash even while it neither exits nor stops answering (that handler can deadlock after heap
+corruption). Each makes it not serving: listeners (the model manager) mark
 every model cold, readiness turns false, requests fail fast. A dead embedded server is reaped
 with its stubs and shared memory and restarted with exponential back-off, at most
 ``max_restarts`` per ``restart_window_s``; then it stays down and says so until the operator
@@ -324,6 +326,13 @@ class TritonSupervisor:
             await self._probe_once()
 
     async def _probe_once(self) -> None:
+        if self.process is not None and (fatal := self.process.fatal_signal()) is not None:
+            # its signal handler can deadlock after heap corruption: a process that neither
+            # exits nor stops answering liveness, with every load hung. A crash all the same.
+            reason = f"tritonserver (pid {self.process.pid}) crashed: its log says '{fatal}'"
+            log.error("%s; killing and restarting it", reason)
+            await self._kill(reason, crash=True)
+            return
         why = "not live"
         try:
             live = await asyncio.wait_for(self.probe(), self.options.probe_timeout_s + 0.5)
@@ -354,7 +363,16 @@ class TritonSupervisor:
                 and self.clock() - self.since >= hang):
             reason = f"tritonserver (pid {self.process.pid}) hung for {hang:g}s: killed"
             log.error("%s; restarting it", reason)
-            self._expected.add(self._generation)
-            self.last_exit = reason
-            await asyncio.to_thread(self.process.kill)
-            self._begin_recovery(reason)
+            await self._kill(reason, crash=False)
+
+    async def _kill(self, reason: str, *, crash: bool) -> None:
+        """Kill the embedded server (its exit is ours, not seen as a crash) and restart it;
+        ``crash``: tell the crash hooks first (the requests in it were its victims)."""
+        assert self.process is not None
+        self._expected.add(self._generation)
+        self.last_exit = reason
+        if crash:
+            for hook in self.on_crash:
+                hook(reason)
+        await asyncio.to_thread(self.process.kill)
+        self._begin_recovery(reason)

@@ -24,6 +24,8 @@ class FakeProcess:
         self.cleanups = 0
         self.pid: int | None = 100
         self._exit: asyncio.Future[int] | None = None
+        #: what its log's fatal-signal line says, once (None: nothing new)
+        self.fatal: str | None = None
 
     def exit_future(self) -> asyncio.Future[int]:
         self._exit = asyncio.get_running_loop().create_future()
@@ -52,6 +54,10 @@ class FakeProcess:
 
     def cleanup(self) -> None:
         self.cleanups += 1
+
+    def fatal_signal(self) -> str | None:
+        found, self.fatal = self.fatal, None
+        return found
 
 
 class Recorder:
@@ -182,6 +188,26 @@ async def test_a_server_hung_past_the_threshold_is_killed_and_restarted() -> Non
     await until(lambda: supervisor.serving and process.launches == 1)
     assert any("hung for 0.05s: killed" in e for e in recorder.events)
     await supervisor.close()
+
+
+async def test_a_fatal_signal_in_its_log_is_a_crash_even_while_it_still_answers() -> None:
+    """Triton's signal handler can deadlock after heap corruption: liveness still answers,
+    the process neither exits nor serves. Its log's line makes it a crash: told, killed,
+    restarted at once (not after the hang threshold)."""
+    process = FakeProcess()
+    probe = Probe()  # answers live throughout
+    supervisor, recorder, _ = make(process, probe, hang_restart_after_s=3600)
+    crashes: list[str] = []
+    supervisor.on_crash.append(crashes.append)
+    supervisor.start()
+    await until(lambda: probe.calls >= 2)
+    assert supervisor.state is TritonState.LIVE and process.kills == 0
+    process.fatal = "Signal (6) received."
+    await until(lambda: process.launches == 1 and supervisor.state is TritonState.LIVE)
+    assert process.kills == 1 and process.cleanups == 1
+    said = "tritonserver (pid 100) crashed: its log says 'Signal (6) received.'"
+    assert crashes == [said] and recorder.events[0] == f"down: {said}"
+    assert supervisor.last_exit == said and supervisor.outages_total == 1
 
 
 async def test_an_external_triton_is_probed_and_cannot_be_restarted() -> None:
