@@ -4,7 +4,7 @@ Build, then start: the fleet (one :class:`InstanceRuntime` per Triton instance) 
 component are built first; starting pushes each one's ``close`` on an ``AsyncExitStack``,
 so ``stop`` unwinds in reverse order by construction. All hook wiring is in ``_wire``; each
 group of parts is built in its own module (``fleet/assembly.py``, ``front_doors.py``,
-``admin/server.py``, ``traffic/assembly.py``, ``scheduler/assembly.py``).
+``admin/server.py``, ``traffic/assembly.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from controlplane.readiness import Readiness
 from controlplane.rollouts.controller import DETECT_S, Rollouts
 from controlplane.rollouts.verify import RecordedVerifier
 from controlplane.rollouts.versions import ModelVersions, VersionPreparer
-from controlplane.scheduler.assembly import start_scheduler
 from controlplane.scheduler.driver import LiveScheduler
 from controlplane.scheduler.jobs import JobRunner
 from controlplane.scheduler.levels import Level
@@ -251,11 +250,11 @@ class ControlPlane:
         return self.scheduler.device(model) if self.scheduler else None
 
     async def start_scheduler(self) -> None:
-        """The scheduler and its jobs (``scheduler/assembly.py``); a cluster's leader
+        """The scheduler and its jobs (``fleet/assembly.py``); a cluster's leader
         starts them when it comes to lead."""
-        self.scheduler, self.jobs = await start_scheduler(
-            self.settings, self.parts, self.traffic, self.database, self.loops,
-            cold_starts=self.cold_starts, recorder=self.recorder)
+        self.scheduler, self.jobs = await self.parts.start_scheduler(
+            self.traffic, self.database, self.loops, cold_starts=self.cold_starts,
+            recorder=self.recorder)
 
     async def _warm_pinned(self) -> None:
         self.readiness.pinned_failures = await warm_pinned(self.fleet)
