@@ -86,8 +86,8 @@ async def _metrics_comparison(cp: ControlPlane, rounds: int,
                               interval_ms: int) -> dict[str, Any]:
     """Throughput at concurrency 16 with metrics on and off, interleaved (the order flips
     every round, so drift on a shared machine does not favour one arm)."""
-    assert cp._admin is not None
-    metrics = cp._admin.config.app.state.metrics
+    assert cp.admin.app is not None
+    metrics = cp.admin.app.state.metrics
     runs: dict[str, dict[str, list[PerfResult]]] = {}
     for r in range(rounds):
         for model, shapes in MODELS.items():

@@ -90,6 +90,11 @@ class Loops:
         s.failures = 0
         s.last_run = s.last_ok = utcnow()
 
+    def reporter(self, name: str) -> Callable[[BaseException | str | None], None]:
+        """A pass's callback for a loop run elsewhere (the recorder's flush, a restore
+        retry): None is a success of ``name``, an error its failure."""
+        return lambda error: self.ok(name) if error is None else self.failed(name, error)
+
     def failed(self, name: str, error: BaseException | str) -> None:
         s = self.status(name)
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"

@@ -75,7 +75,7 @@ class ClusterRole:
     async def _lead(self) -> None:
         cp = self.cp
         if cp.settings.scheduler.enabled and cp.scheduler is None:
-            await cp._start_scheduler()
+            await cp.start_scheduler()
         await cp.rollouts.start()
         cp.readiness.pinned_done = False
         self._tasks.append(asyncio.create_task(cp._warm_pinned(), name="warm-pinned"))

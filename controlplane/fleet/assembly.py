@@ -3,7 +3,8 @@
 The composition root (``app.py``) builds one :class:`FleetParts`; its parts are the fleet
 (models over instances), the membership (instances joining and leaving), replica placement,
 crash tracing, failover and shared memory per instance (``listeners.py``), the traffic ramp,
-the measured load, the autoscaler and the policy's budgets. Each instance's hooks into them
+the measured load, the autoscaler, the policy's budgets, and the live scheduler over the
+fleet with its jobs (:meth:`FleetParts.start_scheduler`). Each instance's hooks into them
 are set in :meth:`FleetParts.wire`, before it starts; the loops they run are
 :meth:`FleetParts.loops`.
 """
@@ -15,6 +16,9 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+
+from controlplane.compile_cache.cold_start import ColdStarts
 from controlplane.config import Settings
 from controlplane.fleet.budgets import FleetBudgets
 from controlplane.fleet.crashes import CrashTracker
@@ -33,6 +37,10 @@ from controlplane.fleet.scaling import LiveAutoscaler
 from controlplane.loops import Loops
 from controlplane.policy.autoscale import forecast_ahead
 from controlplane.scheduler.driver import LiveScheduler
+from controlplane.scheduler.jobs import JobRunner
+from controlplane.store.database import Database
+from controlplane.traffic.recorder import TrafficRecorder
+from controlplane.traffic.store import TrafficStore
 from controlplane.triton.repository import ModelRepository
 from controlplane.types import ModelName
 
@@ -117,6 +125,38 @@ class FleetParts:
         stack.push_async_callback(self.fleet.close)
         stack.push_async_callback(self.placer.close)
         stack.push_async_callback(self.health.close)
+
+    async def start_scheduler(self, traffic: TrafficStore, database: Database, loops: Loops,
+                              *, cold_starts: ColdStarts | None,
+                              recorder: TrafficRecorder | None
+                              ) -> tuple[LiveScheduler, JobRunner]:
+        """Start the live scheduler over the fleet (its policy replays the recorded traffic
+        first; the recorder's arrivals feed it from then on) and its jobs, which report to
+        ``/healthz`` as the loop ``scheduler``. The policy sees the fleet as one budget, the
+        serving instances' summed (``budgets.py``). Raises what the replay's read raises."""
+        budgets = self.budgets
+        assert budgets is not None, "the fleet's budgets exist when the scheduler is enabled"
+        scheduler = LiveScheduler(manager=self.fleet, traffic=traffic,
+                                  options=budgets.current())
+        if cold_starts is not None:  # before start(): its first profiles use it
+            scheduler.book.cold_start = cold_starts.expected_load_s
+        await scheduler.start()
+        self.use_scheduler(scheduler)
+        if recorder is not None:
+            recorder.listeners.append(scheduler.observe)
+        jobs = JobRunner(scheduler, database=database, instance=self.settings.instance_name,
+                         rules=self.settings.scheduler.rules)
+        jobs.aps.on_error = lambda exc: loops.failed("scheduler", f"wake-up: {exc}")
+        await jobs.start()
+
+        def ran(event: JobExecutionEvent) -> None:
+            if event.exception is not None:
+                loops.failed("scheduler", f"job {event.job_id}: {event.exception}")
+            else:
+                loops.ok("scheduler")
+
+        jobs.aps.add_listener(ran, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+        return scheduler, jobs
 
     def use_scheduler(self, scheduler: LiveScheduler) -> None:
         """The scheduler runs: its profiles size models, its budgets follow the fleet, its

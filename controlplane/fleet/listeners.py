@@ -3,20 +3,24 @@
 A membership listener (``Fleet.membership_listeners``): failover when its Triton goes down
 (after its manager's own listener, which marks models cold), crash tracing, the clients'
 shared-memory registrations restored before a restarted Triton is routed to, and a standby
-promoted at once when a serving instance fails (``on_down``).
+promoted at once when a serving instance fails (``on_down``). Also what the gateway tells
+about an instance (:meth:`InstanceWiring.upstream_error`), and drift's batch statistics read
+from every instance (:class:`FleetBatchStats`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from controlplane.background import Background
 from controlplane.fleet.crashes import CrashTracker
 from controlplane.fleet.failover import Failover
 from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.runtime import InstanceRuntime
-from controlplane.types import InstanceName
+from controlplane.lifecycle.recovery import signals_lost
+from controlplane.lifecycle.states import ModelState
+from controlplane.types import InstanceName, ModelName
 
 
 class InstanceWiring:
@@ -36,6 +40,19 @@ class InstanceWiring:
         self.crashes.watch(rt)
         rt.supervisor.before_live.append(
             functools.partial(self.fleet.shared_memory.restore, rt.name))
+
+    def upstream_error(self, instance: str, model: ModelName, status: str,
+                       message: str) -> None:
+        """Triton failed a request the gateway forwarded (``status``: gRPC status name):
+        that Triton itself may be gone (probe it now), or it lost the model (check, reload)."""
+        rt = self.fleet.runtimes.get(instance)
+        if rt is None:
+            return
+        self.crashes.request_failed(instance, model, status)
+        if rt.supervisor is not None and status == "UNAVAILABLE":
+            rt.supervisor.poke()
+        if rt.manager is not None and signals_lost(status, message):
+            rt.manager.model_lost(model, message)
 
     def detached(self, rt: InstanceRuntime) -> None:
         failover = self.failovers.pop(rt.name, None)
@@ -61,3 +78,19 @@ class _Down:
 
     async def triton_up(self) -> None:
         return None
+
+
+class FleetBatchStats:
+    """Drift's batch statistics (``warmup/drift.py``), from every instance the model is
+    ready on."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    async def collect_all(self, models: Sequence[ModelName]) -> None:
+        wanted = set(models)
+        for rt, manager in self.fleet.managers():
+            if rt.batch_stats is not None:
+                await rt.batch_stats.collect_all(
+                    [s.name for s in manager.statuses()
+                     if s.name in wanted and s.state is ModelState.READY])

@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import aio as triton_aio
@@ -35,11 +36,16 @@ from controlplane.rollouts.verify_checks import (
     nonfinite_problems,
 )
 from controlplane.rollouts.verify_samples import GENERATED, Sample, SampleInput, samples_for
+from controlplane.traffic.store import TrafficStore
 from controlplane.triton.client import CHANNEL_OPTIONS, TritonClient
-from controlplane.triton.repository import ModelSpec
+from controlplane.triton.repository import ModelRepository, ModelSpec
+from controlplane.warmup.configs import WarmupStore
 
-__all__ = ["Sample", "SampleInput", "Verdict", "VerifyOptions", "samples_for",
-           "verify_version"]
+if TYPE_CHECKING:
+    from controlplane.fleet.runtime import InstanceRuntime
+
+__all__ = ["RecordedVerifier", "Sample", "SampleInput", "Verdict", "VerifyOptions",
+           "samples_for", "verify_version"]
 
 #: failures kept in a verdict, and characters per failure (Python tracebacks are long)
 _FAILURES_KEPT, _FAILURE_CHARS = 10, 400
@@ -101,6 +107,25 @@ async def verify_version(client: TritonClient, model: str, active: str, target: 
         return await _Verification(aio, model, active, target, spec, options).run(chosen)
     finally:
         await aio.close()
+
+
+class RecordedVerifier:
+    """A rollout's verification on one instance (``Rollouts``' verifier): the model's
+    recorded samples, else proven probe inputs, else generated ones
+    (:func:`samples_for`), sent to both versions (:func:`verify_version`)."""
+
+    def __init__(self, repository: ModelRepository, traffic: TrafficStore,
+                 warmups: WarmupStore) -> None:
+        self.repository, self.traffic, self.warmups = repository, traffic, warmups
+
+    async def __call__(self, rt: InstanceRuntime, model: str, active: str, target: str,
+                       options: VerifyOptions) -> Verdict:
+        assert rt.instance is not None
+        spec = self.repository.spec(model)
+        samples = await samples_for(model, spec, self.traffic, self.warmups,
+                                    options.max_samples)
+        return await verify_version(rt.instance.client, model, active, target, samples,
+                                    spec, options)
 
 
 class _Verification:
