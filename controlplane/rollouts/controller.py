@@ -267,11 +267,13 @@ class Rollouts:
         await self._promote(row)
 
     async def _dwell(self, row: RolloutRow, dwell_s: float, *, last: bool) -> bool:
-        """Hold a step for ``dwell_s`` (paused time not counted); False when it ended the
+        """Hold a step for ``dwell_s`` (paused time not counted, nor time when no routable
+        replica serves both versions: a Triton down or restarting); False when it ended the
         rollout (a regression, an abort)."""
         opts = self.settings.rollout_options(row.model)
         held = 0.0
         self.watch.follow(row.model)
+        serving = True
         while held < dwell_s or row.state == RolloutState.PAUSED:
             asked, taken = self._take(row)
             try:
@@ -288,6 +290,17 @@ class Rollouts:
                     await self._move(row, RolloutState.SHIFTING, row.share, "resumed")
             finally:
                 _answer(taken)
+            was_serving, serving = serving, self._both_serve(row)
+            if not serving:
+                # an outage judges neither version: the step waits for it to end, and the
+                # comparison starts again after it (its failures were the outage's)
+                if was_serving:
+                    log.warning("rollout %d of %s: no replica serves both versions; the step "
+                                "waits", row.id, row.model)
+                await asyncio.sleep(TICK_S)
+                continue
+            if not was_serving:
+                self.watch.follow(row.model)
             why = regression(self.watch.of(row.model, row.active),
                              self.watch.of(row.model, row.version),
                              max_error_rate=opts.max_error_rate,
@@ -299,6 +312,14 @@ class Rollouts:
             if row.state == RolloutState.SHIFTING:
                 held += TICK_S
         return True
+
+    def _both_serve(self, row: RolloutRow) -> bool:
+        """Some routable replica has both the active and the target version ready."""
+        wanted = {row.active, row.version}
+        return any(rt.routable and rt.manager is not None
+                   and rt.manager.state(row.model) is ModelState.READY
+                   and wanted <= set(rt.manager.status(row.model).versions)
+                   for rt in self.fleet.order)
 
     async def _promote(self, row: RolloutRow, *, early: bool = False) -> bool:
         model = row.model

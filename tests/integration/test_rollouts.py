@@ -199,6 +199,37 @@ async def test_an_operators_action_is_answered_with_its_effect(cp: ControlPlane,
     assert promoted["state"] == "promoted" and cp.versions.active("errors") == "3"
 
 
+async def test_a_rollout_holds_its_step_while_triton_is_down(cp: ControlPlane,
+                                                              tmp: Path) -> None:
+    """Triton killed while a rollout shifts: no step is taken, nor the rollout judged, until
+    a replica serves both versions again; then it goes on and is promoted."""
+    add_version(tmp / "repository", "slow", "3")  # a good version 3
+    clients = _clients(cp, "slow").start()
+    async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
+        started = await http.post("/models/slow/rollouts", json={"version": "3"})
+    assert started.status_code == 202, started.text
+    assert await until(lambda: cp.rollouts.running.get("slow") is not None
+                       and cp.rollouts.running["slow"].state == "shifting", 60), \
+        [(r["state"], r["reason"]) for r in await _rollouts(cp, "slow")]
+    row = cp.rollouts.running["slow"]
+    assert cp.supervisor is not None and cp.supervisor.process is not None
+    cp.supervisor.process.kill()  # SIGKILL: restarted and its models restored
+    seen: list[tuple[float, bool, float]] = []  # (time, both versions serve, share)
+    while row.state not in ("promoted", "rolled_back", "aborted"):
+        seen.append((time.monotonic(), cp.rollouts._both_serve(row), row.share))
+        assert len(seen) < 1200, seen[-5:]  # 2 minutes
+        await asyncio.sleep(0.1)
+    await clients.finish()
+    assert row.state == "promoted", row.reason
+    down = [i for i, (_, serving, _) in enumerate(seen) if not serving]
+    assert down, "the outage was seen"
+    first, last = down[0], down[-1]
+    # while no replica served both versions the share stayed where it was
+    assert len({share for _, _, share in seen[first:last + 1]}) == 1, seen[first:last + 1]
+    assert seen[last + 1][1] and seen[last][0] - seen[first][0] > 1.0
+    assert cp.versions.active("slow") == "3"
+
+
 async def test_a_rollout_resumes_after_a_restart(cp: ControlPlane, tmp: Path) -> None:
     add_version(tmp / "repository", "nan", "3")  # a good version 3 of the same model
     async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
