@@ -25,7 +25,6 @@ and its next load (with its probes) serves it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.runtime import InstanceRuntime
 from controlplane.lifecycle.loading import refused_target
 from controlplane.lifecycle.states import ModelState
+from controlplane.rollouts.requests import ACT_WAIT_S, OperatorRequests, answer
 from controlplane.rollouts.states import ACTIVE_STATES, RolloutState, check
 from controlplane.rollouts.verify import Verdict, VerifyOptions
 from controlplane.rollouts.versions import ModelVersions
@@ -54,9 +54,6 @@ TICK_S = 1.0
 DETECT_S = 5.0
 #: after the last step, how long requests already naming the active version get to finish
 SETTLE_S = 1.0
-#: how long an operator's action waits for the rollout to take it before answering, seconds
-#: (a pause or resume within a tick; a promotion or an abort after its reload, mostly)
-ACT_WAIT_S = 15.0
 
 
 
@@ -85,9 +82,8 @@ class Rollouts:
         #: model -> the highest version there was when the operator chose one (a rollback
         #: to an older version): auto-detection rolls out only folders above it
         self.chosen: dict[ModelName, int] = {}
-        #: operator's requests to a running rollout: pause, resume, promote, abort
-        #: an operator's action per rollout id, and what its answer waits for: taken
-        self._asked: dict[int, tuple[str, asyncio.Future[None]]] = {}
+        #: an operator's requests to a running rollout: pause, resume, promote, abort
+        self.requests = OperatorRequests()
         self._background = Background()
 
     async def start(self) -> None:
@@ -158,22 +154,13 @@ class Rollouts:
         return row
 
     def ask(self, model: ModelName, rollout_id: int, what: str) -> RolloutRow:
-        """pause, resume, promote or abort the running rollout ``rollout_id`` of ``model``.
-        Raises Conflict when it is not running (or not in a state that allows ``what``)."""
+        """pause, resume, promote or abort the running rollout ``rollout_id`` of ``model``
+        (``requests.py``). Raises Conflict when it is not running (or not in a state that
+        allows ``what``)."""
         row = self.running.get(model)
         if row is None or row.id != rollout_id:
             raise Conflict(f"rollout {rollout_id} of '{model}' is not under way")
-        if what == "pause" and row.state != RolloutState.SHIFTING:
-            raise Conflict(f"rollout {rollout_id} is {row.state}: only a shifting one pauses")
-        if what == "resume" and row.state != RolloutState.PAUSED:
-            raise Conflict(f"rollout {rollout_id} is {row.state}: only a paused one resumes")
-        if what == "promote" and row.state == RolloutState.VERIFYING:
-            raise Conflict(f"rollout {rollout_id} is still verifying: it cannot be promoted "
-                           "before its verification passes")
-        earlier = self._asked.get(row.id)
-        if earlier is not None:
-            _answer(earlier[1])  # replaced by this one before it was taken
-        self._asked[row.id] = (what, asyncio.get_running_loop().create_future())
+        self.requests.ask(row, what)
         return row
 
     async def act(self, model: ModelName, rollout_id: int, what: str,
@@ -183,14 +170,8 @@ class Rollouts:
         then, so an answer shows the action's effect (or, after ``wait_s``, the state it is
         still moving from: a promotion or an abort reloads the model)."""
         row = self.ask(model, rollout_id, what)
-        taken = self._asked[row.id][1]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(taken), wait_s)
+        await self.requests.wait(row, wait_s)
         return row
-
-    def _take(self, row: RolloutRow) -> tuple[str | None, asyncio.Future[None] | None]:
-        asked = self._asked.pop(row.id, None)
-        return (None, None) if asked is None else asked
 
     # -- the state machine ------------------------------------------------------------------
     async def _run(self, row: RolloutRow, *, resumed: bool) -> None:
@@ -204,7 +185,7 @@ class Rollouts:
             log.exception("rollout %d of %s failed", row.id, row.model)
             await self._roll_back(row, f"the rollout failed: {exc}")
         finally:
-            _answer(self._take(row)[1])
+            answer(self.requests.take(row)[1])
             if row.state not in ACTIVE_STATES:
                 self.running.pop(row.model, None)
                 self.watch.forget(row.model)
@@ -275,7 +256,7 @@ class Rollouts:
         self.watch.follow(row.model)
         serving = True
         while held < dwell_s or row.state == RolloutState.PAUSED:
-            asked, taken = self._take(row)
+            asked, taken = self.requests.take(row)
             try:
                 if asked == "abort":
                     await self._roll_back(row, "aborted by the operator", RolloutState.ABORTED)
@@ -289,7 +270,7 @@ class Rollouts:
                 elif asked == "resume":
                     await self._move(row, RolloutState.SHIFTING, row.share, "resumed")
             finally:
-                _answer(taken)
+                answer(taken)
             was_serving, serving = serving, self._both_serve(row)
             if not serving:
                 # an outage judges neither version: the step waits for it to end, and the
@@ -387,12 +368,5 @@ class Rollouts:
         the replica that leads next)."""
         await self._background.close()
         self.running.clear()
-        for _, taken in self._asked.values():
-            _answer(taken)
-        self._asked.clear()
+        self.requests.close()
 
-
-def _answer(taken: asyncio.Future[None] | None) -> None:
-    """Let an operator's answer go (the action was taken, replaced, or the rollout ended)."""
-    if taken is not None and not taken.done():
-        taken.set_result(None)
