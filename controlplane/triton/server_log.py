@@ -52,8 +52,10 @@ def error_lines(path: Path, needle: str, *, max_bytes: int = 256 * 1024) -> list
 
 #: What Triton's fatal-signal handler writes first ("Signal (6) received."), before a stack
 #: trace. After heap corruption the handler can deadlock in malloc: the process then neither
-#: exits nor stops answering its liveness endpoint, and only its log says it is gone.
-FATAL_SIGNAL = re.compile(rb"^Signal \((\d+)\) received\.", re.MULTILINE)
+#: exits nor stops answering its liveness endpoint, and only its log says it is gone. Its
+#: shutdown handler writes the same for SIGINT and SIGTERM (2, 15: a stop), so only the
+#: signals of a fault count: SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGSEGV.
+FATAL_SIGNAL = re.compile(rb"^Signal \((?:4|6|7|8|11)\) received\.", re.MULTILINE)
 
 
 def fatal_signal(path: Path, start: int, *, max_bytes: int = 256 * 1024) -> tuple[str | None,

@@ -26,6 +26,16 @@ def test_the_fatal_signal_line_is_found_once_written_whole_and_only_after_start(
     assert fatal_signal(tmp_path / "gone.log", 0) == (None, 0)
 
 
+def test_a_stop_is_no_fault(tmp_path: Path) -> None:
+    log = tmp_path / "triton.log"
+    log.write_bytes(b"I1207 successfully unloaded 'm' version 1\nSignal (2) received.\n"
+                    b"Signal (15) received.\n")
+    assert fatal_signal(log, 0)[0] is None
+    with log.open("ab") as fh:
+        fh.write(b"Signal (11) received.\n")
+    assert fatal_signal(log, 0)[0] == "Signal (11) received."
+
+
 def test_only_the_last_bytes_of_a_long_stretch_are_read(tmp_path: Path) -> None:
     log = tmp_path / "triton.log"
     log.write_bytes(b"Signal (6) received.\n" + b"x" * 1000 + b"\n")
