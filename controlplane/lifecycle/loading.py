@@ -52,6 +52,9 @@ class Loads:
 
     def __init__(self, manager: ModelManager) -> None:
         self.m = manager
+        #: models whose last load with our additions ended with Triton gone (why): a second
+        #: time in a row rejects the additions (``load``); bounded by the repository
+        self.suspect: dict[ModelName, str] = {}
 
     async def bring_up(self, model: ManagedModel, details: dict[str, Any], *,
                        mark_warming: bool) -> BroughtUp:
@@ -105,11 +108,14 @@ class Loads:
         carries our additions (warm-up, placement); when Triton refuses it, the hooks mark
         them rejected with Triton's reason and the model loads from its own config.pbtxt.
         A Triton that died or timed out is not retried here: a timed-out load goes on in
-        Triton, and a dead Triton is restored by its supervisor (plain, once rejected).
+        Triton, and a dead Triton is restored by its supervisor. Triton dying during a load
+        with our additions makes them suspect; dying again during the next one (nothing
+        loaded with them in between) rejects them, and the restore after it loads plain.
         """
         port, timeout_s = self.m.instance, self.m.load_timeout_s
         try:
             await port.load(name, config=plan.config, files=plan.files, timeout_s=timeout_s)
+            self.suspect.pop(name, None)
             return
         except ModelLoadFailed as exc:
             if plan.config is None and plan.files is None:
@@ -119,7 +125,17 @@ class Loads:
         except TritonUnavailable as exc:
             if plan.config is not None or plan.files is not None:
                 reason = f"Triton became unavailable during a load with our additions: {exc}"
-                await self._reject_additions(name, plan, reason, details)
+                if self.suspect.pop(name, None) is None:
+                    # Once may be another's doing (a crash from elsewhere, from a model's
+                    # own code): the additions are tried again at the next load. Twice in a
+                    # row with nothing loaded in between is theirs: never applied again.
+                    self.suspect[name] = reason
+                    details["additions_suspect"] = reason
+                    log.warning("%s: %s; tried once more at its next load, never again if "
+                                "Triton goes down during that one too", name, reason)
+                else:
+                    await self._reject_additions(name, plan, f"{reason} (the second time in "
+                                                            "a row)", details)
             raise
         if plan.fallback is None:
             await self._reject_additions(name, plan, reason, details)

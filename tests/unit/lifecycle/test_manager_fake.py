@@ -267,6 +267,36 @@ async def test_triton_down_during_a_load_fails_it_and_restores_it_once_back(
     assert len(fake.loads) == 2
 
 
+async def test_triton_dying_during_loads_with_our_additions_rejects_them_the_second_time(
+    make: MakeManager
+) -> None:
+    """Once may be a crash from elsewhere: the additions are tried again. Twice in a row,
+    nothing loaded with them in between: rejected, and the model loads plain after."""
+    warmup = Warmup()
+    manager, fake = await make(preparer=warmup)
+    rejected: list[str] = []
+
+    async def mark_rejected(name: str, plan: LoadPlan, reason: str) -> None:
+        rejected.append(reason)
+    manager.additions_rejected.append(mark_rejected)
+    fake.load_script["m"] = [unreachable(), succeed(), unreachable()]
+    with pytest.raises(ModelLoadFailed, match="unreachable"):
+        await manager.load("m", trigger="api")
+    assert rejected == []  # once: suspect only
+    assert (await manager.load("m", trigger="api")).state is ModelState.READY
+    assert fake.loads[-1][1] == warmup.plan.config  # tried again, and it loaded: cleared
+    await manager.unload("m", trigger="api")
+    with pytest.raises(ModelLoadFailed, match="unreachable"):
+        await manager.load("m", trigger="api")
+    assert rejected == []  # a first time again, after a load that went well
+    fake.load_script["m"] = [unreachable()]
+    with pytest.raises(ModelLoadFailed, match="unreachable"):
+        await manager.load("m", trigger="api")
+    [reason] = rejected
+    assert "Triton became unavailable during a load with our additions" in reason
+    assert "second time in a row" in reason
+
+
 async def test_a_transition_missing_from_the_table_raises_in_strict_mode_else_is_logged(
     make: MakeManager, caplog: pytest.LogCaptureFixture
 ) -> None:
