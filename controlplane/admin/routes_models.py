@@ -8,7 +8,7 @@ A model's fields are its best replica's (the fleet's aggregate, as the gateway s
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query
 
@@ -21,6 +21,9 @@ from controlplane.lifecycle.states import ModelStatus
 from controlplane.store.models import LoadEvent
 from controlplane.triton.repository import ModelSpec
 
+if TYPE_CHECKING:
+    from controlplane.app import ControlPlane
+
 router = APIRouter(prefix="/models", tags=["models"])
 
 InstanceQuery = Annotated[str | None, Query(
@@ -32,13 +35,19 @@ def replica_views(fleet: Fleet, name: str) -> list[ReplicaView]:
     return [ReplicaView.of(s, fleet.runtimes.get(s.instance)) for s in fleet.replicas(name)]
 
 
-def model_view(fleet: Fleet, status: ModelStatus) -> ModelView:
-    return ModelView.of(status, replica_views(fleet, status.name))
+def model_view(cp: ControlPlane, status: ModelStatus) -> ModelView:
+    view = ModelView.of(status, replica_views(cp.fleet, status.name))
+    return view.model_copy(update=_versions(cp, status.name))
+
+
+def _versions(cp: ControlPlane, name: str) -> dict[str, str | None]:
+    return {"active_version": cp.versions.active(name),
+            "target_version": cp.versions.target(name)}
 
 
 @router.get("", response_model=list[ModelView])
-async def list_models(fleet: FleetDep) -> list[ModelView]:
-    return [model_view(fleet, s) for s in fleet.statuses()]
+async def list_models(fleet: FleetDep, cp: ControlPlaneDep) -> list[ModelView]:
+    return [model_view(cp, s) for s in fleet.statuses()]
 
 
 @router.get("/{name}", response_model=ModelDetail)
@@ -59,7 +68,8 @@ async def get_model(name: str, fleet: FleetDep, cp: ControlPlaneDep) -> ModelDet
         where.update({e.id: rt.name for e in found})
     events.sort(key=lambda e: (e.started_at, e.id), reverse=True)
     cache = cp.compile_cache.entries(name) if cp.compile_cache else []
-    return ModelDetail.build(status, spec, events[:20], cache, replicas, where)
+    detail = ModelDetail.build(status, spec, events[:20], cache, replicas, where)
+    return detail.model_copy(update=_versions(cp, name))
 
 
 @router.post("/{name}/load", response_model=ModelView)
@@ -74,12 +84,12 @@ async def load_model(name: str, fleet: FleetDep, cp: ControlPlaneDep,
     ``GET /models/{name}/rollouts`` follows it."""
     await fleet.load(name, trigger="api", instance=instance)
     await cp.rollouts.detect(name)
-    return model_view(fleet, fleet.status(name))
+    return model_view(cp, fleet.status(name))
 
 
 @router.post("/{name}/unload", response_model=ModelView)
 async def unload_model(
-    name: str, fleet: FleetDep,
+    name: str, fleet: FleetDep, cp: ControlPlaneDep,
     force: Annotated[bool, Query(description="unload even a pinned model")] = False,
     instance: InstanceQuery = None,
 ) -> ModelView:
@@ -87,18 +97,18 @@ async def unload_model(
     operator loads it or releases the hold (``/release``). Without ``instance``: from every
     instance."""
     await fleet.unload(name, trigger="api", instance=instance, force=force)
-    return model_view(fleet, fleet.status(name))
+    return model_view(cp, fleet.status(name))
 
 
 @router.post("/{name}/release", response_model=ModelView)
-async def release_model(name: str, fleet: FleetDep) -> ModelView:
+async def release_model(name: str, fleet: FleetDep, cp: ControlPlaneDep) -> ModelView:
     """End the operator's hold on a model unloaded through the API, and its failure back-off,
     on every instance: lazy loads and the scheduler may load it again. The model is not
     loaded by this call."""
     fleet.status(name)  # 404 before any instance changes
     for _, manager in fleet.managers():
         manager.release(name)
-    return model_view(fleet, fleet.status(name))
+    return model_view(cp, fleet.status(name))
 
 
 @router.delete("/{name}/compile-cache")

@@ -37,6 +37,13 @@ class ModelView(BaseModel):
     #: its replicas that failed their health check, "instance: reason; ..." (they take no
     #: traffic until a probe passes); None: none
     unhealthy: str | None = None
+    #: the versions Triton serves it at (its best replica's; empty while cold)
+    versions: list[str] = []
+    #: the version warmctl pins every load to (``rollouts/versions.py``); None: what plain
+    #: Triton would load (no record: the model's own version policy)
+    active_version: str | None = None
+    #: a rollout's target beside it; None: no rollout under way
+    target_version: str | None = None
     #: the model on each instance, in the fleet's order (the fields above are its best
     #: replica's: ready > warming > loading > unloading > failed > cold)
     replicas: list[ReplicaView] = []
@@ -50,6 +57,8 @@ class ModelView(BaseModel):
 def _status_values(status: ModelStatus, replicas: list[ReplicaView] | None = None
                    ) -> dict[str, Any]:
     values = {k: v for k, v in status.__dict__.items() if k in ModelView.model_fields}
+    if status.state is ModelState.COLD:
+        values["memory_bytes"] = None  # what it held when it was loaded, not what it holds
     if status.retry_at is not None:
         values["retry_at"] = datetime.fromtimestamp(status.retry_at, UTC)
     values["unhealthy"] = status.unhealthy or "; ".join(

@@ -83,8 +83,11 @@ async def test_load_unload_and_errors_over_http(control_plane: ControlPlane) -> 
     cp = control_plane
     loaded = await _get(cp, "/models/ident/load", "POST")
     assert loaded.status_code == 200 and loaded.json()["state"] == "ready"
+    assert loaded.json()["versions"] == ["1"]
     unloaded = await _get(cp, "/models/ident/unload", "POST")
     assert unloaded.status_code == 200 and unloaded.json()["state"] == "cold"
+    # cold: it holds nothing, and serves no version
+    assert unloaded.json()["memory_bytes"] is None and unloaded.json()["versions"] == []
 
     missing = await _get(cp, "/models/nope")
     assert missing.status_code == 404

@@ -118,6 +118,10 @@ async def test_a_good_version_is_promoted_under_load_with_nothing_failed_or_cold
     assert cp.versions.active("good") == "2" and cp.versions.target("good") is None
     status = cp.fleet.status("good")
     assert status.versions == ("2",)  # version 1 unloaded
+    async with httpx.AsyncClient(base_url=cp.admin_url, timeout=30) as http:
+        view = (await http.get("/models/good")).json()
+    assert (view["versions"], view["active_version"], view["target_version"]) == (
+        ["2"], "2", None)
     assert "good" not in cp.fleet.splits
 
 
