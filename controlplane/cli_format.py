@@ -98,22 +98,27 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
     """``warmctl plan``: the policy line, one line per model (its replicas: where the plan
     puts it), then each instance's budget and planned models, and what could not be placed."""
     budget = f"{plan['budget_mb']:.0f} MB" if plan["budget_mb"] else "unlimited"
-    lines = [f"policy {plan['policy']} (param {plan['param']}), budget {budget}, "
+    param = "none" if plan["param"] is None else f"{plan['param']:g}"  # None: no knob
+    models = plan["models"]
+    # columns as wide as their longest entry (model names run to 63 characters)
+    name_w = min(63, max([18, *(len(m["model"]) for m in models)]))
+    decision_w = max([8, *(len(m["decision"] or "-") for m in models)])
+    lines = [f"policy {plan['policy']} (param {param}), budget {budget}, "
              f"resident {plan['resident_mb']:.0f} MB",
-             f"{'MODEL':<18} {'STATE':<8} {'LEVEL':<7} {'DECISION':<8} {'REQ/DAY':>8} "
-             f"{'COLD/DAY':>8} {'GB*H/DAY':>8} {'REPLICAS':<12}  WHY"]
-    for m in plan["models"]:
+             f"{'MODEL':<{name_w}} {'STATE':<8} {'LEVEL':<7} {'DECISION':<{decision_w}} "
+             f"{'REQ/DAY':>8} {'COLD/DAY':>8} {'GB*H/DAY':>8} {'REPLICAS':<12}  WHY"]
+    for m in models:
         req, cold, cost = ("-" if m[k] is None else f"{m[k]:.1f}" for k in (
             "requests_per_day", "cold_starts_per_day_if_lazy", "warm_cost_gbh_per_day"))
         replicas = ",".join(r["instance"] for r in m.get("replicas") or []) or "-"
-        lines.append(f"{m['model']:<18} {m['state']:<8} {m['level']:<7} "
-                     f"{m['decision'] or '-':<8} {req:>8} {cold:>8} {cost:>8} "
+        lines.append(f"{fit(m['model'], name_w):<{name_w}} {m['state']:<8} {m['level']:<7} "
+                     f"{m['decision'] or '-':<{decision_w}} {req:>8} {cold:>8} {cost:>8} "
                      f"{replicas:<12}  {m['why'] or ''}")
         for r in m.get("replicas") or []:
             if len(plan.get("instances") or []) > 1:
-                lines.append(f"{'':<18}   on {r['instance']}: {r['why']}")
+                lines.append(f"{'':<{name_w}}   on {r['instance']}: {r['why']}")
         if m.get("unplaced"):
-            lines.append(f"{'':<18}   unplaced: {m['unplaced']}")
+            lines.append(f"{'':<{name_w}}   unplaced: {m['unplaced']}")
     instances = plan.get("instances") or []
     if instances:
         lines.append("")

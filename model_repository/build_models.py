@@ -17,6 +17,7 @@ import argparse
 import itertools
 import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -227,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="device AOTInductor packages are compiled for")
     parser.add_argument("models", nargs="*", default=sorted(MODELS))
     args = parser.parse_args(argv)
+    if args.quiet:
+        # torch's export warns of its own deprecations (FutureWarning): noise in an install
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in args.models:
         if name not in MODELS:
             parser.error(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")

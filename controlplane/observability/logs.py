@@ -14,7 +14,9 @@ from typing import TextIO
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: chatty at INFO: one line per admin call (httpx), two per planning pass (apscheduler)
-QUIET = ("httpx", "apscheduler")
+#: libraries whose INFO lines say nothing an operator acts on (alembic's: a plugin set-up and
+#: one line per migration at every start; the store logs its own one line, ``migrate``)
+QUIET = ("httpx", "apscheduler", "alembic")
 
 
 class JsonFormatter(logging.Formatter):

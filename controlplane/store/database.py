@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,6 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controlplane.errors import StoreUnavailable
 from controlplane.store.writebehind import WriteBehind, describe, is_storage_error
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 P = ParamSpec("P")
@@ -153,11 +157,15 @@ class Database:
         return await loop.run_in_executor(self._write_thread, fn)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration (one log line when it moved)."""
         config = alembic_config(self.url)
         with self.engine.begin() as connection:
+            before = MigrationContext.configure(connection).get_current_revision()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+            after = MigrationContext.configure(connection).get_current_revision()
+        if after != before:
+            log.info("store: schema migrated from %s to %s", before or "empty", after)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

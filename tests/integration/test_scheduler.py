@@ -174,8 +174,9 @@ async def test_a_model_never_requested_waits_for_its_first_request(
     assert not cp.manager.store.events("never", limit=1)
     assert not any(i.endswith("preload:never") for i, _ in cp.jobs.jobs())
     async with httpx.AsyncClient(base_url=cp.admin_url) as http:
-        [line] = [m for m in (await http.get("/plan")).json()["models"]
-                  if m["model"] == "never"]
+        plan = (await http.get("/plan")).json()
+        [line] = [m for m in plan["models"] if m["model"] == "never"]
+    assert (plan["policy"], plan["param"]) == ("ours", 3000.0)  # the default knob, said
     # the policy's own lazy reason is "no requests seen yet"; this one is the driver's
     assert line["decision"] == "lazy" and "first request" in line["why"]
 

@@ -163,7 +163,14 @@ def test_plan_lines_show_replicas_and_instances() -> None:
                           {"name": "b", "routable": False, "draining": True,
                            "memory_budget_mb": None, "memory_used_mb": 0.0, "planned": []}]}
     lines = plan_lines(plan)
-    assert lines[0] == "policy ours (param None), budget unlimited, resident 200 MB"
+    assert lines[0] == "policy ours (param none), budget unlimited, resident 200 MB"
+    assert plan_lines({**plan, "param": 3000.0})[0].startswith("policy ours (param 3000),")
+    # a long name or decision widens its column rather than pushing the rest out of line
+    wide = plan_lines({**plan, "models": [_plan_model("history_ranker_compiled"),
+                                          _plan_model("hot", decision="held cold")]})
+    assert wide[1].index("STATE") == wide[2].index(" ready") + 1 == wide[3].index(" ready") + 1
+    assert wide[2].index("86400.0") == wide[3].index("86400.0")
+    assert wide[1].index("REQ/DAY") - wide[1].index("DECISION") >= len("held cold")
     assert "REPLICAS" in lines[1].split()
     hot = lines[2].split()
     assert hot[0] == "hot" and hot[hot.index("1.0") + 1] == "a,b" and hot[-1] == "hot"
