@@ -227,10 +227,15 @@ async def test_a_rollout_holds_its_step_while_triton_is_down(cp: ControlPlane,
     assert row.state == "promoted", row.reason
     down = [i for i, (_, serving, _) in enumerate(seen) if not serving]
     assert down, "the outage was seen"
-    first, last = down[0], down[-1]
+    # the outage: the first stretch without a replica serving both versions (the promotion
+    # at the end serves the target alone: another such stretch, after the last step)
+    first = last = down[0]
+    while last + 1 < len(seen) and not seen[last + 1][1]:
+        last += 1
+    assert last + 1 < len(seen), "both versions served again before the promotion"
     # while no replica served both versions the share stayed where it was
     assert len({share for _, _, share in seen[first:last + 1]}) == 1, seen[first:last + 1]
-    assert seen[last + 1][1] and seen[last][0] - seen[first][0] > 1.0
+    assert seen[last][0] - seen[first][0] > 1.0 and seen[last][2] < 1.0
     assert cp.versions.active("slow") == "3"
 
 

@@ -34,7 +34,9 @@ def _client(fleet: Fleet) -> httpx.AsyncClient:
     # no instance joins here: the membership is only asked for those being provisioned
     app.state.control_plane = SimpleNamespace(
         fleet=fleet, compile_cache=None, membership=SimpleNamespace(joining={}),
-        rollouts=SimpleNamespace(detect=_no_new_version))
+        rollouts=SimpleNamespace(detect=_no_new_version),
+        # no version records: every model loads what plain Triton would
+        versions=SimpleNamespace(active=lambda model: None, target=lambda model: None))
     for router in (routes_instances.router, routes_instances.actions_router,
                    routes_models.router):
         app.include_router(router)
