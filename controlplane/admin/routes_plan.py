@@ -22,7 +22,7 @@ from controlplane.fleet.fleet import Fleet
 from controlplane.fleet.views import describe
 from controlplane.lifecycle.manager import ModelManager
 from controlplane.lifecycle.states import ModelState
-from controlplane.policy.registry import POLICY_SPECS
+from controlplane.policy.registry import policy_spec
 from controlplane.scheduler.levels import Level, own_level
 from controlplane.store.models import LoadEvent
 
@@ -113,8 +113,10 @@ async def _build(cp: ControlPlane, decisions: Mapping[str, object]) -> PlanView:
         models.append(model.model_copy(update={
             "replicas": replicas.get(status.name, []), "unplaced": unplaced.get(status.name)}))
     return PlanView(
-        policy=sched.options.policy, param=_effective_param(sched.options.policy,
-                                                           sched.options.param),
+        # the knob the policy runs with: the configured one, else the policy's default
+        policy=sched.options.policy,
+        param=policy_spec(sched.options.policy).default_param
+        if sched.options.param is None else sched.options.param,
         budget_mb=sched.options.memory_budget_mb,
         gpu_budget_mb=sched.gpu_budget_mb,
         resident_mb=round(view.resident_mb(), 1), at=view.now,
@@ -138,10 +140,3 @@ async def plan(cp: ControlPlaneDep) -> PlanView:
     decisions = {d.model: d for d in await cp.scheduler.explain_decisions()}
     return await _build(cp, decisions)
 
-
-def _effective_param(policy: str, param: float | None) -> float | None:
-    """The knob the policy runs with: the configured one, else the policy's default (None:
-    the policy has none)."""
-    if param is not None:
-        return param
-    return next((spec.default_param for spec in POLICY_SPECS if spec.name == policy), None)
